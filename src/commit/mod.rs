@@ -1,0 +1,1 @@
+//! Commit path: parsing, conflict checking and sequencing.

@@ -1,0 +1,2 @@
+//! Stoat: a single-leader, optimistic-concurrency transaction log service.
+pub mod commit;
