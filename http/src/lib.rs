@@ -1,1 +1,16 @@
-//! placeholder
+//! HTTP/1.1 message handling shared by the Stoat server, its S3 client and
+//! fake_s3: a pure request parser (bytes in, progress out; no IO) and helpers
+//! that write responses into a caller's buffer.
+//!
+//! Invariants:
+//! - Nothing here performs IO or panics on any input; every malformed input
+//!   becomes an [`HttpError`] that maps to one status code.
+//! - Memory is bounded by the [`Limits`] given: the head never grows past
+//!   `head_bytes_max`, a body never past `body_bytes_max`, and a body that
+//!   declares itself too large is refused before any of it is read.
+
+mod parser;
+mod response;
+
+pub use parser::{BodyKind, HttpError, Limits, Method, Progress, RequestHead, RequestParser};
+pub use response::{reason_phrase, write_continue, write_response_head, ResponseHead};
