@@ -1,2 +1,12 @@
 //! Stoat: a single-leader, optimistic-concurrency transaction log service.
+//!
+//! `server` owns connections (mio reactors, HTTP/1.1), `pipeline` the stages
+//! a commit passes through, `commit` the decision logic, `ops` metrics,
+//! logging and platform calls, `config` the validated settings.
+
 pub mod commit;
+pub mod config;
+pub mod ops;
+pub mod pipeline;
+pub mod server;
+pub mod storage_probe;

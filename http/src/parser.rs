@@ -238,6 +238,12 @@ impl RequestParser {
         !matches!(self.state, State::Head | State::Complete) || self.head_scanned > 0
     }
 
+    /// True until the head of the next request has been parsed (a finished
+    /// request counts as waiting for the next head).
+    pub fn awaiting_head(&self) -> bool {
+        matches!(self.state, State::Head | State::Complete)
+    }
+
     /// Consumes what it can of `input` (the bytes not consumed by earlier
     /// calls, followed by new ones), appending body bytes to `body`.
     /// Returns the number of bytes consumed and the progress made.

@@ -1,0 +1,182 @@
+//! Prometheus metrics: one registry for the process, encoded on `GET /metrics`.
+//!
+//! Request counters are looked up through a per-reactor cache so that the
+//! hot path touches only atomics, never the families' locks.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: &'static str,
+}
+
+/// Every metric the process exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<RouteLabels, Histogram>,
+    pub connections_open: Gauge,
+    pub connections_accepted: Counter,
+    pub connections_refused: Counter,
+    pub connections_timed_out: Counter,
+    pub pipeline_queue_depth: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("stoat");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route and status",
+            requests.clone(),
+        );
+        let request_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            // 10 us .. ~5 s.
+            Histogram::new(exponential_buckets(0.00001, 2.0, 20))
+        });
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from a request's complete arrival to its response being queued for writing",
+            request_duration.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register(
+            "http_connections_open",
+            "Open client connections",
+            connections_open.clone(),
+        );
+        let connections_accepted = Counter::default();
+        registry.register(
+            "http_connections_accepted",
+            "Connections accepted",
+            connections_accepted.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "http_connections_refused",
+            "Connections answered 503 and closed because server.max_connections were open",
+            connections_refused.clone(),
+        );
+        let connections_timed_out = Counter::default();
+        registry.register(
+            "http_connections_timed_out",
+            "Connections closed by the idle, header-read or request-read timeout",
+            connections_timed_out.clone(),
+        );
+        let pipeline_queue_depth = Gauge::default();
+        registry.register(
+            "pipeline_queue_depth",
+            "Requests waiting in the queue to the commit pipeline",
+            pipeline_queue_depth.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            connections_open,
+            connections_accepted,
+            connections_refused,
+            connections_timed_out,
+            pipeline_queue_depth,
+        }
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// A reactor's handle on the request metrics, caching the per-label metrics
+/// so that recording a request is two atomic updates.
+pub struct RequestRecorder {
+    metrics: std::sync::Arc<Metrics>,
+    counters: HashMap<(&'static str, u16), Counter>,
+    durations: HashMap<&'static str, Histogram>,
+}
+
+impl RequestRecorder {
+    pub fn new(metrics: std::sync::Arc<Metrics>) -> Self {
+        RequestRecorder {
+            metrics,
+            counters: HashMap::new(),
+            durations: HashMap::new(),
+        }
+    }
+
+    pub fn record(&mut self, route: &'static str, status: u16, elapsed: Duration) {
+        let metrics = &self.metrics;
+        self.counters
+            .entry((route, status))
+            .or_insert_with(|| {
+                metrics
+                    .requests
+                    .get_or_create(&RequestLabels { route, status })
+                    .clone()
+            })
+            .inc();
+        self.durations
+            .entry(route)
+            .or_insert_with(|| {
+                metrics
+                    .request_duration
+                    .get_or_create(&RouteLabels { route })
+                    .clone()
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_requests_appear_in_the_text() {
+        let metrics = std::sync::Arc::new(Metrics::new());
+        let mut recorder = RequestRecorder::new(metrics.clone());
+        recorder.record("version", 200, Duration::from_micros(30));
+        recorder.record("version", 200, Duration::from_micros(30));
+        let text = metrics.encode();
+        assert!(
+            text.contains("stoat_http_requests_total{route=\"version\",status=\"200\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("stoat_http_request_duration_seconds_count{route=\"version\"} 2"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

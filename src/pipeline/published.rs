@@ -1,0 +1,53 @@
+//! The few values the pipeline publishes for everyone else to read: versions
+//! and readiness. Readers never wait; writers are the owning stage only.
+//!
+//! Invariant: `oldest_version <= durable_version <= committed_version`, and
+//! none of them ever decreases.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+#[derive(Debug)]
+pub struct Published {
+    /// Changes whenever leadership changes; opaque to clients.
+    pub leader_id: String,
+    committed_version: AtomicU64,
+    durable_version: AtomicU64,
+    oldest_version: AtomicU64,
+    ready: AtomicBool,
+}
+
+impl Published {
+    pub fn new(leader_id: String) -> Self {
+        Published {
+            leader_id,
+            committed_version: AtomicU64::new(0),
+            durable_version: AtomicU64::new(0),
+            oldest_version: AtomicU64::new(0),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// The newest version decided as committed (maybe not yet durable).
+    pub fn committed_version(&self) -> u64 {
+        self.committed_version.load(Ordering::Acquire)
+    }
+
+    /// The newest version durable in storage: every commit acknowledged to a
+    /// client has a version at or below it.
+    pub fn durable_version(&self) -> u64 {
+        self.durable_version.load(Ordering::Acquire)
+    }
+
+    pub fn oldest_version(&self) -> u64 {
+        self.oldest_version.load(Ordering::Acquire)
+    }
+
+    /// True when this server is the leader, recovered, and its storage works.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+}

@@ -1,0 +1,69 @@
+//! What the reactor does with a routed request: answer it on the spot when
+//! it only reads published state, or hand it to its owner.
+
+use super::connection::Connection;
+use super::response::{write_json_string, write_u64, ApiError};
+use super::routes::Route;
+use super::ServerContext;
+use crate::ops::metrics;
+
+/// What became of a request.
+pub(super) enum Answer {
+    /// A response has been written into the connection.
+    Written,
+    /// The request (and its connection) goes to the commit pipeline.
+    ToPipeline,
+}
+
+/// Answers `route` or says where it goes. `queue_depth` is the pipeline
+/// queue's current length, reported by `/metrics`.
+pub(super) fn answer(
+    route: Route,
+    connection: &mut Connection,
+    context: &ServerContext,
+    queue_depth: usize,
+) -> Answer {
+    match route {
+        Route::Version => version(connection, context),
+        Route::Healthz => connection.respond_json(200, br#"{"status":"ok"}"#),
+        Route::Readyz => readyz(connection, context),
+        Route::Metrics => {
+            context.metrics.pipeline_queue_depth.set(queue_depth as i64);
+            let text = context.metrics.encode();
+            connection.respond(200, metrics::CONTENT_TYPE, text.as_bytes(), None);
+        }
+        Route::Commit | Route::Status => return Answer::ToPipeline,
+        Route::Subscribe | Route::RetentionList | Route::RetentionPolicy => {
+            let message = format!(
+                "{} is not available yet in this build",
+                route.path_description()
+            );
+            connection.respond_error(&ApiError::Unavailable(message));
+        }
+        Route::Unknown => connection.respond_error(&ApiError::NotFound("no such path".into())),
+    }
+    Answer::Written
+}
+
+/// `GET /v1/version`: the durable version is at least every version
+/// acknowledged before this request arrived, because a commit is
+/// acknowledged only after the durable version has reached it.
+fn version(connection: &mut Connection, context: &ServerContext) {
+    let published = &context.published;
+    let mut body = Vec::with_capacity(96);
+    body.extend_from_slice(b"{\"version\":");
+    write_u64(&mut body, published.durable_version());
+    body.extend_from_slice(b",\"leader_id\":");
+    write_json_string(&mut body, &published.leader_id);
+    body.push(b'}');
+    connection.respond_json(200, &body);
+}
+
+fn readyz(connection: &mut Connection, context: &ServerContext) {
+    if context.published.is_ready() {
+        connection.respond_json(200, br#"{"status":"ready"}"#);
+    } else {
+        let error = ApiError::Unavailable("not ready: storage is not reachable yet".into());
+        connection.respond_error(&error);
+    }
+}

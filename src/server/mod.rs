@@ -1,0 +1,222 @@
+//! The HTTP/1.1 server: N reactor threads, each with its own `mio::Poll`,
+//! owning the connections placed on it.
+//!
+//! Reactor 0 also owns the listening socket: it accepts, enforces
+//! `server.max_connections`, and places each new connection on the reactors
+//! round-robin (its own share directly, the others' through their mailbox).
+//! A complete request is either answered on the reactor (health, metrics,
+//! version: reads of published state) or handed, with its connection, to the
+//! pipeline; the pipeline returns the connection through the mailbox.
+//!
+//! Invariants:
+//! - Only the home reactor reads or writes a connection's socket.
+//! - Every queue is bounded: the pipeline queue by `pipeline.queue_depth`
+//!   (full: 429), each mailbox by the number of connections it can receive
+//!   (at most `server.max_connections`).
+
+pub mod connection;
+mod handlers;
+mod reactor;
+pub mod response;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::net::{TcpListener, TcpStream};
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::config::Settings;
+use crate::ops::metrics::Metrics;
+use crate::pipeline::published::Published;
+use crate::pipeline::{Pipeline, StageMessage};
+use connection::Connection;
+
+/// What the reactors share: read-only settings and the published state.
+pub struct ServerContext {
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub published: Arc<Published>,
+    open_connections: Arc<ConnectionCount>,
+}
+
+impl ServerContext {
+    pub fn new(settings: Settings, metrics: Arc<Metrics>, published: Arc<Published>) -> Self {
+        let open_connections = Arc::new(ConnectionCount {
+            open: AtomicUsize::new(0),
+            gauge: metrics.connections_open.clone(),
+        });
+        ServerContext {
+            settings,
+            metrics,
+            published,
+            open_connections,
+        }
+    }
+}
+
+/// The number of open connections, shared by all reactors.
+struct ConnectionCount {
+    open: AtomicUsize,
+    gauge: Gauge,
+}
+
+/// Holds one place in the open-connection count; gives it back on drop, so
+/// a connection is counted until it is gone, wherever it ends.
+pub(crate) struct OpenConnections(Arc<ConnectionCount>);
+
+impl OpenConnections {
+    /// Takes a place if fewer than `max` are open.
+    fn try_open(count: &Arc<ConnectionCount>, max: usize) -> Option<OpenConnections> {
+        count
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < max).then_some(open + 1)
+            })
+            .ok()?;
+        count.gauge.inc();
+        Some(OpenConnections(count.clone()))
+    }
+}
+
+impl Drop for OpenConnections {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.gauge.dec();
+    }
+}
+
+/// Messages to a reactor from other threads.
+pub(crate) enum Mail {
+    /// A socket accepted by reactor 0, to be owned here.
+    Accepted(TcpStream, OpenConnections),
+    /// A connection coming home from the pipeline with its response.
+    Returned(Box<Connection>),
+    /// Stop accepting, finish in-flight requests, close, exit.
+    Shutdown,
+}
+
+/// How other threads reach one reactor: a mailbox and a waker. Wakes are
+/// coalesced: a sender wakes the reactor only if no wake is pending.
+pub(crate) struct ReactorHandle {
+    sender: Sender<Mail>,
+    waker: mio::Waker,
+    wake_pending: AtomicBool,
+}
+
+impl ReactorHandle {
+    fn send(&self, mail: Mail) {
+        if self.sender.send(mail).is_err() {
+            // The reactor has exited (shutdown deadline passed); the mail,
+            // and any connection in it, is dropped, closing the socket.
+            return;
+        }
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Called by the reactor when woken, before it drains the mailbox.
+    fn clear_wake(&self) {
+        self.wake_pending.store(false, Ordering::Release);
+    }
+}
+
+/// Every reactor's handle, indexed by reactor.
+pub struct ReactorHandles(Vec<ReactorHandle>);
+
+impl ReactorHandles {
+    /// Gives a connection back to its home reactor.
+    pub fn return_connection(&self, connection: Box<Connection>) {
+        self.0[connection.home].send(Mail::Returned(connection));
+    }
+
+    fn shutdown_all(&self) {
+        for handle in &self.0 {
+            handle.send(Mail::Shutdown);
+        }
+    }
+}
+
+/// A running server: its reactor threads and the pipeline behind them.
+pub struct Server {
+    local_addr: SocketAddr,
+    reactors: Arc<ReactorHandles>,
+    threads: Vec<JoinHandle<()>>,
+    pipeline: Option<Pipeline>,
+}
+
+impl Server {
+    /// Binds the listener and starts the reactors and the pipeline.
+    pub fn start(context: ServerContext) -> std::io::Result<Server> {
+        let context = Arc::new(context);
+        let listener = TcpListener::bind(context.settings.listen)?;
+        let local_addr = listener.local_addr()?;
+        let reactor_count = context.settings.io_threads;
+        let mut polls = Vec::with_capacity(reactor_count);
+        let mut handles = Vec::with_capacity(reactor_count);
+        let mut mailboxes = Vec::with_capacity(reactor_count);
+        for _ in 0..reactor_count {
+            let poll = mio::Poll::new()?;
+            let waker = mio::Waker::new(poll.registry(), reactor::WAKER)?;
+            let (sender, receiver): (Sender<Mail>, Receiver<Mail>) = crossbeam_channel::unbounded();
+            handles.push(ReactorHandle {
+                sender,
+                waker,
+                wake_pending: AtomicBool::new(false),
+            });
+            polls.push(poll);
+            mailboxes.push(receiver);
+        }
+        let reactors = Arc::new(ReactorHandles(handles));
+        let pipeline = Pipeline::start(
+            context.settings.config.pipeline.queue_depth,
+            reactors.clone(),
+        )?;
+        let mut listener = Some(listener);
+        let mut threads = Vec::with_capacity(reactor_count);
+        for (index, (poll, mailbox)) in polls.into_iter().zip(mailboxes).enumerate() {
+            let reactor = reactor::Reactor::new(
+                index,
+                poll,
+                listener.take(),
+                mailbox,
+                reactors.clone(),
+                pipeline.sender(),
+                context.clone(),
+            )?;
+            let thread = std::thread::Builder::new()
+                .name(format!("stoat-reactor-{index}"))
+                .spawn(move || reactor.run())?;
+            threads.push(thread);
+        }
+        Ok(Server {
+            local_addr,
+            reactors,
+            threads,
+            pipeline: Some(pipeline),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, lets in-flight requests finish (bounded by
+    /// `server.shutdown_timeout_ms`), then stops the pipeline.
+    pub fn shutdown(mut self) {
+        self.reactors.shutdown_all();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        if let Some(pipeline) = self.pipeline.take() {
+            pipeline.stop();
+        }
+    }
+}
+
+/// Used by the pipeline's queue type in reactor code.
+pub(crate) type PipelineSender = Sender<StageMessage>;

@@ -1,0 +1,577 @@
+//! One reactor thread: a `mio::Poll`, the connections placed on it, and the
+//! loop that reads, parses, answers or hands off, and writes.
+//!
+//! Events are edge-triggered: a connection is driven until its socket says
+//! WouldBlock, or until it is handed off (its return drives it again), or
+//! until its output passes the high-water mark (the writable edge drives it
+//! again), or until its turn's request budget is spent (it is queued to be
+//! driven again before the next poll), so no readiness is ever lost.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, TrySendError};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use stoat_http::{write_continue, HttpError, Limits, Progress};
+
+use super::connection::Connection;
+use super::handlers::{self, Answer};
+use super::response::{ApiError, Response};
+use super::routes::{self, Resolved, Route};
+use super::{Mail, OpenConnections, PipelineSender, ReactorHandles, ServerContext};
+use crate::ops::metrics::RequestRecorder;
+use crate::pipeline::StageMessage;
+
+pub(super) const LISTENER: Token = Token(usize::MAX - 1);
+pub(super) const WAKER: Token = Token(usize::MAX - 2);
+
+/// Bytes read from a socket at a time, into the reactor's one scratch buffer.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Stop parsing a connection's requests while this much output is unsent.
+const WRITE_HIGH_WATER_BYTES: usize = 256 * 1024;
+/// Requests answered for one connection before the others get a turn.
+const REQUESTS_PER_TURN: usize = 64;
+/// How often timeouts are checked.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+
+enum Slot {
+    Home(Box<Connection>),
+    /// Owned by the pipeline; its events are ignored until it returns.
+    Away,
+}
+
+/// What driving a connection ended with.
+enum Drive {
+    /// Waiting for readiness.
+    Keep,
+    /// Its turn's budget is spent: drive it again before the next poll.
+    Again,
+    Close,
+    /// A complete request for the pipeline.
+    HandOff,
+}
+
+pub(super) struct Reactor {
+    index: usize,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    mailbox: Receiver<Mail>,
+    reactors: Arc<ReactorHandles>,
+    pipeline: PipelineSender,
+    context: Arc<ServerContext>,
+    connections: Slab<Slot>,
+    scratch: Box<[u8]>,
+    recorder: RequestRecorder,
+    limits: Limits,
+    next_placement: usize,
+    again: Vec<usize>,
+    shutdown_deadline: Option<Instant>,
+    /// Accepting failed for lack of file descriptors; retried on each sweep.
+    accept_paused: bool,
+}
+
+impl Reactor {
+    pub(super) fn new(
+        index: usize,
+        poll: Poll,
+        mut listener: Option<TcpListener>,
+        mailbox: Receiver<Mail>,
+        reactors: Arc<ReactorHandles>,
+        pipeline: PipelineSender,
+        context: Arc<ServerContext>,
+    ) -> io::Result<Reactor> {
+        if let Some(listener) = listener.as_mut() {
+            poll.registry()
+                .register(listener, LISTENER, Interest::READABLE)?;
+        }
+        let config = &context.settings.config;
+        let limits = Limits {
+            head_bytes_max: config.server.header_bytes_max,
+            body_bytes_max: config.limits.body_bytes_max,
+        };
+        Ok(Reactor {
+            index,
+            poll,
+            listener,
+            mailbox,
+            reactors,
+            pipeline,
+            recorder: RequestRecorder::new(context.metrics.clone()),
+            context,
+            connections: Slab::new(),
+            scratch: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
+            limits,
+            next_placement: 0,
+            again: Vec::new(),
+            shutdown_deadline: None,
+            accept_paused: false,
+        })
+    }
+
+    pub(super) fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
+        loop {
+            let timeout = if self.again.is_empty() {
+                next_sweep.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
+                if error.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                tracing::error!(reactor = self.index, %error, "poll failed; reactor stops");
+                return;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => self.read_mail(),
+                    Token(key) => self.service(key),
+                }
+            }
+            for key in std::mem::take(&mut self.again) {
+                self.service(key);
+            }
+            let now = Instant::now();
+            if now >= next_sweep {
+                self.sweep(now);
+                next_sweep = now + SWEEP_INTERVAL;
+            }
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.connections.is_empty() || now >= deadline {
+                    if !self.connections.is_empty() {
+                        tracing::warn!(
+                            reactor = self.index,
+                            open = self.connections.len(),
+                            "shutdown deadline passed; closing"
+                        );
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, _peer)) => self.place(stream),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) if error.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(error) => {
+                    // Out of file descriptors (EMFILE/ENFILE) or similar: the
+                    // pending connections wait in the backlog; the listener's
+                    // edge has been consumed, so the sweep retries.
+                    tracing::warn!(%error, "accept failed; retrying shortly");
+                    self.accept_paused = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Counts a new connection and gives it to a reactor, or refuses it.
+    fn place(&mut self, stream: TcpStream) {
+        self.context.metrics.connections_accepted.inc();
+        let _ = stream.set_nodelay(true);
+        let max = self.context.settings.config.server.max_connections;
+        let Some(open) = OpenConnections::try_open(&self.context.open_connections, max) else {
+            self.context.metrics.connections_refused.inc();
+            refuse_connection(stream, max);
+            return;
+        };
+        let target = self.next_placement % self.reactors.0.len();
+        self.next_placement = self.next_placement.wrapping_add(1);
+        if target == self.index {
+            self.adopt(stream, open);
+        } else {
+            self.reactors.0[target].send(Mail::Accepted(stream, open));
+        }
+    }
+
+    fn adopt(&mut self, stream: TcpStream, open: OpenConnections) {
+        let entry = self.connections.vacant_entry();
+        let key = entry.key();
+        let mut connection = Box::new(Connection::new(key, self.index, stream, self.limits, open));
+        // Registering reports readiness that already exists, so nothing that
+        // arrived before this point is missed.
+        let registered = self.poll.registry().register(
+            connection.stream_mut(),
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        match registered {
+            Ok(()) => {
+                entry.insert(Slot::Home(connection));
+            }
+            Err(error) => tracing::warn!(%error, "cannot register a connection; closing it"),
+        }
+    }
+
+    fn read_mail(&mut self) {
+        self.reactors.0[self.index].clear_wake();
+        while let Ok(mail) = self.mailbox.try_recv() {
+            match mail {
+                Mail::Accepted(stream, open) => self.adopt(stream, open),
+                Mail::Returned(connection) => self.welcome_back(connection),
+                Mail::Shutdown => self.begin_shutdown(),
+            }
+        }
+    }
+
+    /// A connection back from the pipeline, its response written into it.
+    fn welcome_back(&mut self, mut connection: Box<Connection>) {
+        let key = connection.key;
+        self.complete_request(&mut connection);
+        match self.connections.get_mut(key) {
+            Some(slot @ Slot::Away) => *slot = Slot::Home(connection),
+            // Cannot happen: the slot stays reserved while away.
+            _ => panic!(
+                "connection {key} returned to reactor {} without a reserved slot",
+                self.index
+            ),
+        }
+        self.service(key);
+    }
+
+    /// Drives the connection with this key if it is at home.
+    fn service(&mut self, key: usize) {
+        let Some(slot) = self.connections.get_mut(key) else {
+            return;
+        };
+        if matches!(slot, Slot::Away) {
+            return;
+        }
+        let Slot::Home(mut connection) = std::mem::replace(slot, Slot::Away) else {
+            return;
+        };
+        loop {
+            match self.drive(&mut connection) {
+                Drive::Keep => break,
+                Drive::Again => {
+                    self.again.push(key);
+                    break;
+                }
+                Drive::Close => {
+                    self.connections.remove(key);
+                    return;
+                }
+                Drive::HandOff => match self.pipeline.try_send(StageMessage::Request(connection)) {
+                    Ok(()) => return,
+                    Err(error) => {
+                        let is_full = matches!(error, TrySendError::Full(_));
+                        let StageMessage::Request(returned) = error.into_inner() else {
+                            return;
+                        };
+                        connection = returned;
+                        let error = if is_full {
+                            ApiError::TooManyRequests(
+                                "the commit pipeline queue is full; retry shortly".into(),
+                            )
+                        } else {
+                            ApiError::Unavailable("the commit pipeline has stopped".into())
+                        };
+                        connection.respond_error(&error);
+                        self.complete_request(&mut connection);
+                    }
+                },
+            }
+        }
+        self.connections[key] = Slot::Home(connection);
+    }
+
+    fn drive(&mut self, connection: &mut Connection) -> Drive {
+        let mut budget = REQUESTS_PER_TURN;
+        loop {
+            if connection.has_output() {
+                match connection.flush() {
+                    Err(_) => return Drive::Close,
+                    Ok(false)
+                        if connection.close_after_write
+                            || connection.output_len() >= WRITE_HIGH_WATER_BYTES =>
+                    {
+                        return Drive::Keep;
+                    }
+                    Ok(_) => {}
+                }
+            }
+            if connection.close_after_write {
+                return if connection.has_output() {
+                    Drive::Keep
+                } else {
+                    Drive::Close
+                };
+            }
+            if budget == 0 {
+                return Drive::Again;
+            }
+            match connection.parse() {
+                Err(error) => self.refuse_request(connection, error),
+                Ok(Progress::HeadReady) => self.on_head(connection),
+                Ok(Progress::Complete) => {
+                    budget -= 1;
+                    if let Answer::ToPipeline = self.dispatch(connection) {
+                        return Drive::HandOff;
+                    }
+                }
+                Ok(Progress::NeedMore) => {
+                    if connection.peer_closed
+                        || (self.shutdown_deadline.is_some() && !connection.request_in_progress())
+                    {
+                        connection.close_after_write = true;
+                        continue;
+                    }
+                    match connection.read_some(&mut self.scratch) {
+                        Ok(0) => connection.peer_closed = true,
+                        Ok(_) => {}
+                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                            return Drive::Keep
+                        }
+                        Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => return Drive::Close,
+                    }
+                }
+            }
+        }
+    }
+
+    /// A head with a body to follow: refuse now if the route is wrong (so an
+    /// `Expect: 100-continue` client never sends its body), else invite it.
+    fn on_head(&mut self, connection: &mut Connection) {
+        let head = connection.head();
+        if let (route, Some(error)) = route_request(head.method, head.path()) {
+            let request_id = self.request_id_for_error(connection);
+            connection.begin_response(route, &request_id, false);
+            connection.respond_error(&error);
+            self.complete_request(connection);
+            return;
+        }
+        if head.expect_continue {
+            let mut interim = Vec::with_capacity(32);
+            write_continue(&mut interim);
+            connection.write_interim(&interim);
+        }
+    }
+
+    /// Routes a complete request and answers it or hands it off.
+    fn dispatch(&mut self, connection: &mut Connection) -> Answer {
+        let head = connection.head();
+        let keep_alive = head.keep_alive && self.shutdown_deadline.is_none();
+        let (route, routing_error) = route_request(head.method, head.path());
+        let mut id_buffer = [0u8; REQUEST_ID_BYTES_MAX];
+        let (request_id, id_error) =
+            match client_request_id(head.header("x-request-id"), &mut id_buffer) {
+                Ok(Some(id)) => (id.to_owned(), None),
+                Ok(None) => (new_request_id(), None),
+                Err(error) => (new_request_id(), Some(error)),
+            };
+        connection.begin_response(route, &request_id, keep_alive);
+        if let Some(error) = id_error.or(routing_error) {
+            connection.respond_error(&error);
+            self.complete_request(connection);
+            return Answer::Written;
+        }
+        let answer = handlers::answer(route, connection, &self.context, self.pipeline.len());
+        if let Answer::Written = answer {
+            self.complete_request(connection);
+        }
+        answer
+    }
+
+    /// Answers a request that could not be parsed, and closes after it: the
+    /// rest of the input can no longer be trusted to be framed.
+    fn refuse_request(&mut self, connection: &mut Connection, error: HttpError) {
+        let request_id = self.request_id_for_error(connection);
+        connection.begin_response(Route::Unknown, &request_id, false);
+        connection.close_after_response();
+        connection.respond_error(&ApiError::from(error));
+        self.complete_request(connection);
+    }
+
+    fn request_id_for_error(&self, connection: &Connection) -> String {
+        let mut id_buffer = [0u8; REQUEST_ID_BYTES_MAX];
+        match client_request_id(connection.head().header("x-request-id"), &mut id_buffer) {
+            Ok(Some(id)) => id.to_owned(),
+            _ => new_request_id(),
+        }
+    }
+
+    /// Records the finished request and resets the connection for the next.
+    fn complete_request(&mut self, connection: &mut Connection) {
+        self.recorder.record(
+            connection.route().name(),
+            connection.response_status(),
+            connection.received_at.elapsed(),
+        );
+        connection.finish_request();
+        if self.shutdown_deadline.is_some() && !connection.request_in_progress() {
+            connection.close_after_write = true;
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        let timeout =
+            Duration::from_millis(self.context.settings.config.server.shutdown_timeout_ms);
+        self.shutdown_deadline = Some(Instant::now() + timeout);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.sweep(Instant::now());
+    }
+
+    /// Closes connections past their timeouts (and, when shutting down,
+    /// every connection with nothing in flight).
+    fn sweep(&mut self, now: Instant) {
+        if self.accept_paused {
+            self.accept_paused = false;
+            self.accept();
+        }
+        let server = &self.context.settings.config.server;
+        let timeouts = Timeouts {
+            idle: Duration::from_millis(server.idle_timeout_ms),
+            header: Duration::from_millis(server.header_read_timeout_ms),
+            request: Duration::from_millis(server.request_read_timeout_ms),
+        };
+        let shutting_down = self.shutdown_deadline.is_some();
+        let mut expired = Vec::new();
+        for (key, slot) in self.connections.iter() {
+            if let Slot::Home(connection) = slot {
+                match timeouts.verdict(connection, now, shutting_down) {
+                    Verdict::Keep => {}
+                    Verdict::TimedOut => {
+                        self.context.metrics.connections_timed_out.inc();
+                        expired.push(key);
+                    }
+                    Verdict::CloseIdle => expired.push(key),
+                }
+            }
+        }
+        for key in expired {
+            self.connections.remove(key);
+        }
+    }
+}
+
+struct Timeouts {
+    idle: Duration,
+    header: Duration,
+    request: Duration,
+}
+
+enum Verdict {
+    Keep,
+    TimedOut,
+    CloseIdle,
+}
+
+impl Timeouts {
+    fn verdict(&self, connection: &Connection, now: Instant, shutting_down: bool) -> Verdict {
+        if connection.request_in_progress() {
+            let started = connection
+                .request_started
+                .unwrap_or(connection.last_activity);
+            let elapsed = now.saturating_duration_since(started);
+            if (connection.awaiting_head() && elapsed > self.header) || elapsed > self.request {
+                return Verdict::TimedOut;
+            }
+            return Verdict::Keep;
+        }
+        if now.saturating_duration_since(connection.last_activity) > self.idle {
+            return Verdict::TimedOut;
+        }
+        if shutting_down && !connection.has_output() {
+            return Verdict::CloseIdle;
+        }
+        Verdict::Keep
+    }
+}
+
+/// The route (the metrics label) and, when the request cannot be served
+/// there, the error to answer with.
+fn route_request(method: stoat_http::Method, path: &str) -> (Route, Option<ApiError>) {
+    match routes::resolve(method, path) {
+        Resolved::Found(route) => (route, None),
+        Resolved::NotFound => (
+            Route::Unknown,
+            Some(ApiError::NotFound(format!(
+                "no such path: {}",
+                truncate(path, 200)
+            ))),
+        ),
+        Resolved::MethodNotAllowed { route, allow } => {
+            let message = format!(
+                "{} does not take {}; allowed: {allow}",
+                route.path_description(),
+                method.as_str()
+            );
+            (route, Some(ApiError::MethodNotAllowed { allow, message }))
+        }
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((index, _)) => &text[..index],
+        None => text,
+    }
+}
+
+const REQUEST_ID_BYTES_MAX: usize = 128;
+
+/// The client's `X-Request-Id`, if given and well-formed (1-128 characters
+/// of `[A-Za-z0-9._:-]`, the same rule as a commit's `request_id`).
+fn client_request_id<'a>(
+    value: Option<&[u8]>,
+    buffer: &'a mut [u8; REQUEST_ID_BYTES_MAX],
+) -> Result<Option<&'a str>, ApiError> {
+    let Some(value) = value else { return Ok(None) };
+    let valid = (1..=REQUEST_ID_BYTES_MAX).contains(&value.len())
+        && value
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    if !valid {
+        return Err(ApiError::BadRequest(
+            "X-Request-Id: must be 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':', '-'".into(),
+        ));
+    }
+    buffer[..value.len()].copy_from_slice(value);
+    Ok(std::str::from_utf8(&buffer[..value.len()]).ok())
+}
+
+fn new_request_id() -> String {
+    uuid::Uuid::new_v4().hyphenated().to_string()
+}
+
+/// Answers a connection over `server.max_connections` with a 503 and closes
+/// it. Best effort: the socket is new, so the short response fits in its
+/// send buffer.
+fn refuse_connection(mut stream: TcpStream, max: usize) {
+    use std::io::Write;
+    let error = ApiError::Unavailable(format!(
+        "the server has {max} connections open; retry shortly"
+    ));
+    let mut out = Vec::with_capacity(256);
+    let request_id = new_request_id();
+    Response {
+        status: error.status(),
+        content_type: "application/json",
+        body: &error.body(),
+        request_id: &request_id,
+        close: true,
+        extra_header: error.extra_headers(),
+    }
+    .write_to(&mut out);
+    let _ = stream.write(&out);
+}

@@ -1,0 +1,242 @@
+//! Responses: the public error codes of the API (mapped from internal errors
+//! here and nowhere else), JSON helpers, and the standard response headers.
+
+use std::cell::RefCell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use stoat_http::{write_response_head, HttpError, ResponseHead};
+
+/// Every error a client can be answered with, as the API names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    BadRequest(String),
+    NotFound(String),
+    MethodNotAllowed {
+        allow: &'static str,
+        message: String,
+    },
+    PayloadTooLarge {
+        limit: u64,
+    },
+    TooManyRequests(String),
+    HeadersTooLarge {
+        limit: usize,
+    },
+    Unavailable(String),
+}
+
+/// Seconds a client is asked to wait on 429 and 503.
+const RETRY_AFTER_SECONDS: &[u8] = b"1";
+
+impl ApiError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::BadRequest(_) => 400,
+            ApiError::NotFound(_) => 404,
+            ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::PayloadTooLarge { .. } => 413,
+            ApiError::TooManyRequests(_) => 429,
+            ApiError::HeadersTooLarge { .. } => 431,
+            ApiError::Unavailable(_) => 503,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::TooManyRequests(_) => "too_many_requests",
+            ApiError::HeadersTooLarge { .. } => "headers_too_large",
+            ApiError::Unavailable(_) => "unavailable",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::BadRequest(message)
+            | ApiError::NotFound(message)
+            | ApiError::MethodNotAllowed { message, .. }
+            | ApiError::TooManyRequests(message)
+            | ApiError::Unavailable(message) => message.clone(),
+            ApiError::PayloadTooLarge { limit } => {
+                format!("request body exceeds the limit of {limit} bytes")
+            }
+            ApiError::HeadersTooLarge { limit } => {
+                format!("request line and headers exceed the limit of {limit} bytes")
+            }
+        }
+    }
+
+    /// Headers the API requires with this error.
+    pub fn extra_headers(&self) -> Option<(&'static str, &'static [u8])> {
+        match self {
+            ApiError::MethodNotAllowed { allow, .. } => Some(("Allow", allow.as_bytes())),
+            ApiError::TooManyRequests(_) | ApiError::Unavailable(_) => {
+                Some(("Retry-After", RETRY_AFTER_SECONDS))
+            }
+            _ => None,
+        }
+    }
+
+    /// The JSON body: `{"error": code, "message": text}`.
+    pub fn body(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(96);
+        body.extend_from_slice(b"{\"error\":\"");
+        body.extend_from_slice(self.code().as_bytes());
+        body.extend_from_slice(b"\",\"message\":");
+        write_json_string(&mut body, &self.message());
+        body.push(b'}');
+        body
+    }
+}
+
+impl From<HttpError> for ApiError {
+    fn from(error: HttpError) -> Self {
+        match error {
+            HttpError::BadRequest(message) => ApiError::BadRequest(message),
+            HttpError::HeadTooLarge { limit } => ApiError::HeadersTooLarge { limit },
+            HttpError::PayloadTooLarge { limit } => ApiError::PayloadTooLarge { limit },
+        }
+    }
+}
+
+/// Appends `text` as a JSON string literal, escaped.
+pub fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    for &byte in text.as_bytes() {
+        match byte {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0..=0x1f => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(byte >> 4)]);
+                out.push(HEX[usize::from(byte & 0xf)]);
+            }
+            _ => out.push(byte),
+        }
+    }
+    out.push(b'"');
+}
+
+/// Appends a decimal number.
+pub fn write_u64(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+}
+
+/// A full response with Stoat's standard headers: Date, Content-Type,
+/// Content-Length, X-Request-Id, and Connection: close when closing.
+pub struct Response<'a> {
+    pub status: u16,
+    pub content_type: &'a str,
+    pub body: &'a [u8],
+    pub request_id: &'a str,
+    pub close: bool,
+    pub extra_header: Option<(&'a str, &'a [u8])>,
+}
+
+impl Response<'_> {
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        with_http_date(|date| {
+            let mut headers: [(&str, &[u8]); 3] = [
+                ("Date", date),
+                ("X-Request-Id", self.request_id.as_bytes()),
+                ("", b""),
+            ];
+            let count = match self.extra_header {
+                Some(header) => {
+                    headers[2] = header;
+                    3
+                }
+                None => 2,
+            };
+            write_response_head(
+                out,
+                &ResponseHead {
+                    status: self.status,
+                    content_type: Some(self.content_type),
+                    content_length: Some(self.body.len()),
+                    close: self.close,
+                    headers: &headers[..count],
+                },
+            );
+        });
+        out.extend_from_slice(self.body);
+    }
+}
+
+thread_local! {
+    /// The formatted Date of the current second, per thread.
+    static HTTP_DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+/// Calls `f` with the current time as an HTTP date, formatted at most once
+/// a second per thread.
+fn with_http_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    HTTP_DATE.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != second {
+            *cached = (second, httpdate::fmt_http_date(now));
+        }
+        f(cached.1.as_bytes())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_escape_quotes_backslashes_and_controls() {
+        let mut out = Vec::new();
+        write_json_string(&mut out, "a\"b\\c\n\u{1}é");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\"a\\\"b\\\\c\\n\\u0001é\""
+        );
+    }
+
+    #[test]
+    fn errors_render_their_code_message_and_headers() {
+        let error = ApiError::MethodNotAllowed {
+            allow: "POST",
+            message: "use POST".into(),
+        };
+        assert_eq!(error.status(), 405);
+        assert_eq!(
+            error.body(),
+            br#"{"error":"method_not_allowed","message":"use POST"}"#
+        );
+        assert_eq!(error.extra_headers(), Some(("Allow", &b"POST"[..])));
+        let mut out = Vec::new();
+        Response {
+            status: error.status(),
+            content_type: "application/json",
+            body: &error.body(),
+            request_id: "r1",
+            close: false,
+            extra_header: error.extra_headers(),
+        }
+        .write_to(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\r\nX-Request-Id: r1\r\n") && text.contains("\r\nAllow: POST\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("\r\n\r\n{\"error\":\"method_not_allowed\",\"message\":\"use POST\"}"),
+            "{text}"
+        );
+    }
+}
