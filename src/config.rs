@@ -188,9 +188,7 @@ impl Config {
         serde_path_to_error::deserialize(deserializer).map_err(|error| {
             let key = error.path().to_string();
             let inner = error.into_inner();
-            let line = inner
-                .span()
-                .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+            let line = inner.span().map(|span| line_of(text, span.start));
             let problem = inner.message().replace('\n', " ");
             ConfigError {
                 origin: line.map_or(String::new(), |line| format!("{line}: ")),
@@ -318,6 +316,14 @@ impl Config {
         })?;
         Ok(())
     }
+}
+
+/// The 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    1 + text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
 }
 
 fn check_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {

@@ -35,8 +35,8 @@ fn probe_until_writable(directory: &Path, published: &Published) {
     loop {
         match probe(directory) {
             Ok(()) => {
-                tracing::info!(directory = %directory.display(), "storage is writable");
                 published.set_ready(true);
+                tracing::info!(directory = %directory.display(), "storage is writable");
                 return;
             }
             Err(error) => {

@@ -1,0 +1,258 @@
+//! Test harness: starts the real `stoat` binary on a loopback port and talks
+//! raw HTTP/1.1 to it over TCP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// How long any wait in a test may take before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A running `stoat serve` and the lines it has logged.
+pub struct Stoat {
+    pub child: Child,
+    pub addr: SocketAddr,
+    log: Receiver<String>,
+    pub log_seen: Vec<String>,
+    _data: tempfile::TempDir,
+}
+
+impl Stoat {
+    /// Starts `stoat serve` on an ephemeral port with a fresh data dir and
+    /// `config` (TOML text) as its configuration file.
+    pub fn start(config: &str) -> Stoat {
+        let data = tempfile::tempdir().unwrap();
+        let config_path = data.path().join("config.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stoat"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--log-level",
+                "info",
+                "--config",
+            ])
+            .arg(&config_path)
+            .arg("--data-dir")
+            .arg(data.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (sender, log) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut stoat = Stoat {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            log,
+            log_seen: Vec::new(),
+            _data: data,
+        };
+        let line = stoat.wait_for_log("listening on http://");
+        let addr = line
+            .split("listening on http://")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        stoat.addr = addr.parse().unwrap();
+        stoat.wait_for_log("storage is writable");
+        stoat
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    pub fn wait_for_log(&mut self, needle: &str) -> String {
+        if let Some(line) = self.log_seen.iter().find(|line| line.contains(needle)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match self
+                .log
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => {
+                    self.log_seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no log line with {needle:?}; saw {:?}", self.log_seen)
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!(
+                        "stoat exited before logging {needle:?}; saw {:?}",
+                        self.log_seen
+                    )
+                }
+            }
+        }
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, failing after the deadline.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "stoat did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Stoat {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A parsed response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The `error` code of a JSON error body.
+    pub fn error_code(&self) -> String {
+        let text = self.text();
+        let start = text
+            .find("\"error\":\"")
+            .map(|i| i + 9)
+            .unwrap_or_else(|| panic!("no error code in {text}"));
+        text[start..].split('"').next().unwrap().to_string()
+    }
+}
+
+/// One client connection with a receive buffer.
+pub struct Client {
+    pub stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            buffer: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    pub fn get(&mut self, path: &str) -> Response {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        self.read_response()
+    }
+
+    /// Reads exactly one response (Content-Length framed).
+    pub fn read_response(&mut self) -> Response {
+        loop {
+            if let Some((response, used)) = parse_response(&self.buffer) {
+                self.buffer.drain(..used);
+                return response;
+            }
+            let mut chunk = [0u8; 65536];
+            let read = self.stream.read(&mut chunk).expect("read a response");
+            assert!(
+                read > 0,
+                "connection closed before a full response; have {:?}",
+                String::from_utf8_lossy(&self.buffer)
+            );
+            self.buffer.extend_from_slice(&chunk[..read]);
+        }
+    }
+
+    /// True when the server closes the connection (EOF or reset) before the
+    /// deadline, with no further bytes.
+    pub fn closed_by_server(&mut self) -> bool {
+        let mut chunk = [0u8; 1024];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => self.buffer.is_empty(),
+            Ok(_) => false,
+            Err(error) => error.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+fn parse_response(buffer: &[u8]) -> Option<(Response, usize)> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let head_len = match response.parse(buffer).expect("a valid response head") {
+        httparse::Status::Complete(len) => len,
+        httparse::Status::Partial => return None,
+    };
+    let headers: Vec<(String, String)> = response
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    let status = response.code.unwrap();
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .map_or(0, |(_, v)| v.parse().unwrap());
+    if buffer.len() < head_len + length {
+        return None;
+    }
+    let body = buffer[head_len..head_len + length].to_vec();
+    Some((
+        Response {
+            status,
+            headers,
+            body,
+        },
+        head_len + length,
+    ))
+}
