@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 use stoat::config::{Config, Overrides, Settings};
 use stoat::ops::logging::LogHandle;
 use stoat::ops::metrics::Metrics;
@@ -81,6 +82,15 @@ fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("stoat: config error: {message}");
         return ExitCode::from(EXIT_CONFIG);
     }
+    // Installed before the server starts, so that a signal that arrives
+    // during start-up is handled like any other.
+    let signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("stoat: cannot install signal handlers: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let metrics = Arc::new(Metrics::new());
     let server = match Server::start(ServerContext::new(settings, metrics, published.clone())) {
         Ok(server) => server,
@@ -90,7 +100,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     tracing::info!(leader_id = %published.leader_id, "listening on http://{}", server.local_addr());
-    wait_for_stop_signal(&args, &log, level_from_file);
+    wait_for_stop_signal(signals, &args, &log, level_from_file);
     tracing::info!("stopping: finishing in-flight requests");
     server.shutdown();
     tracing::info!("stopped");
@@ -127,14 +137,12 @@ fn check_open_files_limit(max_connections: usize) {
 
 /// Blocks until SIGTERM or SIGINT; SIGHUP re-reads the log level from
 /// `--config` (when neither `--log-level` nor `RUST_LOG` set it).
-fn wait_for_stop_signal(args: &ServeArgs, log: &LogHandle, level_from_file: bool) {
-    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
-        Ok(signals) => signals,
-        Err(error) => {
-            tracing::error!(%error, "cannot install signal handlers; stopping");
-            return;
-        }
-    };
+fn wait_for_stop_signal(
+    mut signals: Signals,
+    args: &ServeArgs,
+    log: &LogHandle,
+    level_from_file: bool,
+) {
     for signal in signals.forever() {
         if signal != SIGHUP {
             return;

@@ -145,10 +145,14 @@ impl RequestHead {
         self.body = BodyKind::None;
     }
 
-    /// The request target as sent, e.g. `/v1/status?request_id=a`.
+    /// The request target in origin form, e.g. `/v1/status?request_id=a`.
     pub fn target(&self) -> &str {
-        // The target was checked to be UTF-8 when the head was parsed.
-        std::str::from_utf8(&self.raw[self.target.clone()]).unwrap_or("")
+        // The target was checked to be UTF-8 when the head was parsed; it is
+        // empty only for an absolute-form target with no path, which is `/`.
+        match std::str::from_utf8(&self.raw[self.target.clone()]) {
+            Ok("") | Err(_) => "/",
+            Ok(target) => target,
+        }
     }
 
     /// The target up to (not including) `?`.
@@ -498,10 +502,17 @@ fn parse_chunk_size_hex(text: &[u8]) -> Result<u64, HttpError> {
 fn parse_head_fields(head: &mut RequestHead) -> Result<(), HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
     let mut request = httparse::Request::new(&mut headers);
-    let base = head.raw.as_ptr() as usize;
-    let offset_of = |part: &[u8]| {
-        let start = part.as_ptr() as usize - base;
-        start..start + part.len()
+    let (base, raw_len) = (head.raw.as_ptr() as usize, head.raw.len());
+    // httparse returns slices of the buffer it parsed; their offsets are
+    // kept instead of the slices. Checked, so that a slice from anywhere
+    // else is a 400, never a panic.
+    let offset_of = |part: &[u8]| -> Result<Range<usize>, HttpError> {
+        let start = (part.as_ptr() as usize)
+            .checked_sub(base)
+            .filter(|start| start + part.len() <= raw_len);
+        start
+            .map(|start| start..start + part.len())
+            .ok_or_else(|| HttpError::bad("malformed request head"))
     };
     match request.parse(&head.raw) {
         Ok(httparse::Status::Complete(_)) => {}
@@ -512,22 +523,42 @@ fn parse_head_fields(head: &mut RequestHead) -> Result<(), HttpError> {
         Err(error) => return Err(HttpError::bad(format!("malformed request head: {error}"))),
     }
     let method = request.method.unwrap_or("");
-    let target = request.path.unwrap_or("");
-    if std::str::from_utf8(target.as_bytes()).is_err() || !target.starts_with('/') {
-        return Err(HttpError::bad("request target must be an absolute path"));
-    }
+    let target = origin_form(request.path.unwrap_or(""))?;
     let mut fields = HeadFields::default();
     let mut ranges = Vec::with_capacity(request.headers.len());
     for header in request.headers.iter() {
         fields.absorb(header.name, header.value)?;
-        ranges.push((offset_of(header.name.as_bytes()), offset_of(header.value)));
+        ranges.push((offset_of(header.name.as_bytes())?, offset_of(header.value)?));
     }
     let minor_version = request.version.unwrap_or(1);
     head.method = Method::from_token(method);
-    head.target = offset_of(target.as_bytes());
+    head.target = offset_of(target.as_bytes())?;
     head.minor_version = minor_version;
     head.headers = ranges;
     fields.apply(head, minor_version)
+}
+
+/// The origin-form (`/path?query`) of a request target. The absolute form
+/// (`http://host/path`) must be accepted by servers (RFC 9112 section 3.2.2);
+/// its scheme and authority are dropped.
+fn origin_form(target: &str) -> Result<&str, HttpError> {
+    let without_scheme = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"));
+    let origin = match without_scheme {
+        // No path after the authority means `/`: an empty target (kept
+        // inside the head buffer, which the head's ranges point into).
+        Some(rest) => rest
+            .find('/')
+            .map_or(&rest[rest.len()..], |slash| &rest[slash..]),
+        None => target,
+    };
+    if !origin.is_empty() && !origin.starts_with('/') {
+        return Err(HttpError::bad(
+            "request target must be an absolute path such as /v1/version",
+        ));
+    }
+    Ok(origin)
 }
 
 /// The headers that shape how a request is read, gathered before deciding.

@@ -141,13 +141,30 @@ impl Connection {
         self.respond(status, "application/json", body, None);
     }
 
+    /// Writes a JSON response whose body `build` writes into a buffer in
+    /// the request's arena (no heap allocation for the body).
+    pub fn respond_json_with(
+        &mut self,
+        status: u16,
+        extra_header: Option<(&str, &[u8])>,
+        build: impl FnOnce(&mut bumpalo::collections::Vec<'_, u8>),
+    ) {
+        // The arena is moved out for the call so that the body can borrow it
+        // while the response is written into `self`; an empty `Bump` costs
+        // no allocation.
+        let arena = std::mem::take(&mut self.arena);
+        {
+            let mut body = bumpalo::collections::Vec::with_capacity_in(128, &arena);
+            build(&mut body);
+            self.respond(status, "application/json", &body, extra_header);
+        }
+        self.arena = arena;
+    }
+
     pub fn respond_error(&mut self, error: &ApiError) {
-        self.respond(
-            error.status(),
-            "application/json",
-            &error.body(),
-            error.extra_headers(),
-        );
+        self.respond_json_with(error.status(), error.extra_headers(), |body| {
+            error.write_body(body)
+        });
     }
 
     pub(super) fn response_status(&self) -> u16 {

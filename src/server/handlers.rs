@@ -2,7 +2,7 @@
 //! it only reads published state, or hand it to its owner.
 
 use super::connection::Connection;
-use super::response::{write_json_string, write_u64, ApiError};
+use super::response::{write_json_string, write_u64, ApiError, ByteSink};
 use super::routes::Route;
 use super::ServerContext;
 use crate::ops::metrics;
@@ -50,13 +50,13 @@ pub(super) fn answer(
 /// acknowledged only after the durable version has reached it.
 fn version(connection: &mut Connection, context: &ServerContext) {
     let published = &context.published;
-    let mut body = Vec::with_capacity(96);
-    body.extend_from_slice(b"{\"version\":");
-    write_u64(&mut body, published.durable_version());
-    body.extend_from_slice(b",\"leader_id\":");
-    write_json_string(&mut body, &published.leader_id);
-    body.push(b'}');
-    connection.respond_json(200, &body);
+    connection.respond_json_with(200, None, |body| {
+        body.put(b"{\"version\":");
+        write_u64(body, published.durable_version());
+        body.put(b",\"leader_id\":");
+        write_json_string(body, &published.leader_id);
+        body.put(b"}");
+    });
 }
 
 fn readyz(connection: &mut Connection, context: &ServerContext) {

@@ -80,14 +80,19 @@ impl ApiError {
         }
     }
 
-    /// The JSON body: `{"error": code, "message": text}`.
+    /// Writes the JSON body: `{"error": code, "message": text}`.
+    pub fn write_body(&self, out: &mut impl ByteSink) {
+        out.put(b"{\"error\":\"");
+        out.put(self.code().as_bytes());
+        out.put(b"\",\"message\":");
+        write_json_string(out, &self.message());
+        out.put(b"}");
+    }
+
+    /// The JSON body as a new buffer.
     pub fn body(&self) -> Vec<u8> {
         let mut body = Vec::with_capacity(96);
-        body.extend_from_slice(b"{\"error\":\"");
-        body.extend_from_slice(self.code().as_bytes());
-        body.extend_from_slice(b"\",\"message\":");
-        write_json_string(&mut body, &self.message());
-        body.push(b'}');
+        self.write_body(&mut body);
         body
     }
 }
@@ -102,31 +107,62 @@ impl From<HttpError> for ApiError {
     }
 }
 
+/// Somewhere to write bytes: a heap `Vec` or a `Vec` in a request's arena.
+pub trait ByteSink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl ByteSink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl ByteSink for bumpalo::collections::Vec<'_, u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
 /// Appends `text` as a JSON string literal, escaped.
-pub fn write_json_string(out: &mut Vec<u8>, text: &str) {
-    out.push(b'"');
-    for &byte in text.as_bytes() {
-        match byte {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
+pub fn write_json_string(out: &mut impl ByteSink, text: &str) {
+    out.put(b"\"");
+    let bytes = text.as_bytes();
+    let mut plain_from = 0;
+    for (index, &byte) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
             0..=0x1f => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(byte >> 4)]);
-                out.push(HEX[usize::from(byte & 0xf)]);
+                out.put(&bytes[plain_from..index]);
+                out.put(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(byte >> 4)],
+                    HEX[usize::from(byte & 0xf)],
+                ]);
+                plain_from = index + 1;
+                continue;
             }
-            _ => out.push(byte),
-        }
+            _ => continue,
+        };
+        out.put(&bytes[plain_from..index]);
+        out.put(escaped);
+        plain_from = index + 1;
     }
-    out.push(b'"');
+    out.put(&bytes[plain_from..]);
+    out.put(b"\"");
 }
 
 /// Appends a decimal number.
-pub fn write_u64(out: &mut Vec<u8>, value: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+pub fn write_u64(out: &mut impl ByteSink, value: u64) {
+    out.put(itoa::Buffer::new().format(value).as_bytes());
 }
 
 /// A full response with Stoat's standard headers: Date, Content-Type,

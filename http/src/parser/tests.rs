@@ -129,6 +129,12 @@ fn bare_lf_line_endings_are_accepted() {
 }
 
 #[test]
+fn absolute_form_targets_are_reduced_to_their_path() {
+    let requests = feed(&[b"GET http://example.com:80/v1/version?x=1 HTTP/1.1\r\n\r\nGET https://h HTTP/1.1\r\n\r\n"], LIMITS);
+    assert_eq!(requests.unwrap(), vec![get("/v1/version?x=1"), get("/")]);
+}
+
+#[test]
 fn leading_blank_lines_are_ignored() {
     let requests = feed(&[b"\r\n\r\nGET /a HTTP/1.1\r\n\r\n"], LIMITS).unwrap();
     assert_eq!(requests, vec![get("/a")]);
@@ -249,7 +255,7 @@ fn malformed_requests_are_400_with_a_reason() {
         b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
         b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n",
-        b"GET http://example.com/ HTTP/1.1\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\n\r\n",
         b"GET / HTTP/2.0\r\n\r\n",
     ];
     for case in cases {
@@ -306,5 +312,66 @@ proptest! {
         let _ = feed(&[&data], LIMITS);
         let chunks: Vec<&[u8]> = data.chunks(7).collect();
         let _ = feed(&chunks, LIMITS);
+    }
+}
+
+/// Fragments that steer a mutated request into the parser's corners.
+const TOKENS: &[&[u8]] = &[
+    b"http://",
+    b"https://h",
+    b"\r\n",
+    b"\n",
+    b"\r\n\r\n",
+    b"Transfer-Encoding: chunked\r\n",
+    b"Content-Length: 18446744073709551616\r\n",
+    b"Content-Length: 3\r\n",
+    b"Expect: 100-continue\r\n",
+    b"ffffffffffffffff\r\n",
+    b";ext=\"x\"",
+    b"0\r\n\r\n",
+    b" HTTP/1.0",
+    b"?",
+    b"\x00",
+    b"\xff",
+];
+
+#[derive(Debug, Clone)]
+enum Mutation {
+    Replace(usize, u8),
+    Insert(usize, usize),
+    Delete(usize, usize),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Mutation::Replace(at, byte)),
+        (any::<usize>(), 0..TOKENS.len()).prop_map(|(at, token)| Mutation::Insert(at, token)),
+        (any::<usize>(), 1usize..16).prop_map(|(at, len)| Mutation::Delete(at, len)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Valid requests with a few mutations never panic, and every request
+    /// that parses stays within the limits.
+    #[test]
+    fn mutated_requests_never_panic(mutations in proptest::collection::vec(mutation(), 1..8), split in any::<usize>()) {
+        let mut input = PIPELINE.to_vec();
+        for mutation in mutations {
+            let len = input.len().max(1);
+            match mutation {
+                Mutation::Replace(at, byte) => { if !input.is_empty() { input[at % len] = byte; } }
+                Mutation::Insert(at, token) => { let at = at % (input.len() + 1); input.splice(at..at, TOKENS[token].iter().copied()); }
+                Mutation::Delete(at, count) => { let at = at % len; let end = (at + count).min(input.len()); input.drain(at.min(end)..end); }
+            }
+        }
+        let at = split % (input.len() + 1);
+        if let Ok(requests) = feed(&[&input[..at], &input[at..]], LIMITS) {
+            for request in requests {
+                prop_assert!(request.body.len() as u64 <= LIMITS.body_bytes_max);
+                prop_assert!(request.target.starts_with('/'));
+            }
+        }
     }
 }
