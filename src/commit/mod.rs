@@ -1,1 +1,3 @@
 //! Commit path: parsing, conflict checking and sequencing.
+
+pub mod transaction;
