@@ -7,10 +7,18 @@
 /// One operation of a committed transaction, owning its bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Operation {
-    Write { key: Vec<u8>, value: Vec<u8> },
-    Delete { key: Vec<u8> },
+    Write {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
     /// Deletes every key in `[begin, end)`; `begin < end`.
-    RangeDelete { begin: Vec<u8>, end: Vec<u8> },
+    RangeDelete {
+        begin: Vec<u8>,
+        end: Vec<u8>,
+    },
 }
 
 /// A borrowed view of an operation: from a request's arena when a commit is
@@ -35,9 +43,15 @@ impl Operation {
 impl OperationRef<'_> {
     pub fn to_owned(self) -> Operation {
         match self {
-            OperationRef::Write { key, value } => Operation::Write { key: key.to_vec(), value: value.to_vec() },
+            OperationRef::Write { key, value } => Operation::Write {
+                key: key.to_vec(),
+                value: value.to_vec(),
+            },
             OperationRef::Delete { key } => Operation::Delete { key: key.to_vec() },
-            OperationRef::RangeDelete { begin, end } => Operation::RangeDelete { begin: begin.to_vec(), end: end.to_vec() },
+            OperationRef::RangeDelete { begin, end } => Operation::RangeDelete {
+                begin: begin.to_vec(),
+                end: end.to_vec(),
+            },
         }
     }
 }
