@@ -1,1 +1,2 @@
 //! Commit path: parsing, conflict checking and sequencing.
+pub mod conflict;
