@@ -111,11 +111,20 @@ mod btree_baseline {
     impl BTreeConflictSet {
         pub fn new(oldest_version: u64) -> Self {
             let boundaries = BTreeMap::from([(Vec::new(), 0)]);
-            BTreeConflictSet { boundaries, oldest_version, gc_cursor: Vec::new() }
+            BTreeConflictSet {
+                boundaries,
+                oldest_version,
+                gc_cursor: Vec::new(),
+            }
         }
 
         fn version_at(&self, key: &[u8]) -> u64 {
-            *self.boundaries.range::<[u8], _>((Bound::Unbounded, Bound::Included(key))).next_back().unwrap().1
+            *self
+                .boundaries
+                .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+                .next_back()
+                .unwrap()
+                .1
         }
 
         fn any_newer_than(&self, range: &KeyRange<'_>, read_version: u64) -> bool {
@@ -166,7 +175,10 @@ mod btree_baseline {
             }
             self.gc_cursor = match examined.len() < budget {
                 true => Vec::new(),
-                false => examined.last().map(|(key, _)| key.clone()).unwrap_or_default(),
+                false => examined
+                    .last()
+                    .map(|(key, _)| key.clone())
+                    .unwrap_or_default(),
             };
         }
     }
@@ -180,7 +192,11 @@ mod btree_baseline {
             let latest_read_version = batch.first().map_or(0, |(_, version)| version - 1);
             let mut outcomes = Vec::with_capacity(batch.len());
             for (transaction, version) in batch {
-                if transaction.reads.iter().any(|read| read.read_version < self.oldest_version) {
+                if transaction
+                    .reads
+                    .iter()
+                    .any(|read| read.read_version < self.oldest_version)
+                {
                     outcomes.push(Outcome::TooOld);
                     continue;
                 }
@@ -269,14 +285,25 @@ mod conflict {
             let read_version = index as u64 * BATCH_VERSIONS;
             let first_commit_version = (index as u64 + COMMIT_LAG_BATCHES) * BATCH_VERSIONS;
             let reads: Vec<[ReadRange<'_>; 1]> = (batch.ranges.chunks_exact(2))
-                .map(|pair| [ReadRange { range: KeyRange::new(&pair[0].0, &pair[0].1), read_version }])
+                .map(|pair| {
+                    [ReadRange {
+                        range: KeyRange::new(&pair[0].0, &pair[0].1),
+                        read_version,
+                    }]
+                })
                 .collect();
-            let writes: Vec<[KeyRange<'_>; 1]> =
-                batch.ranges.chunks_exact(2).map(|pair| [KeyRange::new(&pair[1].0, &pair[1].1)]).collect();
+            let writes: Vec<[KeyRange<'_>; 1]> = batch
+                .ranges
+                .chunks_exact(2)
+                .map(|pair| [KeyRange::new(&pair[1].0, &pair[1].1)])
+                .collect();
             let transactions_in_batch: Vec<(TransactionRef<'_>, u64)> = (reads.iter().zip(&writes))
                 .enumerate()
                 .map(|(position, (reads, writes))| {
-                    (TransactionRef { reads, writes }, first_commit_version + position as u64)
+                    (
+                        TransactionRef { reads, writes },
+                        first_commit_version + position as u64,
+                    )
                 })
                 .collect();
             let start = Instant::now();
@@ -284,16 +311,32 @@ mod conflict {
             let outcomes = resolver.check_batch(&transactions_in_batch);
             elapsed += start.elapsed();
             transactions += outcomes.len();
-            conflicts += outcomes.iter().filter(|outcome| **outcome != Outcome::Committed).count();
+            conflicts += outcomes
+                .iter()
+                .filter(|outcome| **outcome != Outcome::Committed)
+                .count();
         }
-        RunResult { elapsed, transactions, conflicts }
+        RunResult {
+            elapsed,
+            transactions,
+            conflicts,
+        }
     }
 
-    fn median_run(runs: usize, mut make: impl FnMut() -> Box<dyn Resolver>, batches: &[Batch]) -> RunResult {
-        let mut results: Vec<RunResult> = (0..runs.max(1)).map(|_| run_workload(make().as_mut(), batches)).collect();
+    fn median_run(
+        runs: usize,
+        mut make: impl FnMut() -> Box<dyn Resolver>,
+        batches: &[Batch],
+    ) -> RunResult {
+        let mut results: Vec<RunResult> = (0..runs.max(1))
+            .map(|_| run_workload(make().as_mut(), batches))
+            .collect();
         results.sort_by(|a, b| a.elapsed.cmp(&b.elapsed));
         let conflicts = results[0].conflicts;
-        assert!(results.iter().all(|result| result.conflicts == conflicts), "runs disagree");
+        assert!(
+            results.iter().all(|result| result.conflicts == conflicts),
+            "runs disagree"
+        );
         results.swap_remove(results.len() / 2)
     }
 
@@ -314,18 +357,38 @@ mod conflict {
             "resolver workload: {} batches x {} transactions, 1 read + 1 write range each, 16-byte keys, median of {} runs",
             args.batches, args.transactions_per_batch, args.runs
         );
-        println!("{:<34} {:>7} {:>12} {:>10} {:>12} {:>14}", "implementation", "batches", "transactions", "conflicts", "seconds", "txn/s");
-        let chunked = median_run(args.runs, || Box::new(ConflictSet::with_chunk_capacity(0, capacity)), &batches);
-        print_row(&format!("conflict set (chunks of {capacity})"), batches.len(), &chunked);
+        println!(
+            "{:<34} {:>7} {:>12} {:>10} {:>12} {:>14}",
+            "implementation", "batches", "transactions", "conflicts", "seconds", "txn/s"
+        );
+        let chunked = median_run(
+            args.runs,
+            || Box::new(ConflictSet::with_chunk_capacity(0, capacity)),
+            &batches,
+        );
+        print_row(
+            &format!("conflict set (chunks of {capacity})"),
+            batches.len(),
+            &chunked,
+        );
         if !args.skip_baseline {
             let baseline = median_run(args.runs, || Box::new(BTreeConflictSet::new(0)), &batches);
-            assert_eq!(baseline.conflicts, chunked.conflicts, "baseline disagrees with the conflict set");
+            assert_eq!(
+                baseline.conflicts, chunked.conflicts,
+                "baseline disagrees with the conflict set"
+            );
             print_row("BTreeMap baseline", batches.len(), &baseline);
-            println!("  conflict set / BTreeMap baseline: {:.2}x", chunked.transactions_per_second() / baseline.transactions_per_second());
+            println!(
+                "  conflict set / BTreeMap baseline: {:.2}x",
+                chunked.transactions_per_second() / baseline.transactions_per_second()
+            );
         }
         compare_with_reference(args, &batches);
         microbenchmarks(args, &batches);
-        println!("conflict-set: {:.0} txn/s on the FoundationDB resolver workload", chunked.transactions_per_second());
+        println!(
+            "conflict-set: {:.0} txn/s on the FoundationDB resolver workload",
+            chunked.transactions_per_second()
+        );
     }
 
     /// The reference is quadratic, so both run only the first batches: the ratio compares
@@ -333,12 +396,25 @@ mod conflict {
     fn compare_with_reference(args: &ConflictArgs, batches: &[Batch]) {
         let reduced = &batches[..args.reference_batches.min(batches.len())];
         let reference = median_run(1, || Box::new(ReferenceConflictSet::new(0)), reduced);
-        let chunked = median_run(args.runs, || Box::new(ConflictSet::with_chunk_capacity(0, args.chunk_capacity)), reduced);
-        assert_eq!(reference.conflicts, chunked.conflicts, "reference disagrees with the conflict set");
-        println!("reduced to the first {} batches for the quadratic reference:", reduced.len());
+        let chunked = median_run(
+            args.runs,
+            || Box::new(ConflictSet::with_chunk_capacity(0, args.chunk_capacity)),
+            reduced,
+        );
+        assert_eq!(
+            reference.conflicts, chunked.conflicts,
+            "reference disagrees with the conflict set"
+        );
+        println!(
+            "reduced to the first {} batches for the quadratic reference:",
+            reduced.len()
+        );
         print_row("naive reference (reduced)", reduced.len(), &reference);
         print_row("conflict set (reduced)", reduced.len(), &chunked);
-        println!("  conflict set / reference on the same batches: {:.0}x", chunked.transactions_per_second() / reference.transactions_per_second());
+        println!(
+            "  conflict set / reference on the same batches: {:.0}x",
+            chunked.transactions_per_second() / reference.transactions_per_second()
+        );
     }
 
     /// Point read, range read and point write on a set warmed up by the resolver workload.
@@ -349,7 +425,9 @@ mod conflict {
         let newest = set.newest_version().unwrap_or(0);
         let mut random = SplitMix64(args.seed ^ 0xdead_beef);
         let operations = args.micro_operations;
-        let points: Vec<(Key, Key)> = (0..operations).map(|_| point(random.below(KEY_SPACE))).collect();
+        let points: Vec<(Key, Key)> = (0..operations)
+            .map(|_| point(random.below(KEY_SPACE)))
+            .collect();
         let ranges: Vec<(Key, Key)> = (0..operations)
             .map(|_| {
                 let begin = random.below(KEY_SPACE);
@@ -365,14 +443,24 @@ mod conflict {
             let start = Instant::now();
             let mut conflicts = 0usize;
             for (begin, end) in ranges {
-                let read = ReadRange { range: KeyRange::new(begin, end), read_version: newest };
-                conflicts += (set.check_read(&read) != stoat::commit::conflict::ReadOutcome::Ok) as usize;
+                let read = ReadRange {
+                    range: KeyRange::new(begin, end),
+                    read_version: newest,
+                };
+                conflicts +=
+                    (set.check_read(&read) != stoat::commit::conflict::ReadOutcome::Ok) as usize;
             }
             assert_eq!(conflicts, 0);
             start.elapsed().as_nanos() as f64 / ranges.len() as f64
         };
-        println!("  point read  {:>8.1} ns/op", read_nanoseconds(&set, &points));
-        println!("  range read  {:>8.1} ns/op  (1 to 10 keys wide)", read_nanoseconds(&set, &ranges));
+        println!(
+            "  point read  {:>8.1} ns/op",
+            read_nanoseconds(&set, &points)
+        );
+        println!(
+            "  range read  {:>8.1} ns/op  (1 to 10 keys wide)",
+            read_nanoseconds(&set, &ranges)
+        );
         let start = Instant::now();
         for (offset, (begin, end)) in points.iter().enumerate() {
             set.add_writes(&[KeyRange::new(begin, end)], newest + 1 + offset as u64);

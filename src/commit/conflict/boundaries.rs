@@ -36,6 +36,55 @@ struct Chunk {
     max_version: u64,
 }
 
+/// Number of heads `<= head`, without data-dependent branches (the comparisons of a binary
+/// search over random keys are unpredictable, and mispredictions dominated its cost).
+fn count_heads_at_or_before(heads: &[u128], head: u128) -> usize {
+    if heads.is_empty() {
+        return 0;
+    }
+    let (mut base, mut size) = (0, heads.len());
+    while size > 1 {
+        let half = size / 2;
+        let middle = base + half;
+        base = std::hint::select_unpredictable(heads[middle] <= head, middle, base);
+        size -= half;
+    }
+    // `base` is the last head `<= head` if the first one is; else every head is above `head`.
+    base + usize::from(heads[base] <= head)
+}
+
+/// Number of heads `< head` (branch-free, as above).
+fn count_heads_before(heads: &[u128], head: u128) -> usize {
+    match head.checked_sub(1) {
+        Some(below) => count_heads_at_or_before(heads, below),
+        None => 0,
+    }
+}
+
+/// Number of keys `<= probe` in a sorted sequence whose heads are `heads` and whose full
+/// comparison with the probe is `cmp_at(index)`. Heads decide unless they tie with the probe's;
+/// ties (keys sharing 16 leading bytes) are settled by a binary search over the tied run only.
+fn count_at_or_before(
+    heads: &[u128],
+    probe: &Probe<'_>,
+    cmp_at: impl Fn(usize) -> Ordering,
+) -> usize {
+    let at_or_before = count_heads_at_or_before(heads, probe.head);
+    if at_or_before == 0 || heads[at_or_before - 1] != probe.head {
+        return at_or_before;
+    }
+    let (mut low, mut high) = (count_heads_before(heads, probe.head), at_or_before);
+    while low < high {
+        let middle = (low + high) / 2;
+        if cmp_at(middle) == Ordering::Greater {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    low
+}
+
 impl Chunk {
     fn with_capacity(capacity: usize) -> Self {
         Chunk {
@@ -56,16 +105,7 @@ impl Chunk {
 
     /// Number of boundaries whose key is `<= probe`.
     fn count_at_or_before(&self, probe: &Probe<'_>) -> usize {
-        let (mut low, mut high) = (0, self.len());
-        while low < high {
-            let middle = (low + high) / 2;
-            if self.cmp_at(middle, probe) == Ordering::Greater {
-                high = middle;
-            } else {
-                low = middle + 1;
-            }
-        }
-        low
+        count_at_or_before(&self.heads, probe, |index| self.cmp_at(index, probe))
     }
 
     fn recompute_max_version(&mut self) {
@@ -134,7 +174,7 @@ struct NewBoundary<'a> {
 /// The sorted, chunked map from key ranges to the version of their latest write.
 #[derive(Debug)]
 pub(super) struct BoundaryMap {
-    chunks: Vec<Chunk>,
+    chunks: Vec<Box<Chunk>>,
     first_heads: Vec<u128>,
     chunk_capacity: usize,
 }
@@ -149,7 +189,7 @@ impl BoundaryMap {
         let empty_key = Probe::new(&[]);
         first.push(empty_key.head, KeyRest::of(&empty_key), 0);
         BoundaryMap {
-            chunks: vec![first],
+            chunks: vec![Box::new(first)],
             first_heads: vec![empty_key.head],
             chunk_capacity,
         }
@@ -157,20 +197,9 @@ impl BoundaryMap {
 
     /// Index of the last chunk whose first key is `<= probe` (chunk 0 starts with the empty key).
     fn chunk_at_or_before(&self, probe: &Probe<'_>) -> usize {
-        let (mut low, mut high) = (1, self.chunks.len());
-        while low < high {
-            let middle = (low + high) / 2;
-            let first_is_after = match self.first_heads[middle].cmp(&probe.head) {
-                Ordering::Equal => self.chunks[middle].cmp_at(0, probe) == Ordering::Greater,
-                order => order == Ordering::Greater,
-            };
-            if first_is_after {
-                high = middle;
-            } else {
-                low = middle + 1;
-            }
-        }
-        low - 1
+        count_at_or_before(&self.first_heads, probe, |chunk| {
+            self.chunks[chunk].cmp_at(0, probe)
+        }) - 1
     }
 
     /// Position of the last boundary whose key is `<= probe`.
@@ -178,6 +207,18 @@ impl BoundaryMap {
         let chunk = self.chunk_at_or_before(probe);
         let index = self.chunks[chunk].count_at_or_before(probe) - 1;
         Position { chunk, index }
+    }
+
+    /// As `last_at_or_before`, trying chunk `hint` first (a write's ends usually share a chunk).
+    fn last_at_or_before_near(&self, probe: &Probe<'_>, hint: usize) -> Position {
+        let chunk = &self.chunks[hint];
+        match chunk.cmp_at(0, probe) {
+            Ordering::Greater => self.last_at_or_before(probe),
+            _ => Position {
+                chunk: hint,
+                index: chunk.count_at_or_before(probe) - 1,
+            },
+        }
     }
 
     /// Version of the boundary just before `position`, if there is one.
@@ -235,7 +276,7 @@ impl BoundaryMap {
         let end = Probe::new(end);
         let at_end = self.last_at_or_before(&end);
         let version_at_end = self.chunks[at_end.chunk].versions[at_end.index];
-        let at_begin = self.last_at_or_before(&begin);
+        let at_begin = self.last_at_or_before_near(&begin, at_end.chunk);
         let begin_exists =
             self.chunks[at_begin.chunk].cmp_at(at_begin.index, &begin) == Ordering::Equal;
         let (start, version_before_begin) = if begin_exists {
@@ -329,7 +370,7 @@ impl BoundaryMap {
         let half = self.chunks[chunk].len() / 2;
         let upper = self.chunks[chunk].split_off(half, self.chunk_capacity + 2);
         self.first_heads.insert(chunk + 1, upper.heads[0]);
-        self.chunks.insert(chunk + 1, upper);
+        self.chunks.insert(chunk + 1, Box::new(upper));
     }
 
     pub(super) fn chunk_count(&self) -> usize {
@@ -378,15 +419,15 @@ impl BoundaryMap {
         }
         let next = self.chunks.remove(chunk + 1);
         self.first_heads.remove(chunk + 1);
-        self.chunks[chunk].append(next);
+        self.chunks[chunk].append(*next);
     }
 
     pub(super) fn boundary_count(&self) -> usize {
-        self.chunks.iter().map(Chunk::len).sum()
+        self.chunks.iter().map(|chunk| chunk.len()).sum()
     }
 
     pub(super) fn memory_bytes(&self) -> usize {
-        let chunks: usize = self.chunks.iter().map(Chunk::memory_bytes).sum();
+        let chunks: usize = self.chunks.iter().map(|chunk| chunk.memory_bytes()).sum();
         chunks + self.first_heads.capacity() * size_of::<u128>()
     }
 

@@ -84,9 +84,9 @@ pub enum Outcome {
 /// Boundaries per chunk: chosen by measurement (see `stoat-bench conflict --chunk-capacity`).
 pub const DEFAULT_CHUNK_CAPACITY: usize = 64;
 
-/// Boundaries examined by the incremental garbage collector per boundary written. Writes add at
-/// most two boundaries each, so a ratio above two sweeps the map faster than it grows.
-const GC_EXAMINED_PER_WRITE: usize = 8;
+/// Boundaries examined by the incremental garbage collector per range written. A write adds at
+/// most two boundaries, so examining more than two sweeps the map faster than it grows.
+const GC_EXAMINED_PER_WRITE: isize = 8;
 
 /// The conflict set. See the module documentation for semantics and invariants.
 #[derive(Debug)]
@@ -95,7 +95,7 @@ pub struct ConflictSet {
     oldest_version: u64,
     newest_version: Option<u64>,
     gc_cursor_chunk: usize,
-    gc_debt_boundaries: usize,
+    gc_debt_boundaries: isize,
 }
 
 impl ConflictSet {
@@ -156,7 +156,7 @@ impl ConflictSet {
         for write in writes.iter().filter(|write| !write.is_empty()) {
             self.boundaries.write(write.begin, write.end, version);
         }
-        self.gc_debt_boundaries += GC_EXAMINED_PER_WRITE * 2 * writes.len();
+        self.gc_debt_boundaries += GC_EXAMINED_PER_WRITE * writes.len() as isize;
         self.collect_garbage_step();
     }
 
@@ -224,7 +224,8 @@ impl ConflictSet {
         }
     }
 
-    /// Does the garbage collection owed by recent writes, one chunk at a time, round robin.
+    /// Does the garbage collection owed by recent writes, one chunk at a time, round robin; a
+    /// chunk examined beyond the debt is credited to later writes.
     fn collect_garbage_step(&mut self) {
         while self.gc_debt_boundaries > 0 {
             if self.gc_cursor_chunk >= self.boundaries.chunk_count() {
@@ -233,7 +234,7 @@ impl ConflictSet {
             let examined = self
                 .boundaries
                 .collect_garbage(self.gc_cursor_chunk, self.oldest_version);
-            self.gc_debt_boundaries = self.gc_debt_boundaries.saturating_sub(examined.max(1));
+            self.gc_debt_boundaries -= examined.max(1) as isize;
             self.gc_cursor_chunk += 1;
         }
     }
