@@ -78,12 +78,12 @@ trait Resolver {
     fn check_batch(&mut self, batch: &[(TransactionRef<'_>, u64)]) -> Vec<Outcome>;
 }
 
-impl Resolver for ConflictSet {
+impl<const CAP: usize> Resolver for ConflictSet<CAP> {
     fn set_oldest_version(&mut self, oldest_version: u64) {
-        ConflictSet::set_oldest_version(self, oldest_version);
+        ConflictSet::<CAP>::set_oldest_version(self, oldest_version);
     }
     fn check_batch(&mut self, batch: &[(TransactionRef<'_>, u64)]) -> Vec<Outcome> {
-        ConflictSet::check_batch(self, batch)
+        ConflictSet::<CAP>::check_batch(self, batch)
     }
 }
 
@@ -351,6 +351,18 @@ mod conflict {
     }
 
     pub fn run(args: &ConflictArgs) {
+        match args.chunk_capacity {
+            16 => run_sized::<16>(args),
+            32 => run_sized::<32>(args),
+            48 => run_sized::<48>(args),
+            64 => run_sized::<64>(args),
+            96 => run_sized::<96>(args),
+            128 => run_sized::<128>(args),
+            other => panic!("--chunk-capacity {other}: choose 16, 32, 48, 64, 96 or 128"),
+        }
+    }
+
+    fn run_sized<const CAP: usize>(args: &ConflictArgs) {
         let batches = generate(args);
         let capacity = args.chunk_capacity;
         println!(
@@ -363,7 +375,7 @@ mod conflict {
         );
         let chunked = median_run(
             args.runs,
-            || Box::new(ConflictSet::with_chunk_capacity(0, capacity)),
+            || Box::new(ConflictSet::<CAP>::with_oldest_version(0)),
             &batches,
         );
         print_row(
@@ -383,8 +395,8 @@ mod conflict {
                 chunked.transactions_per_second() / baseline.transactions_per_second()
             );
         }
-        compare_with_reference(args, &batches);
-        microbenchmarks(args, &batches);
+        compare_with_reference::<CAP>(args, &batches);
+        microbenchmarks::<CAP>(args, &batches);
         println!(
             "conflict-set: {:.0} txn/s on the FoundationDB resolver workload",
             chunked.transactions_per_second()
@@ -393,12 +405,12 @@ mod conflict {
 
     /// The reference is quadratic, so both run only the first batches: the ratio compares
     /// like with like (the same, smaller history), unlike the full-workload figure above.
-    fn compare_with_reference(args: &ConflictArgs, batches: &[Batch]) {
+    fn compare_with_reference<const CAP: usize>(args: &ConflictArgs, batches: &[Batch]) {
         let reduced = &batches[..args.reference_batches.min(batches.len())];
         let reference = median_run(1, || Box::new(ReferenceConflictSet::new(0)), reduced);
         let chunked = median_run(
             args.runs,
-            || Box::new(ConflictSet::with_chunk_capacity(0, args.chunk_capacity)),
+            || Box::new(ConflictSet::<CAP>::with_oldest_version(0)),
             reduced,
         );
         assert_eq!(
@@ -418,9 +430,9 @@ mod conflict {
     }
 
     /// Point read, range read and point write on a set warmed up by the resolver workload.
-    fn microbenchmarks(args: &ConflictArgs, batches: &[Batch]) {
+    fn microbenchmarks<const CAP: usize>(args: &ConflictArgs, batches: &[Batch]) {
         let warmup = &batches[..batches.len().min(100)];
-        let mut set = ConflictSet::with_chunk_capacity(0, args.chunk_capacity);
+        let mut set = ConflictSet::<CAP>::with_oldest_version(0);
         run_workload(&mut set, warmup);
         let newest = set.newest_version().unwrap_or(0);
         let mut random = SplitMix64(args.seed ^ 0xdead_beef);
@@ -439,7 +451,7 @@ mod conflict {
             set.boundary_count(),
             set.memory_bytes() / 1024
         );
-        let read_nanoseconds = |set: &ConflictSet, ranges: &[(Key, Key)]| {
+        let read_nanoseconds = |set: &ConflictSet<CAP>, ranges: &[(Key, Key)]| {
             let start = Instant::now();
             let mut conflicts = 0usize;
             for (begin, end) in ranges {

@@ -12,7 +12,7 @@
 //! - `first_heads[c]` is the head of chunk `c`'s first key;
 //! - `chunk.max_version` is exactly the largest version in the chunk (so a chunk lying wholly
 //!   inside a read range is decided without scanning it);
-//! - no chunk holds more than `chunk_capacity` boundaries between operations.
+//! - no chunk holds more than `CAP - 2` boundaries between operations, so a write fits.
 
 use std::cmp::Ordering;
 
@@ -26,14 +26,16 @@ struct Position {
     index: usize,
 }
 
-/// A run of consecutive boundaries kept as parallel arrays, so that binary search touches only
-/// the 16-byte heads.
+/// A run of consecutive boundaries kept as parallel fixed arrays in one allocation, so that
+/// finding a boundary costs one pointer hop and binary search touches only the 16-byte heads.
+/// Slots from `len` on hold zeros and empty rests.
 #[derive(Debug)]
-struct Chunk {
-    heads: Vec<u128>,
-    rests: Vec<KeyRest>,
-    versions: Vec<u64>,
+struct Chunk<const CAP: usize> {
+    len: usize,
     max_version: u64,
+    heads: [u128; CAP],
+    versions: [u64; CAP],
+    rests: [KeyRest; CAP],
 }
 
 /// Number of heads `<= head`, without data-dependent branches (the comparisons of a binary
@@ -85,18 +87,27 @@ fn count_at_or_before(
     low
 }
 
-impl Chunk {
-    fn with_capacity(capacity: usize) -> Self {
-        Chunk {
-            heads: Vec::with_capacity(capacity),
-            rests: Vec::with_capacity(capacity),
-            versions: Vec::with_capacity(capacity),
+impl<const CAP: usize> Chunk<CAP> {
+    fn new_boxed() -> Box<Self> {
+        Box::new(Chunk {
+            len: 0,
             max_version: 0,
-        }
+            heads: [0; CAP],
+            versions: [0; CAP],
+            rests: std::array::from_fn(|_| KeyRest::default()),
+        })
     }
 
     fn len(&self) -> usize {
-        self.heads.len()
+        self.len
+    }
+
+    fn heads(&self) -> &[u128] {
+        &self.heads[..self.len]
+    }
+
+    fn versions(&self) -> &[u64] {
+        &self.versions[..self.len]
     }
 
     fn cmp_at(&self, index: usize, probe: &Probe<'_>) -> Ordering {
@@ -105,53 +116,101 @@ impl Chunk {
 
     /// Number of boundaries whose key is `<= probe`.
     fn count_at_or_before(&self, probe: &Probe<'_>) -> usize {
-        count_at_or_before(&self.heads, probe, |index| self.cmp_at(index, probe))
+        count_at_or_before(self.heads(), probe, |index| self.cmp_at(index, probe))
     }
 
     fn recompute_max_version(&mut self) {
-        self.max_version = self.versions.iter().copied().max().unwrap_or(0);
+        self.max_version = self.versions().iter().copied().max().unwrap_or(0);
     }
 
     fn push(&mut self, head: u128, rest: KeyRest, version: u64) {
-        self.heads.push(head);
-        self.rests.push(rest);
-        self.versions.push(version);
+        let index = self.len;
+        self.heads[index] = head;
+        self.versions[index] = version;
+        self.rests[index] = rest;
+        self.len += 1;
     }
 
     fn truncate(&mut self, len: usize) {
-        self.heads.truncate(len);
-        self.rests.truncate(len);
-        self.versions.truncate(len);
+        self.rests[len..self.len].fill_with(KeyRest::default);
+        self.heads[len..self.len].fill(0);
+        self.versions[len..self.len].fill(0);
+        self.len = len;
     }
 
     fn drain_front(&mut self, count: usize) {
-        self.heads.drain(..count);
-        self.rests.drain(..count);
-        self.versions.drain(..count);
+        self.splice(0, count, &[]);
+    }
+
+    /// Replaces the boundaries in `[start, stop)` by `inserted`; the result must fit.
+    fn splice(&mut self, start: usize, stop: usize, inserted: &[NewBoundary<'_>]) {
+        let (removed, added) = (stop - start, inserted.len());
+        let new_len = self.len - removed + added;
+        assert!(new_len <= CAP, "chunk overflow");
+        self.rests[start..stop].fill_with(KeyRest::default);
+        self.heads.copy_within(stop..self.len, start + added);
+        self.versions.copy_within(stop..self.len, start + added);
+        // The emptied slots rotate to where the shifted tail used to end, or in front of it.
+        if removed >= added {
+            self.rests[start..self.len].rotate_left(removed - added);
+        } else {
+            self.rests[start..new_len].rotate_right(added - removed);
+        }
+        for (offset, boundary) in inserted.iter().enumerate() {
+            self.heads[start + offset] = boundary.probe.head;
+            self.versions[start + offset] = boundary.version;
+            self.rests[start + offset] = KeyRest::of(&boundary.probe);
+        }
+        if new_len < self.len {
+            self.heads[new_len..self.len].fill(0);
+            self.versions[new_len..self.len].fill(0);
+        }
+        self.len = new_len;
     }
 
     /// Moves the boundaries from `at` on into a new chunk.
-    fn split_off(&mut self, at: usize, capacity: usize) -> Chunk {
-        let mut upper = Chunk::with_capacity(capacity);
-        upper.heads.extend(self.heads.drain(at..));
-        upper.rests.extend(self.rests.drain(at..));
-        upper.versions.extend(self.versions.drain(at..));
+    fn split_off(&mut self, at: usize) -> Box<Self> {
+        let mut upper = Self::new_boxed();
+        for index in at..self.len {
+            let rest = std::mem::take(&mut self.rests[index]);
+            upper.push(self.heads[index], rest, self.versions[index]);
+        }
+        self.truncate(at);
         upper.recompute_max_version();
         self.recompute_max_version();
         upper
     }
 
-    fn append(&mut self, other: Chunk) {
-        self.heads.extend(other.heads);
-        self.rests.extend(other.rests);
-        self.versions.extend(other.versions);
+    fn append(&mut self, mut other: Box<Self>) {
+        for index in 0..other.len {
+            let rest = std::mem::take(&mut other.rests[index]);
+            self.push(other.heads[index], rest, other.versions[index]);
+        }
         self.max_version = self.max_version.max(other.max_version);
     }
 
+    /// Forgets versions at or below `oldest_version` and drops boundaries that repeat the
+    /// version before them (`previous`, the effective version of the preceding boundary).
+    fn forget_history(&mut self, mut previous: Option<u64>, oldest_version: u64) {
+        let mut kept = 0;
+        for index in 0..self.len {
+            let version = effective_version(self.versions[index], oldest_version);
+            if previous == Some(version) {
+                continue;
+            }
+            previous = Some(version);
+            self.heads[kept] = self.heads[index];
+            self.versions[kept] = version;
+            self.rests.swap(kept, index);
+            kept += 1;
+        }
+        self.truncate(kept);
+        self.recompute_max_version();
+    }
+
     fn memory_bytes(&self) -> usize {
-        let per_boundary = size_of::<u128>() + size_of::<KeyRest>() + size_of::<u64>();
-        let heap: usize = self.rests.iter().map(KeyRest::heap_bytes).sum();
-        size_of::<Chunk>() + self.heads.capacity() * per_boundary + heap
+        let heap: usize = self.rests[..self.len].iter().map(KeyRest::heap_bytes).sum();
+        size_of::<Self>() + heap
     }
 }
 
@@ -173,25 +232,24 @@ struct NewBoundary<'a> {
 
 /// The sorted, chunked map from key ranges to the version of their latest write.
 #[derive(Debug)]
-pub(super) struct BoundaryMap {
-    chunks: Vec<Box<Chunk>>,
+pub(super) struct BoundaryMap<const CAP: usize> {
+    chunks: Vec<Box<Chunk<CAP>>>,
     first_heads: Vec<u128>,
-    chunk_capacity: usize,
 }
 
-impl BoundaryMap {
-    pub(super) fn new(chunk_capacity: usize) -> Self {
-        assert!(
-            chunk_capacity >= 4,
-            "chunks must hold at least 4 boundaries"
-        );
-        let mut first = Chunk::with_capacity(chunk_capacity + 2);
+impl<const CAP: usize> BoundaryMap<CAP> {
+    /// A chunk splits when it holds more than this, so that one write (at most two new
+    /// boundaries) always fits before the split.
+    const SPLIT_ABOVE: usize = CAP - 2;
+
+    pub(super) fn new() -> Self {
+        const { assert!(CAP >= 6, "chunks must hold at least 6 boundaries") };
+        let mut first = Chunk::new_boxed();
         let empty_key = Probe::new(&[]);
         first.push(empty_key.head, KeyRest::of(&empty_key), 0);
         BoundaryMap {
-            chunks: vec![Box::new(first)],
+            chunks: vec![first],
             first_heads: vec![empty_key.head],
-            chunk_capacity,
         }
     }
 
@@ -227,7 +285,7 @@ impl BoundaryMap {
             return Some(self.chunks[position.chunk].versions[position.index - 1]);
         }
         let previous = self.chunks.get(position.chunk.checked_sub(1)?)?;
-        previous.versions.last().copied()
+        previous.versions().last().copied()
     }
 
     /// True iff some boundary intersecting `[begin, end)` has a version above `read_version`.
@@ -254,7 +312,7 @@ impl BoundaryMap {
     }
 
     /// Scans `chunk` from `from` (which is inside the range) while keys are below `end`.
-    fn scan_newer(chunk: &Chunk, from: usize, end: &Probe<'_>, read_version: u64) -> bool {
+    fn scan_newer(chunk: &Chunk<CAP>, from: usize, end: &Probe<'_>, read_version: u64) -> bool {
         if chunk.versions[from] > read_version {
             return true;
         }
@@ -318,17 +376,7 @@ impl BoundaryMap {
     fn replace(&mut self, start: Position, stop: Position, inserted: &[NewBoundary<'_>]) {
         let chunk = &mut self.chunks[start.chunk];
         if start.chunk == stop.chunk {
-            chunk.heads.splice(
-                start.index..stop.index,
-                inserted.iter().map(|b| b.probe.head),
-            );
-            chunk.rests.splice(
-                start.index..stop.index,
-                inserted.iter().map(|b| KeyRest::of(&b.probe)),
-            );
-            chunk
-                .versions
-                .splice(start.index..stop.index, inserted.iter().map(|b| b.version));
+            chunk.splice(start.index, stop.index, inserted);
         } else {
             chunk.truncate(start.index);
             for boundary in inserted {
@@ -349,7 +397,7 @@ impl BoundaryMap {
         if self
             .chunks
             .get(start.chunk)
-            .is_some_and(|c| c.len() > self.chunk_capacity)
+            .is_some_and(|c| c.len() > Self::SPLIT_ABOVE)
         {
             self.split(start.chunk);
         }
@@ -357,7 +405,7 @@ impl BoundaryMap {
 
     /// Removes chunk `chunk` if it became empty, else refreshes its first head.
     fn refresh_or_remove(&mut self, chunk: usize) {
-        match self.chunks[chunk].heads.first() {
+        match self.chunks[chunk].heads().first() {
             Some(&head) => self.first_heads[chunk] = head,
             None => {
                 self.chunks.remove(chunk);
@@ -368,9 +416,9 @@ impl BoundaryMap {
 
     fn split(&mut self, chunk: usize) {
         let half = self.chunks[chunk].len() / 2;
-        let upper = self.chunks[chunk].split_off(half, self.chunk_capacity + 2);
+        let upper = self.chunks[chunk].split_off(half);
         self.first_heads.insert(chunk + 1, upper.heads[0]);
-        self.chunks.insert(chunk + 1, Box::new(upper));
+        self.chunks.insert(chunk + 1, upper);
     }
 
     pub(super) fn chunk_count(&self) -> usize {
@@ -381,29 +429,18 @@ impl BoundaryMap {
     /// boundaries that repeat their predecessor's version are dropped. Merges the chunk with its
     /// successor when both are small. Returns the number of boundaries examined.
     pub(super) fn collect_garbage(&mut self, chunk: usize, oldest_version: u64) -> usize {
-        let mut previous = match chunk {
+        let previous = match chunk {
             0 => None,
-            _ => self.chunks[chunk - 1]
-                .versions
-                .last()
-                .map(|&v| effective_version(v, oldest_version)),
-        };
-        let target = &mut self.chunks[chunk];
-        let examined = target.len();
-        let mut kept = 0;
-        for index in 0..examined {
-            let version = effective_version(target.versions[index], oldest_version);
-            if previous == Some(version) {
-                continue;
+            _ => {
+                let before = &self.chunks[chunk - 1];
+                Some(effective_version(
+                    before.versions[before.len - 1],
+                    oldest_version,
+                ))
             }
-            previous = Some(version);
-            target.heads.swap(kept, index);
-            target.rests.swap(kept, index);
-            target.versions[kept] = version;
-            kept += 1;
-        }
-        target.truncate(kept);
-        target.recompute_max_version();
+        };
+        let examined = self.chunks[chunk].len();
+        self.chunks[chunk].forget_history(previous, oldest_version);
         self.refresh_or_remove(chunk);
         self.merge_if_small(chunk);
         examined
@@ -414,12 +451,12 @@ impl BoundaryMap {
         let Some(next) = self.chunks.get(chunk + 1) else {
             return;
         };
-        if self.chunks[chunk].len() + next.len() > self.chunk_capacity / 2 {
+        if self.chunks[chunk].len() + next.len() > CAP / 2 {
             return;
         }
         let next = self.chunks.remove(chunk + 1);
         self.first_heads.remove(chunk + 1);
-        self.chunks[chunk].append(*next);
+        self.chunks[chunk].append(next);
     }
 
     pub(super) fn boundary_count(&self) -> usize {
@@ -457,13 +494,17 @@ impl BoundaryMap {
             assert!(pair[0].0 < pair[1].0, "keys out of order: {pair:?}");
         }
         for (chunk, first_head) in self.chunks.iter().zip(&self.first_heads) {
-            assert!(chunk.len() > 0 && chunk.len() <= self.chunk_capacity);
+            assert!(chunk.len() > 0 && chunk.len() <= Self::SPLIT_ABOVE);
+            assert!(chunk.heads[chunk.len..].iter().all(|&head| head == 0));
+            assert!(chunk.rests[chunk.len..]
+                .iter()
+                .all(|rest| *rest == KeyRest::default()));
             assert_eq!(chunk.heads[0], *first_head);
             assert_eq!(
                 Some(chunk.max_version),
-                chunk.versions.iter().copied().max()
+                chunk.versions().iter().copied().max()
             );
-            for (head, rest) in chunk.heads.iter().zip(&chunk.rests) {
+            for (head, rest) in chunk.heads().iter().zip(&chunk.rests) {
                 let key = super::key::full_key(*head, rest);
                 assert_eq!(super::key::head_of(&key), *head);
                 assert_eq!(key.len(), rest.len);

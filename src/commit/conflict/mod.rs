@@ -89,9 +89,12 @@ pub const DEFAULT_CHUNK_CAPACITY: usize = 64;
 const GC_EXAMINED_PER_WRITE: isize = 8;
 
 /// The conflict set. See the module documentation for semantics and invariants.
+///
+/// `CHUNK_CAPACITY` is the number of boundary slots per chunk; the default was chosen by
+/// measurement, and tests use tiny chunks to exercise splits and merges.
 #[derive(Debug)]
-pub struct ConflictSet {
-    boundaries: BoundaryMap,
+pub struct ConflictSet<const CHUNK_CAPACITY: usize = DEFAULT_CHUNK_CAPACITY> {
+    boundaries: BoundaryMap<CHUNK_CAPACITY>,
     oldest_version: u64,
     newest_version: Option<u64>,
     gc_cursor_chunk: usize,
@@ -100,15 +103,15 @@ pub struct ConflictSet {
 
 impl ConflictSet {
     pub fn new(oldest_version: u64) -> Self {
-        Self::with_chunk_capacity(oldest_version, DEFAULT_CHUNK_CAPACITY)
+        Self::with_oldest_version(oldest_version)
     }
+}
 
-    /// A set with a given chunk size: small sizes exercise chunk splits and merges in tests, and
-    /// the benchmark compares sizes.
-    #[doc(hidden)]
-    pub fn with_chunk_capacity(oldest_version: u64, chunk_capacity: usize) -> Self {
+impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
+    /// `new` for any chunk capacity (`ConflictSet::<8>::with_oldest_version(0)`).
+    pub fn with_oldest_version(oldest_version: u64) -> Self {
         ConflictSet {
-            boundaries: BoundaryMap::new(chunk_capacity),
+            boundaries: BoundaryMap::new(),
             oldest_version,
             newest_version: None,
             gc_cursor_chunk: 0,

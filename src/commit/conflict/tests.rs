@@ -120,17 +120,17 @@ struct OwnedTransaction {
 }
 
 /// The two implementations driven in lockstep, with version bookkeeping.
-struct Lockstep {
-    subject: ConflictSet,
+struct Lockstep<const CAP: usize> {
+    subject: ConflictSet<CAP>,
     reference: ReferenceConflictSet,
     newest_version: u64,
     operations: u64,
 }
 
-impl Lockstep {
-    fn new(oldest_version: u64, chunk_capacity: usize) -> Self {
+impl<const CAP: usize> Lockstep<CAP> {
+    fn new(oldest_version: u64) -> Self {
         Lockstep {
-            subject: ConflictSet::with_chunk_capacity(oldest_version, chunk_capacity),
+            subject: ConflictSet::with_oldest_version(oldest_version),
             reference: ReferenceConflictSet::new(oldest_version),
             newest_version: oldest_version,
             operations: 0,
@@ -248,15 +248,24 @@ fn run_seed(seed: u64, steps: u64) -> u64 {
     let mut random = SplitMix64(seed);
     let shape =
         [KeyShape::Short, KeyShape::LongSharedPrefix, KeyShape::Mixed][random.below(3) as usize];
-    let chunk_capacity = [4, 5, 8, 64][random.below(4) as usize];
+    let chunk_capacity = [6, 7, 10, 64][random.below(4) as usize];
     let mut workload = Workload {
         random,
         shape,
         recent_keys: Vec::new(),
     };
-    let mut lockstep = Lockstep::new(workload.random.below(5), chunk_capacity);
+    match chunk_capacity {
+        6 => run_lockstep::<6>(&mut workload, steps),
+        7 => run_lockstep::<7>(&mut workload, steps),
+        10 => run_lockstep::<10>(&mut workload, steps),
+        _ => run_lockstep::<64>(&mut workload, steps),
+    }
+}
+
+fn run_lockstep<const CAP: usize>(workload: &mut Workload, steps: u64) -> u64 {
+    let mut lockstep = Lockstep::<CAP>::new(workload.random.below(5));
     for step in 0..steps {
-        lockstep.step(&mut workload);
+        lockstep.step(workload);
         if step % 64 == 0 {
             lockstep.subject.assert_invariants();
         }
@@ -453,8 +462,9 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 
 /// Replays proptest operations; read versions are given as a lag behind the newest version.
 fn replay(ops: &[Op]) -> Result<(), TestCaseError> {
-    let mut lockstep = Lockstep::new(0, 4);
-    let version_for = |lockstep: &Lockstep, lag: u64| lockstep.newest_version.saturating_sub(lag);
+    let mut lockstep = Lockstep::<6>::new(0);
+    let version_for =
+        |lockstep: &Lockstep<6>, lag: u64| lockstep.newest_version.saturating_sub(lag);
     for op in ops {
         match op {
             Op::Writes(pairs) => {
