@@ -36,7 +36,7 @@ enum KeyShape {
     Short,
     /// 14 to 16 bytes of 'p' then 0 to 3 bytes: keys whose 16-byte heads tie.
     LongSharedPrefix,
-    /// Both, plus occasional 40-byte keys.
+    /// Both, plus occasional 40-byte keys and keys starting with sixteen 0xff bytes.
     Mixed,
 }
 
@@ -59,6 +59,12 @@ impl Workload {
         let shape = match self.shape {
             KeyShape::Mixed if self.random.chance(50) => KeyShape::Short,
             KeyShape::Mixed if self.random.chance(5) => return vec![b'q'; 40],
+            // All-0xff heads equal the marker of unused slots.
+            KeyShape::Mixed if self.random.chance(5) => {
+                let mut key = vec![0xff; 16];
+                key.extend(self.short_key(2));
+                return key;
+            }
             KeyShape::Mixed => KeyShape::LongSharedPrefix,
             shape => shape,
         };
