@@ -19,11 +19,11 @@
 //! - `chunk.max_version` is exactly the largest version in the chunk (so a chunk lying wholly
 //!   inside a read range is decided without scanning it);
 //! - no chunk holds more than `CAP - 2` boundaries between operations, so a write fits; unused
-//!   slots hold `EMPTY_SLOT` and an empty rest.
+//!   slots hold `EMPTY_SLOT`, a zero length and an empty tail.
 
 use std::cmp::Ordering;
 
-use super::key::{KeyRest, Probe};
+use super::key::Probe;
 
 /// First heads per sample of the top level.
 const SAMPLE_STRIDE: usize = 32;
@@ -68,14 +68,20 @@ impl Slot {
     }
 }
 
-/// A run of consecutive boundaries in one allocation: slots (head and version) first, then the
-/// rests of the keys, which comparisons read only when 16-byte heads tie.
+/// Bytes of a key beyond its head, per slot of a chunk.
+type Tails<const CAP: usize> = [Box<[u8]>; CAP];
+
+/// A run of consecutive boundaries in one allocation: slots (head and version), then key
+/// lengths, which comparisons read only when 16-byte heads tie. Key bytes beyond the head live
+/// in `tails`, allocated only once the chunk holds a key longer than 16 bytes, so that with
+/// short keys a write moves nothing but slots and lengths.
 #[derive(Debug)]
 struct Chunk<const CAP: usize> {
     len: usize,
     max_version: u64,
     slots: [Slot; CAP],
-    rests: [KeyRest; CAP],
+    key_lens: [u32; CAP],
+    tails: Option<Box<Tails<CAP>>>,
 }
 
 /// Binary search over `[low, high)` for the first index whose key is greater than the probe
@@ -92,13 +98,19 @@ fn first_greater(mut low: usize, mut high: usize, cmp_at: impl Fn(usize) -> Orde
     low
 }
 
+/// A key length as stored: request bodies are far below 4 GiB, so this cannot fail on input.
+fn stored_len(probe: &Probe<'_>) -> u32 {
+    u32::try_from(probe.len).expect("keys are shorter than 4 GiB")
+}
+
 impl<const CAP: usize> Chunk<CAP> {
     fn new_boxed() -> Box<Self> {
         Box::new(Chunk {
             len: 0,
             max_version: 0,
             slots: [EMPTY_SLOT; CAP],
-            rests: std::array::from_fn(|_| KeyRest::default()),
+            key_lens: [0; CAP],
+            tails: None,
         })
     }
 
@@ -118,8 +130,16 @@ impl<const CAP: usize> Chunk<CAP> {
         self.slots[..self.len].iter().map(|slot| slot.version)
     }
 
+    fn tail(&self, index: usize) -> &[u8] {
+        self.tails.as_ref().map_or(&[], |tails| &tails[index])
+    }
+
+    #[inline]
     fn cmp_at(&self, index: usize, probe: &Probe<'_>) -> Ordering {
-        self.rests[index].cmp_with(self.head(index), probe)
+        self.head(index).cmp(&probe.head).then_with(|| {
+            (self.tail(index).cmp(probe.rest))
+                .then_with(|| (self.key_lens[index] as usize).cmp(&probe.len))
+        })
     }
 
     /// Number of boundaries whose key is `<= probe`: a linear count over every slot (unused
@@ -145,15 +165,48 @@ impl<const CAP: usize> Chunk<CAP> {
         self.max_version = self.versions().max().unwrap_or(0);
     }
 
-    fn push(&mut self, slot: Slot, rest: KeyRest) {
-        self.slots[self.len] = slot;
-        self.rests[self.len] = rest;
+    fn tails_mut(&mut self) -> &mut Tails<CAP> {
+        self.tails
+            .get_or_insert_with(|| Box::new(std::array::from_fn(|_| Box::default())))
+    }
+
+    /// Stores the key of `probe` at `index` (slot and version are set by the caller).
+    fn set_key(&mut self, index: usize, probe: &Probe<'_>) {
+        self.key_lens[index] = stored_len(probe);
+        if !probe.rest.is_empty() {
+            self.tails_mut()[index] = probe.rest.into();
+        } else if let Some(tails) = &mut self.tails {
+            tails[index] = Box::default();
+        }
+    }
+
+    /// Appends the boundary at `index` of `source`, taking its tail.
+    fn push_from(&mut self, source: &mut Self, index: usize) {
+        let target = self.len;
+        self.slots[target] = source.slots[index];
+        self.key_lens[target] = source.key_lens[index];
+        if let Some(tails) = &mut source.tails {
+            let tail = std::mem::take(&mut tails[index]);
+            if !tail.is_empty() {
+                self.tails_mut()[target] = tail;
+            }
+        }
+        self.len += 1;
+    }
+
+    fn push(&mut self, probe: &Probe<'_>, version: u64) {
+        let index = self.len;
+        self.slots[index] = Slot::new(probe.head, version);
+        self.set_key(index, probe);
         self.len += 1;
     }
 
     fn truncate(&mut self, len: usize) {
-        self.rests[len..self.len].fill_with(KeyRest::default);
+        if let Some(tails) = &mut self.tails {
+            tails[len..self.len].fill_with(Box::default);
+        }
         self.slots[len..self.len].fill(EMPTY_SLOT);
+        self.key_lens[len..self.len].fill(0);
         self.len = len;
     }
 
@@ -164,22 +217,26 @@ impl<const CAP: usize> Chunk<CAP> {
     /// Replaces the boundaries in `[start, stop)` by `inserted`; the result must fit.
     fn splice(&mut self, start: usize, stop: usize, inserted: &[NewBoundary<'_>]) {
         let (removed, added) = (stop - start, inserted.len());
-        let new_len = self.len - removed + added;
+        let (old_len, new_len) = (self.len, self.len - removed + added);
         assert!(new_len <= CAP, "chunk overflow");
-        self.rests[start..stop].fill_with(KeyRest::default);
-        self.slots.copy_within(stop..self.len, start + added);
-        // The emptied rests rotate to where the shifted tail used to end, or in front of it.
-        if removed >= added {
-            self.rests[start..self.len].rotate_left(removed - added);
-        } else {
-            self.rests[start..new_len].rotate_right(added - removed);
+        self.slots.copy_within(stop..old_len, start + added);
+        self.key_lens.copy_within(stop..old_len, start + added);
+        if let Some(tails) = &mut self.tails {
+            tails[start..stop].fill_with(Box::default);
+            // The emptied tails rotate to where the shifted tail used to end, or in front of it.
+            if removed >= added {
+                tails[start..old_len].rotate_left(removed - added);
+            } else {
+                tails[start..new_len].rotate_right(added - removed);
+            }
+        }
+        if new_len < old_len {
+            self.slots[new_len..old_len].fill(EMPTY_SLOT);
+            self.key_lens[new_len..old_len].fill(0);
         }
         for (offset, boundary) in inserted.iter().enumerate() {
             self.slots[start + offset] = Slot::new(boundary.probe.head, boundary.version);
-            self.rests[start + offset] = KeyRest::of(&boundary.probe);
-        }
-        if new_len < self.len {
-            self.slots[new_len..self.len].fill(EMPTY_SLOT);
+            self.set_key(start + offset, &boundary.probe);
         }
         self.len = new_len;
     }
@@ -188,8 +245,7 @@ impl<const CAP: usize> Chunk<CAP> {
     fn split_off(&mut self, at: usize) -> Box<Self> {
         let mut upper = Self::new_boxed();
         for index in at..self.len {
-            let rest = std::mem::take(&mut self.rests[index]);
-            upper.push(self.slots[index], rest);
+            upper.push_from(self, index);
         }
         self.truncate(at);
         upper.recompute_max_version();
@@ -199,8 +255,7 @@ impl<const CAP: usize> Chunk<CAP> {
 
     fn append(&mut self, mut other: Box<Self>) {
         for index in 0..other.len {
-            let rest = std::mem::take(&mut other.rests[index]);
-            self.push(other.slots[index], rest);
+            self.push_from(&mut other, index);
         }
         self.max_version = self.max_version.max(other.max_version);
     }
@@ -215,20 +270,35 @@ impl<const CAP: usize> Chunk<CAP> {
                 continue;
             }
             previous = Some(version);
-            self.slots[kept] = Slot {
-                version,
-                ..self.slots[index]
-            };
-            self.rests.swap(kept, index);
+            if kept != index {
+                self.slots[kept] = self.slots[index];
+                self.key_lens[kept] = self.key_lens[index];
+                if let Some(tails) = &mut self.tails {
+                    tails.swap(kept, index);
+                }
+            }
+            self.slots[kept].version = version;
             kept += 1;
         }
         self.truncate(kept);
         self.recompute_max_version();
     }
 
+    /// The full key at `index` (tests only).
+    #[cfg(test)]
+    fn key(&self, index: usize) -> Vec<u8> {
+        let len = self.key_lens[index] as usize;
+        let head_len = len.min(super::key::HEAD_BYTES);
+        let mut key = self.head(index).to_be_bytes()[..head_len].to_vec();
+        key.extend_from_slice(self.tail(index));
+        key
+    }
+
     fn memory_bytes(&self) -> usize {
-        let heap: usize = self.rests[..self.len].iter().map(KeyRest::heap_bytes).sum();
-        size_of::<Self>() + heap
+        let tails = self.tails.as_ref().map_or(0, |tails| {
+            size_of::<Tails<CAP>>() + tails.iter().map(|tail| tail.len()).sum::<usize>()
+        });
+        size_of::<Self>() + tails
     }
 }
 
@@ -265,7 +335,7 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         const { assert!(CAP >= 6, "chunks must hold at least 6 boundaries") };
         let mut first = Chunk::new_boxed();
         let empty_key = Probe::new(&[]);
-        first.push(Slot::new(empty_key.head, 0), KeyRest::of(&empty_key));
+        first.push(&empty_key, 0);
         BoundaryMap {
             chunks: vec![first],
             first_heads: vec![empty_key.head],
@@ -415,8 +485,7 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         } else {
             chunk.truncate(start.index);
             for boundary in inserted {
-                let slot = Slot::new(boundary.probe.head, boundary.version);
-                chunk.push(slot, KeyRest::of(&boundary.probe));
+                chunk.push(&boundary.probe, boundary.version);
             }
             self.chunks[stop.chunk].drain_front(stop.index);
             self.chunks[stop.chunk].recompute_max_version();
@@ -511,8 +580,7 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         let mut entries = Vec::new();
         for chunk in &self.chunks {
             for index in 0..chunk.len() {
-                let key = super::key::full_key(chunk.head(index), &chunk.rests[index]);
-                entries.push((key, chunk.version(index)));
+                entries.push((chunk.key(index), chunk.version(index)));
             }
         }
         entries
@@ -539,15 +607,16 @@ impl<const CAP: usize> BoundaryMap<CAP> {
             assert!(chunk.slots[chunk.len..]
                 .iter()
                 .all(|slot| *slot == EMPTY_SLOT));
-            assert!(chunk.rests[chunk.len..]
-                .iter()
-                .all(|rest| *rest == KeyRest::default()));
+            assert!(chunk.key_lens[chunk.len..].iter().all(|&len| len == 0));
+            if let Some(tails) = &chunk.tails {
+                assert!(tails[chunk.len..].iter().all(|tail| tail.is_empty()));
+            }
             assert_eq!(chunk.head(0), *first_head);
             assert_eq!(Some(chunk.max_version), chunk.versions().max());
             for index in 0..chunk.len() {
-                let key = super::key::full_key(chunk.head(index), &chunk.rests[index]);
+                let key = chunk.key(index);
                 assert_eq!(super::key::head_of(&key), chunk.head(index));
-                assert_eq!(key.len(), chunk.rests[index].len);
+                assert_eq!(key.len(), chunk.key_lens[index] as usize);
             }
         }
     }

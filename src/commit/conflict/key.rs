@@ -4,8 +4,6 @@
 //! zero-padded), then by the bytes after the head, then by length. The length tie-break is what
 //! keeps `"a"` before `"a\x00"`, whose padded heads are equal.
 
-use std::cmp::Ordering;
-
 /// Number of leading key bytes packed into the comparison head.
 pub(super) const HEAD_BYTES: usize = 16;
 
@@ -33,44 +31,4 @@ impl<'a> Probe<'a> {
             len: key.len(),
         }
     }
-}
-
-/// What a stored key keeps beyond its head: the bytes after the head and the total length.
-///
-/// Keys of at most 16 bytes (the common case) keep an empty `bytes`, which does not allocate.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(super) struct KeyRest {
-    pub(super) bytes: Box<[u8]>,
-    pub(super) len: usize,
-}
-
-impl KeyRest {
-    pub(super) fn of(probe: &Probe<'_>) -> Self {
-        KeyRest {
-            bytes: probe.rest.into(),
-            len: probe.len,
-        }
-    }
-
-    /// Orders a stored key (`head`, `self`) against a probe.
-    #[inline]
-    pub(super) fn cmp_with(&self, head: u128, probe: &Probe<'_>) -> Ordering {
-        head.cmp(&probe.head)
-            .then_with(|| self.bytes[..].cmp(probe.rest))
-            .then_with(|| self.len.cmp(&probe.len))
-    }
-
-    /// Heap bytes owned beyond the struct itself.
-    pub(super) fn heap_bytes(&self) -> usize {
-        self.bytes.len()
-    }
-}
-
-/// Rebuilds the full key bytes (used by tests and invariant checks only).
-#[cfg(test)]
-pub(super) fn full_key(head: u128, rest: &KeyRest) -> Vec<u8> {
-    let head_len = rest.len.min(HEAD_BYTES);
-    let mut key = head.to_be_bytes()[..head_len].to_vec();
-    key.extend_from_slice(&rest.bytes);
-    key
 }
