@@ -145,6 +145,7 @@ impl<const CAP: usize> Chunk<CAP> {
     /// Number of boundaries whose key is `<= probe`: a linear count over every slot (unused
     /// ones hold the largest head), refined by binary search only among tied heads.
     fn count_at_or_before(&self, probe: &Probe<'_>) -> usize {
+        self.touch_slots();
         let head = probe.head;
         let heads_at_or_before: usize = (self.slots.iter())
             .map(|slot| usize::from(slot.head() <= head))
@@ -159,6 +160,18 @@ impl<const CAP: usize> Chunk<CAP> {
         first_greater(heads_before, heads_at_or_before, |index| {
             self.cmp_at(index, probe)
         })
+    }
+
+    /// Loads one word of every cache line of the slots, in a loop short enough for the CPU to
+    /// have all of them in flight at once: a software prefetch without `unsafe`. The counting
+    /// loop that follows is too long per slot for the out-of-order window to cover a chunk.
+    #[inline]
+    fn touch_slots(&self) {
+        let mut sink = 0;
+        for slot in self.slots.iter().step_by(2) {
+            sink ^= slot.version;
+        }
+        std::hint::black_box(sink);
     }
 
     fn recompute_max_version(&mut self) {
