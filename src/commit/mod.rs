@@ -1,4 +1,5 @@
 //! Commit path: parsing, conflict checking and sequencing.
 
+pub mod conflict;
 pub mod parse;
 pub mod transaction;

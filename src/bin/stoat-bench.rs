@@ -1,0 +1,489 @@
+//! Stoat benchmarks that print tables: `stoat-bench conflict` runs FoundationDB's resolver
+//! workload on the conflict set, a `BTreeMap` baseline and the naive reference.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use stoat::commit::conflict::reference::ReferenceConflictSet;
+use stoat::commit::conflict::{ConflictSet, KeyRange, Outcome, ReadRange, TransactionRef};
+
+#[derive(Parser, Debug)]
+#[command(about = "Stoat benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// FoundationDB's resolver benchmark (skipListTest) plus microbenchmarks.
+    Conflict(ConflictArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ConflictArgs {
+    /// Batches of the resolver workload (FoundationDB: 500).
+    #[arg(long, default_value_t = 500)]
+    batches: usize,
+    /// Transactions per batch (FoundationDB: 2,500).
+    #[arg(long, default_value_t = 2_500)]
+    transactions_per_batch: usize,
+    /// Timed runs of the full workload per implementation; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Batches given to the quadratic reference (and to the conflict set again for the ratio).
+    #[arg(long, default_value_t = 20)]
+    reference_batches: usize,
+    /// Boundaries per chunk of the conflict set.
+    #[arg(long, default_value_t = stoat::commit::conflict::DEFAULT_CHUNK_CAPACITY)]
+    chunk_capacity: usize,
+    /// Skip the BTreeMap baseline.
+    #[arg(long)]
+    skip_baseline: bool,
+    /// Operations per microbenchmark.
+    #[arg(long, default_value_t = 1_000_000)]
+    micro_operations: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+fn main() {
+    match Cli::parse().command {
+        Command::Conflict(args) => conflict::run(&args),
+    }
+}
+
+/// SplitMix64: a small seeded generator (no `rand` dependency).
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next_u64() % bound
+    }
+}
+
+/// The conflict-set implementations compared by the benchmark.
+trait Resolver {
+    fn set_oldest_version(&mut self, oldest_version: u64);
+    fn check_batch(&mut self, batch: &[(TransactionRef<'_>, u64)]) -> Vec<Outcome>;
+}
+
+impl<const CAP: usize> Resolver for ConflictSet<CAP> {
+    fn set_oldest_version(&mut self, oldest_version: u64) {
+        ConflictSet::<CAP>::set_oldest_version(self, oldest_version);
+    }
+    fn check_batch(&mut self, batch: &[(TransactionRef<'_>, u64)]) -> Vec<Outcome> {
+        ConflictSet::<CAP>::check_batch(self, batch)
+    }
+}
+
+impl Resolver for ReferenceConflictSet {
+    fn set_oldest_version(&mut self, oldest_version: u64) {
+        ReferenceConflictSet::set_oldest_version(self, oldest_version);
+    }
+    fn check_batch(&mut self, batch: &[(TransactionRef<'_>, u64)]) -> Vec<Outcome> {
+        ReferenceConflictSet::check_batch(self, batch)
+    }
+}
+
+mod btree_baseline {
+    //! The simplest fast candidate: std `BTreeMap<key, version of [key, next key)>`, no
+    //! max-version augmentation, garbage collected incrementally from a cursor key.
+
+    use super::*;
+
+    pub struct BTreeConflictSet {
+        boundaries: BTreeMap<Vec<u8>, u64>,
+        oldest_version: u64,
+        gc_cursor: Vec<u8>,
+    }
+
+    impl BTreeConflictSet {
+        pub fn new(oldest_version: u64) -> Self {
+            let boundaries = BTreeMap::from([(Vec::new(), 0)]);
+            BTreeConflictSet {
+                boundaries,
+                oldest_version,
+                gc_cursor: Vec::new(),
+            }
+        }
+
+        fn version_at(&self, key: &[u8]) -> u64 {
+            *self
+                .boundaries
+                .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+                .next_back()
+                .unwrap()
+                .1
+        }
+
+        fn any_newer_than(&self, range: &KeyRange<'_>, read_version: u64) -> bool {
+            if range.is_empty() {
+                return false;
+            }
+            self.version_at(range.begin) > read_version
+                || (self.boundaries)
+                    .range::<[u8], _>((Bound::Excluded(range.begin), Bound::Excluded(range.end)))
+                    .any(|(_, &version)| version > read_version)
+        }
+
+        fn write(&mut self, range: &KeyRange<'_>, version: u64) {
+            let version_at_end = self.version_at(range.end);
+            let covered: Vec<Vec<u8>> = (self.boundaries)
+                .range::<[u8], _>((Bound::Included(range.begin), Bound::Included(range.end)))
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in covered {
+                self.boundaries.remove(&key);
+            }
+            self.boundaries.insert(range.begin.to_vec(), version);
+            self.boundaries.insert(range.end.to_vec(), version_at_end);
+        }
+
+        /// Examines up to `budget` boundaries after the cursor, forgetting versions at or below
+        /// the oldest version and dropping boundaries that repeat their predecessor's version.
+        fn collect_garbage(&mut self, budget: usize) {
+            let oldest = self.oldest_version;
+            let effective = |version: u64| if version <= oldest { 0 } else { version };
+            let mut previous = (self.boundaries)
+                .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(self.gc_cursor.as_slice())))
+                .next_back()
+                .map(|(_, &version)| effective(version));
+            let examined: Vec<(Vec<u8>, u64)> = (self.boundaries)
+                .range::<[u8], _>((Bound::Included(self.gc_cursor.as_slice()), Bound::Unbounded))
+                .take(budget)
+                .map(|(key, &version)| (key.clone(), version))
+                .collect();
+            for (key, version) in &examined {
+                let version = effective(*version);
+                if previous == Some(version) && !key.is_empty() {
+                    self.boundaries.remove(key);
+                } else {
+                    self.boundaries.insert(key.clone(), version);
+                    previous = Some(version);
+                }
+            }
+            self.gc_cursor = match examined.len() < budget {
+                true => Vec::new(),
+                false => examined
+                    .last()
+                    .map(|(key, _)| key.clone())
+                    .unwrap_or_default(),
+            };
+        }
+    }
+
+    impl Resolver for BTreeConflictSet {
+        fn set_oldest_version(&mut self, oldest_version: u64) {
+            self.oldest_version = self.oldest_version.max(oldest_version);
+        }
+
+        fn check_batch(&mut self, batch: &[(TransactionRef<'_>, u64)]) -> Vec<Outcome> {
+            let latest_read_version = batch.first().map_or(0, |(_, version)| version - 1);
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for (transaction, version) in batch {
+                if transaction
+                    .reads
+                    .iter()
+                    .any(|read| read.read_version < self.oldest_version)
+                {
+                    outcomes.push(Outcome::TooOld);
+                    continue;
+                }
+                let read_indices: Vec<usize> = (0..transaction.reads.len())
+                    .filter(|&index| {
+                        let read = &transaction.reads[index];
+                        self.any_newer_than(&read.range, read.read_version.min(latest_read_version))
+                    })
+                    .collect();
+                if read_indices.is_empty() {
+                    for write in transaction.writes.iter().filter(|write| !write.is_empty()) {
+                        self.write(write, *version);
+                    }
+                    self.collect_garbage(16 * transaction.writes.len());
+                    outcomes.push(Outcome::Committed);
+                } else {
+                    outcomes.push(Outcome::Conflict { read_indices });
+                }
+            }
+            outcomes
+        }
+    }
+}
+
+mod conflict {
+    //! The resolver workload of FoundationDB's `skipListTest` (fdbserver/SkipList.cpp).
+
+    use super::btree_baseline::BTreeConflictSet;
+    use super::*;
+
+    const KEY_BYTES: usize = 16;
+    const KEY_SPACE: u64 = 20_000_000;
+    /// Versions per batch: each transaction of a batch gets its own version.
+    const BATCH_VERSIONS: u64 = 4_096;
+    /// FoundationDB commits batch `i` at version `i + 50` with reads at `i`.
+    const COMMIT_LAG_BATCHES: u64 = 50;
+
+    type Key = [u8; KEY_BYTES];
+
+    /// FoundationDB's `setK`: twelve '.' then the integer big-endian.
+    fn key_of(value: u64) -> Key {
+        let mut key = [b'.'; KEY_BYTES];
+        key[KEY_BYTES - 4..].copy_from_slice(&(value as u32).to_be_bytes());
+        key
+    }
+
+    /// One batch: per transaction, a read range then a write range.
+    struct Batch {
+        ranges: Vec<(Key, Key)>,
+    }
+
+    fn generate(args: &ConflictArgs) -> Vec<Batch> {
+        let mut random = SplitMix64(args.seed);
+        let ranges_per_batch = 2 * args.transactions_per_batch;
+        (0..args.batches)
+            .map(|_| Batch {
+                ranges: (0..ranges_per_batch)
+                    .map(|_| {
+                        let begin = random.below(KEY_SPACE);
+                        let end = begin + 1 + random.below(10);
+                        (key_of(begin), key_of(end))
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    struct RunResult {
+        elapsed: Duration,
+        transactions: usize,
+        conflicts: usize,
+    }
+
+    impl RunResult {
+        fn transactions_per_second(&self) -> f64 {
+            self.transactions as f64 / self.elapsed.as_secs_f64()
+        }
+    }
+
+    /// Runs `batches` through `resolver` the way FoundationDB's benchmark does.
+    fn run_workload(resolver: &mut dyn Resolver, batches: &[Batch]) -> RunResult {
+        let mut conflicts = 0;
+        let mut transactions = 0;
+        let mut elapsed = Duration::ZERO;
+        for (index, batch) in batches.iter().enumerate() {
+            let read_version = index as u64 * BATCH_VERSIONS;
+            let first_commit_version = (index as u64 + COMMIT_LAG_BATCHES) * BATCH_VERSIONS;
+            let reads: Vec<[ReadRange<'_>; 1]> = (batch.ranges.chunks_exact(2))
+                .map(|pair| {
+                    [ReadRange {
+                        range: KeyRange::new(&pair[0].0, &pair[0].1),
+                        read_version,
+                    }]
+                })
+                .collect();
+            let writes: Vec<[KeyRange<'_>; 1]> = batch
+                .ranges
+                .chunks_exact(2)
+                .map(|pair| [KeyRange::new(&pair[1].0, &pair[1].1)])
+                .collect();
+            let transactions_in_batch: Vec<(TransactionRef<'_>, u64)> = (reads.iter().zip(&writes))
+                .enumerate()
+                .map(|(position, (reads, writes))| {
+                    (
+                        TransactionRef { reads, writes },
+                        first_commit_version + position as u64,
+                    )
+                })
+                .collect();
+            let start = Instant::now();
+            resolver.set_oldest_version(read_version);
+            let outcomes = resolver.check_batch(&transactions_in_batch);
+            elapsed += start.elapsed();
+            transactions += outcomes.len();
+            conflicts += outcomes
+                .iter()
+                .filter(|outcome| **outcome != Outcome::Committed)
+                .count();
+        }
+        RunResult {
+            elapsed,
+            transactions,
+            conflicts,
+        }
+    }
+
+    fn median_run(
+        runs: usize,
+        mut make: impl FnMut() -> Box<dyn Resolver>,
+        batches: &[Batch],
+    ) -> RunResult {
+        let mut results: Vec<RunResult> = (0..runs.max(1))
+            .map(|_| run_workload(make().as_mut(), batches))
+            .collect();
+        results.sort_by(|a, b| a.elapsed.cmp(&b.elapsed));
+        let conflicts = results[0].conflicts;
+        assert!(
+            results.iter().all(|result| result.conflicts == conflicts),
+            "runs disagree"
+        );
+        results.swap_remove(results.len() / 2)
+    }
+
+    fn print_row(name: &str, batches: usize, result: &RunResult) {
+        println!(
+            "{name:<34} {batches:>7} {:>12} {:>10} {:>12.3} {:>14.0}",
+            result.transactions,
+            result.conflicts,
+            result.elapsed.as_secs_f64(),
+            result.transactions_per_second()
+        );
+    }
+
+    pub fn run(args: &ConflictArgs) {
+        match args.chunk_capacity {
+            16 => run_sized::<16>(args),
+            32 => run_sized::<32>(args),
+            48 => run_sized::<48>(args),
+            64 => run_sized::<64>(args),
+            96 => run_sized::<96>(args),
+            128 => run_sized::<128>(args),
+            other => panic!("--chunk-capacity {other}: choose 16, 32, 48, 64, 96 or 128"),
+        }
+    }
+
+    fn run_sized<const CAP: usize>(args: &ConflictArgs) {
+        let batches = generate(args);
+        let capacity = args.chunk_capacity;
+        println!(
+            "resolver workload: {} batches x {} transactions, 1 read + 1 write range each, 16-byte keys, median of {} runs",
+            args.batches, args.transactions_per_batch, args.runs
+        );
+        println!(
+            "{:<34} {:>7} {:>12} {:>10} {:>12} {:>14}",
+            "implementation", "batches", "transactions", "conflicts", "seconds", "txn/s"
+        );
+        let chunked = median_run(
+            args.runs,
+            || Box::new(ConflictSet::<CAP>::with_oldest_version(0)),
+            &batches,
+        );
+        print_row(
+            &format!("conflict set (chunks of {capacity})"),
+            batches.len(),
+            &chunked,
+        );
+        if !args.skip_baseline {
+            let baseline = median_run(args.runs, || Box::new(BTreeConflictSet::new(0)), &batches);
+            assert_eq!(
+                baseline.conflicts, chunked.conflicts,
+                "baseline disagrees with the conflict set"
+            );
+            print_row("BTreeMap baseline", batches.len(), &baseline);
+            println!(
+                "  conflict set / BTreeMap baseline: {:.2}x",
+                chunked.transactions_per_second() / baseline.transactions_per_second()
+            );
+        }
+        compare_with_reference::<CAP>(args, &batches);
+        microbenchmarks::<CAP>(args, &batches);
+        println!(
+            "conflict-set: {:.0} txn/s on the FoundationDB resolver workload",
+            chunked.transactions_per_second()
+        );
+    }
+
+    /// The reference is quadratic, so both run only the first batches: the ratio compares
+    /// like with like (the same, smaller history), unlike the full-workload figure above.
+    fn compare_with_reference<const CAP: usize>(args: &ConflictArgs, batches: &[Batch]) {
+        let reduced = &batches[..args.reference_batches.min(batches.len())];
+        let reference = median_run(1, || Box::new(ReferenceConflictSet::new(0)), reduced);
+        let chunked = median_run(
+            args.runs,
+            || Box::new(ConflictSet::<CAP>::with_oldest_version(0)),
+            reduced,
+        );
+        assert_eq!(
+            reference.conflicts, chunked.conflicts,
+            "reference disagrees with the conflict set"
+        );
+        println!(
+            "reduced to the first {} batches for the quadratic reference:",
+            reduced.len()
+        );
+        print_row("naive reference (reduced)", reduced.len(), &reference);
+        print_row("conflict set (reduced)", reduced.len(), &chunked);
+        println!(
+            "  conflict set / reference on the same batches: {:.0}x",
+            chunked.transactions_per_second() / reference.transactions_per_second()
+        );
+    }
+
+    /// Point read, range read and point write on a set warmed up by the resolver workload.
+    fn microbenchmarks<const CAP: usize>(args: &ConflictArgs, batches: &[Batch]) {
+        let warmup = &batches[..batches.len().min(100)];
+        let mut set = ConflictSet::<CAP>::with_oldest_version(0);
+        run_workload(&mut set, warmup);
+        let newest = set.newest_version().unwrap_or(0);
+        let mut random = SplitMix64(args.seed ^ 0xdead_beef);
+        let operations = args.micro_operations;
+        let points: Vec<(Key, Key)> = (0..operations)
+            .map(|_| point(random.below(KEY_SPACE)))
+            .collect();
+        let ranges: Vec<(Key, Key)> = (0..operations)
+            .map(|_| {
+                let begin = random.below(KEY_SPACE);
+                (key_of(begin), key_of(begin + 1 + random.below(10)))
+            })
+            .collect();
+        println!(
+            "microbenchmarks on a warmed-up set ({} boundaries, {} KiB), {operations} operations each:",
+            set.boundary_count(),
+            set.memory_bytes() / 1024
+        );
+        let read_nanoseconds = |set: &ConflictSet<CAP>, ranges: &[(Key, Key)]| {
+            let start = Instant::now();
+            let mut conflicts = 0usize;
+            for (begin, end) in ranges {
+                let read = ReadRange {
+                    range: KeyRange::new(begin, end),
+                    read_version: newest,
+                };
+                conflicts +=
+                    (set.check_read(&read) != stoat::commit::conflict::ReadOutcome::Ok) as usize;
+            }
+            assert_eq!(conflicts, 0);
+            start.elapsed().as_nanos() as f64 / ranges.len() as f64
+        };
+        println!(
+            "  point read  {:>8.1} ns/op",
+            read_nanoseconds(&set, &points)
+        );
+        println!(
+            "  range read  {:>8.1} ns/op  (1 to 10 keys wide)",
+            read_nanoseconds(&set, &ranges)
+        );
+        let start = Instant::now();
+        for (offset, (begin, end)) in points.iter().enumerate() {
+            set.add_writes(&[KeyRange::new(begin, end)], newest + 1 + offset as u64);
+        }
+        let write_nanoseconds = start.elapsed().as_nanos() as f64 / operations as f64;
+        println!("  point write {write_nanoseconds:>8.1} ns/op  (garbage collection included)");
+    }
+
+    /// The point range `[k, k\x00)` with the 16-byte workload keys: the 17-byte end is
+    /// approximated by the next 16-byte key, which no workload key falls between.
+    fn point(value: u64) -> (Key, Key) {
+        (key_of(value), key_of(value + 1))
+    }
+}

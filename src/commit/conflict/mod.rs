@@ -1,0 +1,259 @@
+//! Conflict set: the versioned range map that decides optimistic transactions (FoundationDB
+//! resolver semantics).
+//!
+//! It owns the recent write history: for every key range, the version of the latest write that
+//! covered it, for versions newer than the oldest version kept. It does no IO, spawns no threads
+//! and reads no clock; the sequencer feeds it batches and versions.
+//!
+//! Semantics:
+//! - Keys are byte strings in lexicographic order; ranges are half-open `[begin, end)`; a point
+//!   read of `k` is `[k, k\x00)`; a range with `begin >= end` reads or writes nothing.
+//! - A read conflicts iff a write at a version strictly greater than its read version intersects
+//!   its range. It is too old iff its read version is below the oldest version kept.
+//! - In a batch, transactions are decided in order; a transaction conflicts with the writes of
+//!   earlier committed transactions of the same batch whatever its read versions; only committed
+//!   transactions' writes are added, each at its own version.
+//!
+//! Invariants:
+//! - write versions strictly increase and exceed the oldest version (asserted: only the
+//!   sequencer assigns versions, so a violation is a bug, not bad input);
+//! - the oldest version never decreases (a lower value is ignored);
+//! - history at or before the oldest version is forgotten incrementally, a few chunks per write,
+//!   so memory follows the live window rather than all history;
+//! - no client input can make it panic: empty, inverted and long ranges are all accepted.
+
+mod boundaries;
+mod key;
+#[doc(hidden)]
+pub mod reference;
+#[cfg(test)]
+mod tests;
+
+use boundaries::BoundaryMap;
+
+/// A half-open key range `[begin, end)`; empty when `begin >= end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyRange<'a> {
+    pub begin: &'a [u8],
+    pub end: &'a [u8],
+}
+
+impl<'a> KeyRange<'a> {
+    pub fn new(begin: &'a [u8], end: &'a [u8]) -> Self {
+        KeyRange { begin, end }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.begin >= self.end
+    }
+}
+
+/// A read (a precondition): a range and the version it was read at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadRange<'a> {
+    pub range: KeyRange<'a>,
+    pub read_version: u64,
+}
+
+/// The verdict on one read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    Ok,
+    Conflict,
+    TooOld,
+}
+
+/// One transaction as the sequencer hands it over: its reads and its writes.
+#[derive(Clone, Copy, Debug)]
+pub struct TransactionRef<'a> {
+    pub reads: &'a [ReadRange<'a>],
+    pub writes: &'a [KeyRange<'a>],
+}
+
+/// The verdict on one transaction of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its writes were added at its version.
+    Committed,
+    /// These read indices (ascending) intersect newer writes; nothing was added.
+    Conflict { read_indices: Vec<usize> },
+    /// A read version is below the oldest version kept; nothing was checked or added.
+    TooOld,
+}
+
+/// Boundaries per chunk: chosen by measurement (see `stoat-bench conflict --chunk-capacity`).
+pub const DEFAULT_CHUNK_CAPACITY: usize = 64;
+
+/// Boundaries examined by the incremental garbage collector per range written. A write adds at
+/// most two boundaries, so examining more than two sweeps the map faster than it grows.
+const GC_EXAMINED_PER_WRITE: isize = 8;
+
+/// The conflict set. See the module documentation for semantics and invariants.
+///
+/// `CHUNK_CAPACITY` is the number of boundary slots per chunk; the default was chosen by
+/// measurement, and tests use tiny chunks to exercise splits and merges.
+#[derive(Debug)]
+pub struct ConflictSet<const CHUNK_CAPACITY: usize = DEFAULT_CHUNK_CAPACITY> {
+    boundaries: BoundaryMap<CHUNK_CAPACITY>,
+    oldest_version: u64,
+    newest_version: Option<u64>,
+    gc_cursor_chunk: usize,
+    gc_debt_boundaries: isize,
+}
+
+impl ConflictSet {
+    pub fn new(oldest_version: u64) -> Self {
+        Self::with_oldest_version(oldest_version)
+    }
+}
+
+impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
+    /// `new` for any chunk capacity (`ConflictSet::<8>::with_oldest_version(0)`).
+    pub fn with_oldest_version(oldest_version: u64) -> Self {
+        ConflictSet {
+            boundaries: BoundaryMap::new(),
+            oldest_version,
+            newest_version: None,
+            gc_cursor_chunk: 0,
+            gc_debt_boundaries: 0,
+        }
+    }
+
+    pub fn oldest_version(&self) -> u64 {
+        self.oldest_version
+    }
+
+    /// The version of the latest `add_writes` call or committed transaction, if any.
+    pub fn newest_version(&self) -> Option<u64> {
+        self.newest_version
+    }
+
+    /// Checks one read against the history.
+    pub fn check_read(&self, read: &ReadRange<'_>) -> ReadOutcome {
+        if read.read_version < self.oldest_version {
+            ReadOutcome::TooOld
+        } else if self.intersects_newer(&read.range, read.read_version) {
+            ReadOutcome::Conflict
+        } else {
+            ReadOutcome::Ok
+        }
+    }
+
+    /// Checks reads against the history, one outcome per read, in order.
+    pub fn check(&self, reads: &[ReadRange<'_>]) -> Vec<ReadOutcome> {
+        reads.iter().map(|read| self.check_read(read)).collect()
+    }
+
+    fn intersects_newer(&self, range: &KeyRange<'_>, read_version: u64) -> bool {
+        !range.is_empty()
+            && self
+                .boundaries
+                .any_newer_than(range.begin, range.end, read_version)
+    }
+
+    /// Records `writes` at `version`, which must exceed every earlier write version and the
+    /// oldest version.
+    pub fn add_writes(&mut self, writes: &[KeyRange<'_>], version: u64) {
+        self.assert_next_version(version);
+        self.newest_version = Some(version);
+        for write in writes.iter().filter(|write| !write.is_empty()) {
+            self.boundaries.write(write.begin, write.end, version);
+        }
+        self.gc_debt_boundaries += GC_EXAMINED_PER_WRITE * writes.len() as isize;
+        self.collect_garbage_step();
+    }
+
+    fn assert_next_version(&self, version: u64) {
+        assert!(
+            self.newest_version.is_none_or(|newest| version > newest),
+            "write version {version} does not exceed newest version {:?}",
+            self.newest_version
+        );
+        assert!(
+            version > self.oldest_version,
+            "write version {version} does not exceed oldest version {}",
+            self.oldest_version
+        );
+    }
+
+    /// Raises the oldest version kept; reads below it become too old and history at or below it
+    /// is forgotten as writes come in. A value below the current one is ignored.
+    pub fn set_oldest_version(&mut self, oldest_version: u64) {
+        self.oldest_version = self.oldest_version.max(oldest_version);
+    }
+
+    /// Decides a batch in order. `batch[i].1` is transaction `i`'s commit version; versions
+    /// strictly increase and exceed the newest and oldest versions.
+    pub fn check_batch(&mut self, batch: &[(TransactionRef<'_>, u64)]) -> Vec<Outcome> {
+        let Some(&(_, first_version)) = batch.first() else {
+            return Vec::new();
+        };
+        self.assert_next_version(first_version);
+        // Every history write is older than `first_version` and every write of this batch is at
+        // least `first_version`, so reading as of `first_version - 1` at the latest sees exactly
+        // the history newer than the read plus all earlier committed writes of the batch.
+        let latest_read_version = first_version - 1;
+        batch
+            .iter()
+            .map(|(transaction, version)| self.decide(transaction, *version, latest_read_version))
+            .collect()
+    }
+
+    fn decide(
+        &mut self,
+        transaction: &TransactionRef<'_>,
+        version: u64,
+        latest_read_version: u64,
+    ) -> Outcome {
+        if transaction
+            .reads
+            .iter()
+            .any(|read| read.read_version < self.oldest_version)
+        {
+            return Outcome::TooOld;
+        }
+        let read_indices: Vec<usize> = (transaction.reads.iter().enumerate())
+            .filter(|(_, read)| {
+                let read_version = read.read_version.min(latest_read_version);
+                self.intersects_newer(&read.range, read_version)
+            })
+            .map(|(index, _)| index)
+            .collect();
+        if read_indices.is_empty() {
+            self.add_writes(transaction.writes, version);
+            Outcome::Committed
+        } else {
+            Outcome::Conflict { read_indices }
+        }
+    }
+
+    /// Does the garbage collection owed by recent writes, one chunk at a time, round robin; a
+    /// chunk examined beyond the debt is credited to later writes.
+    fn collect_garbage_step(&mut self) {
+        while self.gc_debt_boundaries > 0 {
+            if self.gc_cursor_chunk >= self.boundaries.chunk_count() {
+                self.gc_cursor_chunk = 0;
+            }
+            let examined = self
+                .boundaries
+                .collect_garbage(self.gc_cursor_chunk, self.oldest_version);
+            self.gc_debt_boundaries -= examined.max(1) as isize;
+            self.gc_cursor_chunk += 1;
+        }
+    }
+
+    /// Number of range boundaries stored (each costs about 48 bytes plus key bytes beyond 16).
+    pub fn boundary_count(&self) -> usize {
+        self.boundaries.boundary_count()
+    }
+
+    /// Heap bytes held, counting allocated capacity.
+    pub fn memory_bytes(&self) -> usize {
+        self.boundaries.memory_bytes()
+    }
+
+    #[cfg(test)]
+    fn assert_invariants(&self) {
+        self.boundaries.assert_invariants();
+    }
+}
