@@ -2,4 +2,5 @@
 
 pub mod conflict;
 pub mod parse;
+pub mod sequencer;
 pub mod transaction;
