@@ -37,6 +37,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub limits: LimitsConfig,
     pub pipeline: PipelineConfig,
+    pub commit: CommitConfig,
     pub storage: StorageConfig,
     pub log: LogConfig,
 }
@@ -102,6 +103,30 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig { queue_depth: 4096 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommitConfig {
+    /// Preconditions read within this long are checked (not `too_old`) ...
+    pub conflict_window_ms: u64,
+    /// ... and so are those of the last this-many versions, whichever keeps more.
+    pub conflict_window_versions: u64,
+    /// Request ids of recent commits kept in memory for duplicates and status.
+    pub request_index_capacity: usize,
+    /// Requests the sequencer decides in one batch at most.
+    pub batch_transactions_max: usize,
+}
+
+impl Default for CommitConfig {
+    fn default() -> Self {
+        CommitConfig {
+            conflict_window_ms: 5000,
+            conflict_window_versions: 1_000_000,
+            request_index_capacity: 100_000,
+            batch_transactions_max: 1024,
+        }
     }
 }
 

@@ -92,7 +92,13 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     let metrics = Arc::new(Metrics::new());
-    let server = match Server::start(ServerContext::new(settings, metrics, published.clone())) {
+    // The log is kept in memory until the durable log lands: every start
+    // begins an empty log.
+    let recovered = stoat::commit::sequencer::Recovered::default();
+    let server = match Server::start(
+        ServerContext::new(settings, metrics, published.clone()),
+        recovered,
+    ) {
         Ok(server) => server,
         Err(error) => {
             eprintln!("stoat: cannot start the server: {error}");

@@ -427,6 +427,81 @@ impl Parser<'_, '_> {
     }
 }
 
+/// The query of `GET /v1/status`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StatusQuery {
+    pub request_id: String,
+    pub min_version: Option<u64>,
+}
+
+/// Parses `request_id=ID&min_version=V` (values may be percent-encoded).
+pub fn parse_status_query(query: Option<&str>, out: &mut StatusQuery) -> Result<(), String> {
+    out.request_id.clear();
+    out.min_version = None;
+    let mut have_request_id = false;
+    for pair in query
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+    {
+        let (name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value =
+            percent_decode(raw_value).ok_or_else(|| format!("{name}: invalid percent-encoding"))?;
+        match name {
+            "request_id" => {
+                if !is_valid_request_id(&value) {
+                    return Err(
+                        "request_id: must be 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':', '-'"
+                            .into(),
+                    );
+                }
+                out.request_id = value;
+                have_request_id = true;
+            }
+            "min_version" => {
+                let version = value.parse().map_err(|_| {
+                    format!("min_version: {value:?} is not an unsigned 64-bit integer")
+                })?;
+                out.min_version = Some(version);
+            }
+            other => {
+                return Err(format!(
+                    "unknown parameter {other:?}; expected request_id, min_version"
+                ))
+            }
+        }
+    }
+    if !have_request_id {
+        return Err("request_id: required".into());
+    }
+    Ok(())
+}
+
+/// Decodes `%XX` escapes (and `+` as a space); `None` if malformed or not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        match bytes[index] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(index + 1..index + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                index += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                index += 1;
+            }
+            byte => {
+                out.push(byte);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// 1-128 characters of `[A-Za-z0-9._:-]`.
 pub fn is_valid_request_id(id: &str) -> bool {
     (1..=128).contains(&id.len())

@@ -27,6 +27,16 @@ pub struct RouteLabels {
     pub route: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub stage: &'static str,
+}
+
 /// Every metric the process exports.
 pub struct Metrics {
     registry: Registry,
@@ -37,6 +47,9 @@ pub struct Metrics {
     pub connections_refused: Counter,
     pub connections_timed_out: Counter,
     pub pipeline_queue_depth: Gauge,
+    commits: Family<OutcomeLabels, Counter>,
+    pub batch_transactions: Histogram,
+    stage_seconds: Family<StageLabels, Histogram>,
 }
 
 impl Metrics {
@@ -87,7 +100,30 @@ impl Metrics {
             "Requests waiting in the queue to the commit pipeline",
             pipeline_queue_depth.clone(),
         );
+        let commits = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "commits",
+            "Commits decided, by outcome (committed, duplicate, conflict, too_old, leader_changed, bad_request)",
+            commits.clone(),
+        );
+        let batch_transactions = Histogram::new(exponential_buckets(1.0, 2.0, 14));
+        registry.register(
+            "batch_transactions",
+            "Transactions committed per sequencer batch",
+            batch_transactions.clone(),
+        );
+        let stage_seconds = Family::<StageLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000001, 2.0, 24))
+        });
+        registry.register(
+            "pipeline_stage_seconds",
+            "Time spent per batch in each pipeline stage (sequence: deciding; persist: making durable)",
+            stage_seconds.clone(),
+        );
         Metrics {
+            commits,
+            batch_transactions,
+            stage_seconds,
             registry,
             requests,
             request_duration,
@@ -97,6 +133,17 @@ impl Metrics {
             connections_timed_out,
             pipeline_queue_depth,
         }
+    }
+
+    pub fn record_commit_outcome(&self, outcome: &'static str) {
+        self.commits.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// The latency histogram of one pipeline stage.
+    pub fn stage_seconds(&self, stage: &'static str) -> Histogram {
+        self.stage_seconds
+            .get_or_create(&StageLabels { stage })
+            .clone()
     }
 
     /// The OpenMetrics text of every metric.

@@ -1,50 +1,110 @@
-//! The commit pipeline: the stages a handed-off request goes through, and the
-//! bounded queue that leads into them.
+//! The commit pipeline: three stage threads joined by bounded channels.
 //!
-//! A reactor hands a complete request over together with its connection
-//! (`Box<Connection>`); whoever holds the box owns the socket, and the last
-//! stage returns it to its home reactor with the response written into it.
+//! ```text
+//! reactors ──StageMessage──► 1 sequence ──PersistMessage──► 2 persist ──ReplyMessage──► 3 reply ──► reactors
+//!                               └──────────────── ReplyMessage (not committed, errors) ────┘
+//! ```
 //!
-//! For now there is one stage, a stand-in that answers the commit-path routes
-//! with `503 unavailable`: the sequencer, persistence and reply stages replace
-//! it, behind the same queue and message type.
+//! A request travels as `Box<Connection>` with its parsed commit or status
+//! query inside; the last stage writes the response into it and returns it to
+//! its home reactor. Each stage owns its state and takes one message enum.
+//!
+//! Invariants:
+//! - Only stage 1 assigns versions; only stage 2 moves the durable version.
+//! - A commit (or a status answer naming a version) is answered only once
+//!   the durable version has reached that version.
+//! - Every channel is bounded; a full stage blocks the one before it, and a
+//!   full input queue is answered 429 by the reactors.
 
+mod persist;
 pub mod published;
+mod reply;
+mod sequence;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 
+use crate::commit::sequencer::{Recovered, Sequencer, SequencerConfig};
+use crate::config::CommitConfig;
+use crate::ops::metrics::Metrics;
 use crate::server::connection::Connection;
-use crate::server::response::ApiError;
 use crate::server::ReactorHandles;
+use published::Published;
 
-/// The one message type the first stage takes.
+/// Batches that may wait between the sequencer and persistence.
+const PERSIST_QUEUE_DEPTH: usize = 64;
+/// Replies that may wait for the reply stage.
+const REPLY_QUEUE_DEPTH: usize = 4096;
+
+/// The one message type stage 1 takes.
 pub enum StageMessage {
     /// A complete request and the connection it came on.
     Request(Box<Connection>),
-    /// Finish what is queued, then stop.
+    /// Finish what is queued, then stop (each stage passes it on).
     Shutdown,
 }
 
-/// The sending side of the pipeline's bounded queue plus its thread.
+/// What the pipeline needs to start.
+pub struct PipelineParts {
+    pub queue_depth: usize,
+    pub commit: CommitConfig,
+    pub recovered: Recovered,
+    pub published: Arc<Published>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The running stages and the sending side of their input queue.
 pub struct Pipeline {
     sender: Sender<StageMessage>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Pipeline {
-    /// Starts the stage thread; replies go back through `reactors`.
-    pub fn start(queue_depth: usize, reactors: Arc<ReactorHandles>) -> std::io::Result<Pipeline> {
-        let (sender, receiver) = crossbeam_channel::bounded(queue_depth);
-        let thread = std::thread::Builder::new()
-            .name("stoat-pipeline".into())
-            .spawn(move || run_stand_in_stage(receiver, reactors))?;
-        Ok(Pipeline {
-            sender,
-            thread: Some(thread),
-        })
+    /// Starts the stage threads; replies go back through `reactors`.
+    pub fn start(parts: PipelineParts, reactors: Arc<ReactorHandles>) -> std::io::Result<Pipeline> {
+        let (sender, requests) = crossbeam_channel::bounded(parts.queue_depth);
+        let (to_persist, persist_inbox) = crossbeam_channel::bounded(PERSIST_QUEUE_DEPTH);
+        let (to_reply, reply_inbox) = crossbeam_channel::bounded(REPLY_QUEUE_DEPTH);
+        let config = SequencerConfig {
+            conflict_window_ms: parts.commit.conflict_window_ms,
+            conflict_window_versions: parts.commit.conflict_window_versions,
+            request_index_capacity: parts.commit.request_index_capacity,
+        };
+        parts
+            .published
+            .set_committed_version(parts.recovered.committed_version);
+        parts
+            .published
+            .set_durable_version(parts.recovered.committed_version);
+        let sequencer = Sequencer::new(config, parts.published.leader_id.clone(), parts.recovered);
+        let stage1 = sequence::SequenceStage {
+            requests,
+            to_persist,
+            to_reply: to_reply.clone(),
+            sequencer,
+            published: parts.published.clone(),
+            metrics: parts.metrics.clone(),
+            batch_max: parts.commit.batch_transactions_max,
+        };
+        let stage2 = persist::PersistStage::new(
+            persist_inbox,
+            to_reply,
+            parts.published.clone(),
+            parts.metrics.clone(),
+        );
+        let stage3 = reply::ReplyStage {
+            inbox: reply_inbox,
+            reactors,
+            leader_id: parts.published.leader_id.clone(),
+        };
+        let threads = vec![
+            spawn("stoat-sequence", move || stage1.run())?,
+            spawn("stoat-persist", move || stage2.run())?,
+            spawn("stoat-reply", move || stage3.run())?,
+        ];
+        Ok(Pipeline { sender, threads })
     }
 
     /// A sender for reactors; `try_send` on a full queue fails at once.
@@ -52,27 +112,64 @@ impl Pipeline {
         self.sender.clone()
     }
 
-    /// Asks the stage to finish what it has and waits for it.
-    pub fn stop(mut self) {
+    /// Asks the stages to finish what they have and waits for them.
+    pub fn stop(self) {
         let _ = self.sender.send(StageMessage::Shutdown);
-        if let Some(thread) = self.thread.take() {
+        for thread in self.threads {
             let _ = thread.join();
         }
     }
 }
 
-fn run_stand_in_stage(receiver: Receiver<StageMessage>, reactors: Arc<ReactorHandles>) {
-    while let Ok(message) = receiver.recv() {
-        match message {
-            StageMessage::Request(mut connection) => {
-                let error = ApiError::Unavailable(format!(
-                    "{} is not available yet: this build has no commit pipeline",
-                    connection.route().path_description()
-                ));
-                connection.respond_error(&error);
-                reactors.return_connection(connection);
-            }
-            StageMessage::Shutdown => break,
-        }
-    }
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name.into()).spawn(body)
+}
+
+/// What a connection is answered with, built by stage 3.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Committed {
+        version: u64,
+        duplicate: bool,
+    },
+    NotCommitted {
+        reason: &'static str,
+        conflicts: Vec<usize>,
+        version: u64,
+    },
+    Status {
+        committed: bool,
+        version: u64,
+    },
+    Error(crate::server::response::ApiError),
+}
+
+/// A connection and its answer, on the way to stage 3.
+pub(crate) struct ReplyMessage {
+    pub connection: Box<Connection>,
+    pub reply: Reply,
+}
+
+/// Messages stage 2 takes.
+pub(crate) enum PersistMessage {
+    /// Committed transactions in version order, and the commits that wait
+    /// for them to be durable.
+    Batch {
+        transactions: Vec<crate::commit::transaction::LoggedTransaction>,
+        waiting: Vec<ReplyMessage>,
+    },
+    /// Answer once the durable version reaches `version`.
+    AwaitDurable {
+        message: ReplyMessage,
+        version: u64,
+    },
+    /// A status lookup for an id older than the sequencer remembers.
+    SearchLog {
+        connection: Box<Connection>,
+        request_id: String,
+        min_version: u64,
+        below: u64,
+        version: u64,
+    },
+    Shutdown,
 }

@@ -42,6 +42,25 @@ impl Published {
         self.oldest_version.load(Ordering::Acquire)
     }
 
+    /// Published by the sequencer after each batch.
+    pub fn set_committed_version(&self, version: u64) {
+        let previous = self.committed_version.swap(version, Ordering::AcqRel);
+        assert!(
+            previous <= version,
+            "committed version went back from {previous} to {version}"
+        );
+    }
+
+    /// Published by the persistence stage as batches become durable.
+    pub fn set_durable_version(&self, version: u64) {
+        let previous = self.durable_version.swap(version, Ordering::AcqRel);
+        assert!(
+            previous <= version,
+            "durable version went back from {previous} to {version}"
+        );
+        debug_assert!(version <= self.committed_version());
+    }
+
     /// True when this server is the leader, recovered, and its storage works.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)

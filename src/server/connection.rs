@@ -22,6 +22,8 @@ use stoat_http::{HttpError, Limits, Progress, RequestHead, RequestParser};
 use super::response::{ApiError, Response};
 use super::routes::Route;
 use super::OpenConnections;
+use crate::commit::parse::{self, CommitRequest, StatusQuery};
+use crate::config::LimitsConfig;
 
 /// Buffers above this size are released once a request is done, so that an
 /// idle connection holds almost no memory.
@@ -55,6 +57,10 @@ pub struct Connection {
     pub(super) close_after_write: bool,
     /// The peer shut down its side; nothing more will arrive.
     pub(super) peer_closed: bool,
+    /// The parsed commit, when the route is `/v1/commit`.
+    commit: CommitRequest,
+    /// The parsed query, when the route is `/v1/status`.
+    status_query: StatusQuery,
     _open: OpenConnections,
 }
 
@@ -87,6 +93,8 @@ impl Connection {
             last_activity: now,
             close_after_write: false,
             peer_closed: false,
+            commit: CommitRequest::default(),
+            status_query: StatusQuery::default(),
             _open: open,
         }
     }
@@ -108,6 +116,36 @@ impl Connection {
     /// The request id echoed in `X-Request-Id`: the client's, or generated.
     pub fn request_id(&self) -> &str {
         &self.request_id
+    }
+
+    /// The current request's commit, once parsed by [`Connection::parse_commit`].
+    pub fn commit(&self) -> &CommitRequest {
+        &self.commit
+    }
+
+    /// The current request's status query, once parsed.
+    pub fn status_query(&self) -> &StatusQuery {
+        &self.status_query
+    }
+
+    /// Parses the body as a commit, in the request's arena.
+    pub fn parse_commit(
+        &mut self,
+        json_buffers: &mut simd_json::Buffers,
+        limits: &LimitsConfig,
+    ) -> Result<(), String> {
+        parse::parse_commit(
+            &self.body,
+            &self.arena,
+            json_buffers,
+            limits,
+            &mut self.commit,
+        )
+    }
+
+    /// Parses the target's query as a status lookup.
+    pub fn parse_status_query(&mut self) -> Result<(), String> {
+        parse::parse_status_query(self.parser.head().query(), &mut self.status_query)
     }
 
     /// Scratch memory for the current request; reset before the next one.

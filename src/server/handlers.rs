@@ -22,6 +22,7 @@ pub(super) fn answer(
     connection: &mut Connection,
     context: &ServerContext,
     queue_depth: usize,
+    json_buffers: &mut simd_json::Buffers,
 ) -> Answer {
     match route {
         Route::Version => version(connection, context),
@@ -32,7 +33,16 @@ pub(super) fn answer(
             let text = context.metrics.encode();
             connection.respond(200, metrics::CONTENT_TYPE, text.as_bytes(), None);
         }
-        Route::Commit | Route::Status => return Answer::ToPipeline,
+        Route::Commit => {
+            match connection.parse_commit(json_buffers, &context.settings.config.limits) {
+                Ok(()) => return Answer::ToPipeline,
+                Err(message) => connection.respond_error(&ApiError::BadRequest(message)),
+            }
+        }
+        Route::Status => match connection.parse_status_query() {
+            Ok(()) => return Answer::ToPipeline,
+            Err(message) => connection.respond_error(&ApiError::BadRequest(message)),
+        },
         Route::Subscribe | Route::RetentionList | Route::RetentionPolicy => {
             let message = format!(
                 "{} is not available yet in this build",

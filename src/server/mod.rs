@@ -29,10 +29,11 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 use prometheus_client::metrics::gauge::Gauge;
 
+use crate::commit::sequencer::Recovered;
 use crate::config::Settings;
 use crate::ops::metrics::Metrics;
 use crate::pipeline::published::Published;
-use crate::pipeline::{Pipeline, StageMessage};
+use crate::pipeline::{Pipeline, PipelineParts, StageMessage};
 use connection::Connection;
 
 /// What the reactors share: read-only settings and the published state.
@@ -150,8 +151,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the listener and starts the reactors and the pipeline.
-    pub fn start(context: ServerContext) -> std::io::Result<Server> {
+    /// Binds the listener and starts the reactors and the pipeline, which
+    /// continues the log from `recovered`.
+    pub fn start(context: ServerContext, recovered: Recovered) -> std::io::Result<Server> {
         let context = Arc::new(context);
         let listener = TcpListener::bind(context.settings.listen)?;
         let local_addr = listener.local_addr()?;
@@ -172,10 +174,14 @@ impl Server {
             mailboxes.push(receiver);
         }
         let reactors = Arc::new(ReactorHandles(handles));
-        let pipeline = Pipeline::start(
-            context.settings.config.pipeline.queue_depth,
-            reactors.clone(),
-        )?;
+        let parts = PipelineParts {
+            queue_depth: context.settings.config.pipeline.queue_depth,
+            commit: context.settings.config.commit.clone(),
+            recovered,
+            published: context.published.clone(),
+            metrics: context.metrics.clone(),
+        };
+        let pipeline = Pipeline::start(parts, reactors.clone())?;
         let mut listener = Some(listener);
         let mut threads = Vec::with_capacity(reactor_count);
         for (index, (poll, mailbox)) in polls.into_iter().zip(mailboxes).enumerate() {

@@ -71,6 +71,8 @@ pub(super) struct Reactor {
     shutdown_deadline: Option<Instant>,
     /// Accepting failed for lack of file descriptors; retried on each sweep.
     accept_paused: bool,
+    /// simd-json's scratch space, reused for every commit parsed here.
+    json_buffers: simd_json::Buffers,
 }
 
 impl Reactor {
@@ -108,6 +110,7 @@ impl Reactor {
             again: Vec::new(),
             shutdown_deadline: None,
             accept_paused: false,
+            json_buffers: simd_json::Buffers::default(),
         })
     }
 
@@ -380,7 +383,14 @@ impl Reactor {
             self.complete_request(connection);
             return Answer::Written;
         }
-        let answer = handlers::answer(route, connection, &self.context, self.pipeline.len());
+        let queue_depth = self.pipeline.len();
+        let answer = handlers::answer(
+            route,
+            connection,
+            &self.context,
+            queue_depth,
+            &mut self.json_buffers,
+        );
         if let Answer::Written = answer {
             self.complete_request(connection);
         }

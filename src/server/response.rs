@@ -23,6 +23,10 @@ pub enum ApiError {
         limit: usize,
     },
     Unavailable(String),
+    VersionTooOld {
+        message: String,
+        oldest_version: u64,
+    },
 }
 
 /// Seconds a client is asked to wait on 429 and 503.
@@ -38,6 +42,7 @@ impl ApiError {
             ApiError::TooManyRequests(_) => 429,
             ApiError::HeadersTooLarge { .. } => 431,
             ApiError::Unavailable(_) => 503,
+            ApiError::VersionTooOld { .. } => 410,
         }
     }
 
@@ -50,6 +55,7 @@ impl ApiError {
             ApiError::TooManyRequests(_) => "too_many_requests",
             ApiError::HeadersTooLarge { .. } => "headers_too_large",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::VersionTooOld { .. } => "version_too_old",
         }
     }
 
@@ -59,7 +65,8 @@ impl ApiError {
             | ApiError::NotFound(message)
             | ApiError::MethodNotAllowed { message, .. }
             | ApiError::TooManyRequests(message)
-            | ApiError::Unavailable(message) => message.clone(),
+            | ApiError::Unavailable(message)
+            | ApiError::VersionTooOld { message, .. } => message.clone(),
             ApiError::PayloadTooLarge { limit } => {
                 format!("request body exceeds the limit of {limit} bytes")
             }
@@ -86,6 +93,10 @@ impl ApiError {
         out.put(self.code().as_bytes());
         out.put(b"\",\"message\":");
         write_json_string(out, &self.message());
+        if let ApiError::VersionTooOld { oldest_version, .. } = self {
+            out.put(b",\"oldest_version\":");
+            write_u64(out, *oldest_version);
+        }
         out.put(b"}");
     }
 

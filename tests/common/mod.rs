@@ -154,6 +154,11 @@ impl Response {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|error| panic!("{error}: {}", self.text()))
+    }
+
     /// The `error` code of a JSON error body.
     pub fn error_code(&self) -> String {
         let text = self.text();
@@ -188,6 +193,17 @@ impl Client {
 
     pub fn get(&mut self, path: &str) -> Response {
         self.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        self.read_response()
+    }
+
+    pub fn post(&mut self, path: &str, body: &str) -> Response {
+        self.send(
+            format!(
+                "POST {path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
         self.read_response()
     }
 

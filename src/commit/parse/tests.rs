@@ -252,3 +252,42 @@ proptest::proptest! {
         let _ = parse_commit(&body, &arena, &mut buffers, &limits(), &mut out);
     }
 }
+
+#[test]
+fn status_queries_parse_or_name_the_problem() {
+    let mut query = StatusQuery::default();
+    parse_status_query(Some("request_id=a%3Ab&min_version=7"), &mut query).unwrap();
+    assert_eq!(
+        query,
+        StatusQuery {
+            request_id: "a:b".into(),
+            min_version: Some(7)
+        }
+    );
+    parse_status_query(Some("request_id=x"), &mut query).unwrap();
+    assert_eq!(query.min_version, None);
+    let errors = [
+        (None, "request_id: required"),
+        (Some("min_version=1"), "request_id: required"),
+        (
+            Some("request_id=a&min_version=-1"),
+            "min_version: \"-1\" is not an unsigned 64-bit integer",
+        ),
+        (
+            Some("request_id=a%2"),
+            "request_id: invalid percent-encoding",
+        ),
+        (
+            Some("request_id=has%20space"),
+            "request_id: must be 1-128 characters",
+        ),
+        (
+            Some("request_id=a&color=red"),
+            "unknown parameter \"color\"",
+        ),
+    ];
+    for (text, expected) in errors {
+        let message = parse_status_query(text, &mut query).unwrap_err();
+        assert!(message.starts_with(expected), "{text:?}: {message}");
+    }
+}

@@ -1,0 +1,127 @@
+//! Stage 3: writes each response into its connection and returns the
+//! connection to its home reactor.
+
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+
+use super::{Reply, ReplyMessage};
+use crate::server::response::{write_json_string, write_u64, ByteSink};
+use crate::server::ReactorHandles;
+
+pub(super) struct ReplyStage {
+    pub inbox: Receiver<ReplyMessage>,
+    pub reactors: Arc<ReactorHandles>,
+    pub leader_id: String,
+}
+
+impl ReplyStage {
+    pub fn run(self) {
+        // Ends when every sender (stages 1 and 2) is gone.
+        while let Ok(ReplyMessage {
+            mut connection,
+            reply,
+        }) = self.inbox.recv()
+        {
+            match &reply {
+                Reply::Error(error) => connection.respond_error(error),
+                _ => {
+                    let status = if matches!(reply, Reply::NotCommitted { .. }) {
+                        409
+                    } else {
+                        200
+                    };
+                    let request_id = connection.commit().request_id().to_string();
+                    let status_id = connection.status_query().request_id.clone();
+                    connection.respond_json_with(status, None, |body| match &reply {
+                        Reply::Committed { version, duplicate } => {
+                            committed_body(
+                                body,
+                                *version,
+                                *duplicate,
+                                &request_id,
+                                &self.leader_id,
+                            );
+                        }
+                        Reply::NotCommitted {
+                            reason,
+                            conflicts,
+                            version,
+                        } => {
+                            not_committed_body(
+                                body,
+                                reason,
+                                conflicts,
+                                *version,
+                                &request_id,
+                                &self.leader_id,
+                            );
+                        }
+                        Reply::Status { committed, version } => {
+                            status_body(body, &status_id, *committed, *version)
+                        }
+                        Reply::Error(_) => {}
+                    });
+                }
+            }
+            self.reactors.return_connection(connection);
+        }
+    }
+}
+
+fn committed_body(
+    body: &mut impl ByteSink,
+    version: u64,
+    duplicate: bool,
+    request_id: &str,
+    leader_id: &str,
+) {
+    body.put(b"{\"status\":\"committed\",\"version\":");
+    write_u64(body, version);
+    body.put(b",\"request_id\":");
+    write_json_string(body, request_id);
+    body.put(b",\"leader_id\":");
+    write_json_string(body, leader_id);
+    if duplicate {
+        body.put(b",\"duplicate\":true");
+    }
+    body.put(b"}");
+}
+
+fn not_committed_body(
+    body: &mut impl ByteSink,
+    reason: &str,
+    conflicts: &[usize],
+    version: u64,
+    request_id: &str,
+    leader_id: &str,
+) {
+    body.put(b"{\"status\":\"not_committed\",\"reason\":\"");
+    body.put(reason.as_bytes());
+    body.put(b"\",\"conflicts\":[");
+    for (position, index) in conflicts.iter().enumerate() {
+        if position > 0 {
+            body.put(b",");
+        }
+        write_u64(body, *index as u64);
+    }
+    body.put(b"],\"version\":");
+    write_u64(body, version);
+    body.put(b",\"request_id\":");
+    write_json_string(body, request_id);
+    body.put(b",\"leader_id\":");
+    write_json_string(body, leader_id);
+    body.put(b"}");
+}
+
+fn status_body(body: &mut impl ByteSink, request_id: &str, committed: bool, version: u64) {
+    body.put(b"{\"request_id\":");
+    write_json_string(body, request_id);
+    body.put(if committed {
+        &b",\"status\":\"committed\",\"version\":"[..]
+    } else {
+        b",\"status\":\"not_committed\",\"version\":"
+    });
+    write_u64(body, version);
+    body.put(b"}");
+}
