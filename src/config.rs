@@ -21,11 +21,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(key: &str, problem: impl Into<String>) -> Self {
-        ConfigError {
-            origin: String::new(),
-            key: key.to_string(),
-            problem: problem.into(),
-        }
+        ConfigError { origin: String::new(), key: key.to_string(), problem: problem.into() }
     }
 }
 
@@ -140,10 +136,7 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig {
-            data_dir: PathBuf::from("./stoat-data"),
-            url: String::new(),
-        }
+        StorageConfig { data_dir: PathBuf::from("./stoat-data"), url: String::new() }
     }
 }
 
@@ -157,9 +150,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            level: "info".into(),
-        }
+        LogConfig { level: "info".into() }
     }
 }
 
@@ -176,12 +167,7 @@ pub struct Overrides {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageUrl {
     File(PathBuf),
-    S3 {
-        bucket: String,
-        prefix: String,
-        endpoint: Option<String>,
-        region: Option<String>,
-    },
+    S3 { bucket: String, prefix: String, endpoint: Option<String>, region: Option<String> },
 }
 
 /// Settings derived from a `Config`, in the types the server uses.
@@ -239,124 +225,49 @@ impl Config {
         }
         self.validate()?;
         let listen = self.server.listen.parse().map_err(|_| {
-            ConfigError::new(
-                "server.listen",
-                format!("{:?} is not an IP:PORT address", self.server.listen),
-            )
+            ConfigError::new("server.listen", format!("{:?} is not an IP:PORT address", self.server.listen))
         })?;
         let io_threads = match self.server.io_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
         let storage = parse_storage_url(&self.storage.url, &self.storage.data_dir)?;
-        Ok(Settings {
-            config: self,
-            listen,
-            io_threads,
-            storage,
-        })
+        Ok(Settings { config: self, listen, io_threads, storage })
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         let server = &self.server;
         check_range("server.io_threads", server.io_threads as u64, 0, 256)?;
-        check_range(
-            "server.max_connections",
-            server.max_connections as u64,
-            1,
-            1_000_000,
-        )?;
-        check_range(
-            "server.header_bytes_max",
-            server.header_bytes_max as u64,
-            1024,
-            1 << 20,
-        )?;
-        check_range(
-            "server.idle_timeout_ms",
-            server.idle_timeout_ms,
-            1,
-            86_400_000,
-        )?;
-        check_range(
-            "server.header_read_timeout_ms",
-            server.header_read_timeout_ms,
-            1,
-            3_600_000,
-        )?;
-        check_range(
-            "server.request_read_timeout_ms",
-            server.request_read_timeout_ms,
-            1,
-            3_600_000,
-        )?;
-        check_range(
-            "server.shutdown_timeout_ms",
-            server.shutdown_timeout_ms,
-            1,
-            3_600_000,
-        )?;
+        check_range("server.max_connections", server.max_connections as u64, 1, 1_000_000)?;
+        check_range("server.header_bytes_max", server.header_bytes_max as u64, 1024, 1 << 20)?;
+        check_range("server.idle_timeout_ms", server.idle_timeout_ms, 1, 86_400_000)?;
+        check_range("server.header_read_timeout_ms", server.header_read_timeout_ms, 1, 3_600_000)?;
+        check_range("server.request_read_timeout_ms", server.request_read_timeout_ms, 1, 3_600_000)?;
+        check_range("server.shutdown_timeout_ms", server.shutdown_timeout_ms, 1, 3_600_000)?;
         let limits = &self.limits;
-        check_range(
-            "limits.body_bytes_max",
-            limits.body_bytes_max,
-            1024,
-            1 << 30,
-        )?;
-        check_range(
-            "limits.key_bytes_max",
-            limits.key_bytes_max as u64,
-            1,
-            1 << 20,
-        )?;
-        check_range(
-            "limits.value_bytes_max",
-            limits.value_bytes_max as u64,
-            0,
-            1 << 30,
-        )?;
-        check_range(
-            "limits.preconditions_max",
-            limits.preconditions_max as u64,
-            0,
-            10_000_000,
-        )?;
-        check_range(
-            "limits.operations_max",
-            limits.operations_max as u64,
-            0,
-            10_000_000,
-        )?;
-        check_range(
-            "pipeline.queue_depth",
-            self.pipeline.queue_depth as u64,
-            1,
-            1_000_000,
-        )?;
+        check_range("limits.body_bytes_max", limits.body_bytes_max, 1024, 1 << 30)?;
+        check_range("limits.key_bytes_max", limits.key_bytes_max as u64, 1, 1 << 20)?;
+        check_range("limits.value_bytes_max", limits.value_bytes_max as u64, 0, 1 << 30)?;
+        check_range("limits.preconditions_max", limits.preconditions_max as u64, 0, 10_000_000)?;
+        check_range("limits.operations_max", limits.operations_max as u64, 0, 10_000_000)?;
+        check_range("pipeline.queue_depth", self.pipeline.queue_depth as u64, 1, 1_000_000)?;
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::new("storage.data_dir", "must not be empty"));
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|error| {
-            ConfigError::new("log.level", format!("{:?}: {error}", self.log.level))
-        })?;
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|error| ConfigError::new("log.level", format!("{:?}: {error}", self.log.level)))?;
         Ok(())
     }
 }
 
 /// The 1-based line of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
-    1 + text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
+    1 + text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count()
 }
 
 fn check_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
     if value < min || value > max {
-        return Err(ConfigError::new(
-            key,
-            format!("{value} is out of range {min}..={max}"),
-        ));
+        return Err(ConfigError::new(key, format!("{value} is out of range {min}..={max}")));
     }
     Ok(())
 }
@@ -369,63 +280,37 @@ pub fn parse_storage_url(url: &str, data_dir: &Path) -> Result<StorageUrl, Confi
     }
     if let Some(dir) = url.strip_prefix("file:") {
         if dir.is_empty() {
-            return Err(ConfigError::new(
-                key,
-                "file: needs a directory, as in file:/var/lib/stoat/log",
-            ));
+            return Err(ConfigError::new(key, "file: needs a directory, as in file:/var/lib/stoat/log"));
         }
         return Ok(StorageUrl::File(PathBuf::from(dir)));
     }
     let Some(rest) = url.strip_prefix("s3://") else {
-        return Err(ConfigError::new(
-            key,
-            format!("{url:?} must start with file: or s3://"),
-        ));
+        return Err(ConfigError::new(key, format!("{url:?} must start with file: or s3://")));
     };
     let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
     let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
     if !is_valid_bucket_name(bucket) {
-        return Err(ConfigError::new(
-            key,
-            format!("{bucket:?} is not a valid S3 bucket name"),
-        ));
+        return Err(ConfigError::new(key, format!("{bucket:?} is not a valid S3 bucket name")));
     }
     let (mut endpoint, mut region) = (None, None);
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
         match pair.split_once('=') {
-            Some(("endpoint", value))
-                if value.starts_with("http://") || value.starts_with("https://") =>
-            {
+            Some(("endpoint", value)) if value.starts_with("http://") || value.starts_with("https://") => {
                 endpoint = Some(value.to_string());
             }
             Some(("endpoint", value)) => {
-                return Err(ConfigError::new(
-                    key,
-                    format!("endpoint {value:?} must start with http:// or https://"),
-                ));
+                return Err(ConfigError::new(key, format!("endpoint {value:?} must start with http:// or https://")));
             }
             Some(("region", value)) if !value.is_empty() => region = Some(value.to_string()),
-            _ => {
-                return Err(ConfigError::new(
-                    key,
-                    format!("unknown or empty parameter {pair:?}"),
-                ))
-            }
+            _ => return Err(ConfigError::new(key, format!("unknown or empty parameter {pair:?}"))),
         }
     }
-    Ok(StorageUrl::S3 {
-        bucket: bucket.to_string(),
-        prefix: prefix.to_string(),
-        endpoint,
-        region,
-    })
+    Ok(StorageUrl::S3 { bucket: bucket.to_string(), prefix: prefix.to_string(), endpoint, region })
 }
 
 fn is_valid_bucket_name(name: &str) -> bool {
     (3..=63).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
@@ -436,83 +321,44 @@ mod tests {
 
     #[test]
     fn empty_text_gives_the_embedded_defaults() {
-        let settings = Config::from_toml("")
-            .unwrap()
-            .into_settings(Overrides::default())
-            .unwrap();
+        let settings = Config::from_toml("").unwrap().into_settings(Overrides::default()).unwrap();
         assert_eq!(settings.listen, "127.0.0.1:7474".parse().unwrap());
-        assert_eq!(
-            settings.storage,
-            StorageUrl::File(PathBuf::from("./stoat-data/log"))
-        );
+        assert_eq!(settings.storage, StorageUrl::File(PathBuf::from("./stoat-data/log")));
         assert!(settings.io_threads >= 1);
     }
 
     #[test]
     fn the_repository_config_toml_is_complete_and_at_defaults() {
-        let text =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
         let in_file: toml::Table = text.parse().unwrap();
         let defaults = toml::Table::try_from(Config::default()).unwrap();
-        assert_eq!(
-            in_file, defaults,
-            "config.toml must list every key at its default"
-        );
+        assert_eq!(in_file, defaults, "config.toml must list every key at its default");
     }
 
     #[test]
     fn unknown_keys_and_bad_types_name_the_key_and_line() {
-        let error = Config::from_toml("[server]\nlisten = \"x\"\nbogus = 1\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.starts_with("3: server.bogus: unknown field `bogus`"),
-            "{error}"
-        );
-        let error = Config::from_toml("[server]\nio_threads = \"four\"\n")
-            .unwrap_err()
-            .to_string();
+        let error = Config::from_toml("[server]\nlisten = \"x\"\nbogus = 1\n").unwrap_err().to_string();
+        assert!(error.starts_with("3: server.bogus: unknown field `bogus`"), "{error}");
+        let error = Config::from_toml("[server]\nio_threads = \"four\"\n").unwrap_err().to_string();
         assert!(error.contains("server.io_threads: invalid type"), "{error}");
     }
 
     #[test]
     fn out_of_range_values_and_bad_addresses_are_refused() {
         let config = Config::from_toml("[server]\nmax_connections = 0\n").unwrap();
-        let error = config
-            .into_settings(Overrides::default())
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            error,
-            "server.max_connections: 0 is out of range 1..=1000000"
-        );
-        let overrides = Overrides {
-            listen: Some("nowhere".into()),
-            ..Default::default()
-        };
-        let error = Config::default()
-            .into_settings(overrides)
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            error,
-            "server.listen: \"nowhere\" is not an IP:PORT address"
-        );
+        let error = config.into_settings(Overrides::default()).unwrap_err().to_string();
+        assert_eq!(error, "server.max_connections: 0 is out of range 1..=1000000");
+        let overrides = Overrides { listen: Some("nowhere".into()), ..Default::default() };
+        let error = Config::default().into_settings(overrides).unwrap_err().to_string();
+        assert_eq!(error, "server.listen: \"nowhere\" is not an IP:PORT address");
     }
 
     #[test]
     fn storage_urls_parse_or_explain() {
         let dir = Path::new("d");
+        assert_eq!(parse_storage_url("file:/x/y", dir).unwrap(), StorageUrl::File("/x/y".into()));
         assert_eq!(
-            parse_storage_url("file:/x/y", dir).unwrap(),
-            StorageUrl::File("/x/y".into())
-        );
-        assert_eq!(
-            parse_storage_url(
-                "s3://my-bucket/log/a?endpoint=http://127.0.0.1:9000&region=us-east-1",
-                dir
-            )
-            .unwrap(),
+            parse_storage_url("s3://my-bucket/log/a?endpoint=http://127.0.0.1:9000&region=us-east-1", dir).unwrap(),
             StorageUrl::S3 {
                 bucket: "my-bucket".into(),
                 prefix: "log/a".into(),
@@ -520,13 +366,7 @@ mod tests {
                 region: Some("us-east-1".into()),
             }
         );
-        for bad in [
-            "ftp://x",
-            "file:",
-            "s3://A/x",
-            "s3://bucket?endpoint=ftp://x",
-            "s3://bucket?color=red",
-        ] {
+        for bad in ["ftp://x", "file:", "s3://A/x", "s3://bucket?endpoint=ftp://x", "s3://bucket?color=red"] {
             assert!(parse_storage_url(bad, dir).is_err(), "{bad}");
         }
     }

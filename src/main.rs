@@ -15,11 +15,7 @@ use stoat::pipeline::published::Published;
 use stoat::server::{Server, ServerContext};
 
 #[derive(Parser)]
-#[command(
-    name = "stoat",
-    version,
-    about = "A single-leader, optimistic-concurrency transaction log service"
-)]
+#[command(name = "stoat", version, about = "A single-leader, optimistic-concurrency transaction log service")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -95,10 +91,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     // The log is kept in memory until the durable log lands: every start
     // begins an empty log.
     let recovered = stoat::commit::sequencer::Recovered::default();
-    let server = match Server::start(
-        ServerContext::new(settings, metrics, published.clone()),
-        recovered,
-    ) {
+    let server = match Server::start(ServerContext::new(settings, metrics, published.clone()), recovered) {
         Ok(server) => server,
         Err(error) => {
             eprintln!("stoat: cannot start the server: {error}");
@@ -124,9 +117,7 @@ fn load_settings(args: &ServeArgs) -> Result<Settings, String> {
         storage: args.storage.clone(),
         log_level: args.log_level.clone(),
     };
-    config
-        .into_settings(overrides)
-        .map_err(|error| error.to_string())
+    config.into_settings(overrides).map_err(|error| error.to_string())
 }
 
 fn check_open_files_limit(max_connections: usize) {
@@ -143,12 +134,7 @@ fn check_open_files_limit(max_connections: usize) {
 
 /// Blocks until SIGTERM or SIGINT; SIGHUP re-reads the log level from
 /// `--config` (when neither `--log-level` nor `RUST_LOG` set it).
-fn wait_for_stop_signal(
-    mut signals: Signals,
-    args: &ServeArgs,
-    log: &LogHandle,
-    level_from_file: bool,
-) {
+fn wait_for_stop_signal(mut signals: Signals, args: &ServeArgs, log: &LogHandle, level_from_file: bool) {
     for signal in signals.forever() {
         if signal != SIGHUP {
             return;
@@ -163,9 +149,7 @@ fn reload(args: &ServeArgs, log: &LogHandle, level_from_file: bool) {
         return;
     };
     if !level_from_file {
-        tracing::info!(
-            "SIGHUP: the log level is set by --log-level or RUST_LOG; nothing to reload"
-        );
+        tracing::info!("SIGHUP: the log level is set by --log-level or RUST_LOG; nothing to reload");
         return;
     }
     match Config::from_file(path) {

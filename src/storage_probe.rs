@@ -17,10 +17,7 @@ pub fn start(storage: &StorageUrl, published: Arc<Published>) -> Result<(), Stri
     let directory = match storage {
         StorageUrl::File(directory) => directory.clone(),
         StorageUrl::S3 { .. } => {
-            return Err(
-                "storage.url: s3:// storage is not available yet in this build; use file:DIR"
-                    .into(),
-            );
+            return Err("storage.url: s3:// storage is not available yet in this build; use file:DIR".into());
         }
     };
     std::thread::Builder::new()

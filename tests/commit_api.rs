@@ -22,14 +22,8 @@ fn write(key: &str) -> Value {
 fn a_commit_is_answered_committed_with_its_version_ids_and_leader() {
     let stoat = Stoat::start("");
     let mut client = stoat.connect();
-    let leader_id = client.get("/v1/version").json()["leader_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let response = commit(
-        &mut client,
-        json!({"request_id": "first", "operations": [write(KEY)]}),
-    );
+    let leader_id = client.get("/v1/version").json()["leader_id"].as_str().unwrap().to_string();
+    let response = commit(&mut client, json!({"request_id": "first", "operations": [write(KEY)]}));
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(
         response.json(),
@@ -87,17 +81,10 @@ fn a_conflict_is_409_with_the_failed_preconditions_and_a_version_to_retry_from()
 fn a_wrong_leader_id_is_409_leader_changed() {
     let stoat = Stoat::start("");
     let mut client = stoat.connect();
-    let response = commit(
-        &mut client,
-        json!({"leader_id": "someone-else", "operations": [write(KEY)]}),
-    );
+    let response = commit(&mut client, json!({"leader_id": "someone-else", "operations": [write(KEY)]}));
     assert_eq!(response.status, 409);
     assert_eq!(response.json()["reason"], "leader_changed");
-    assert_eq!(
-        client.get("/v1/version").json()["version"],
-        0,
-        "nothing was applied"
-    );
+    assert_eq!(client.get("/v1/version").json()["version"], 0, "nothing was applied");
 }
 
 #[test]
@@ -109,10 +96,8 @@ fn a_precondition_older_than_the_conflict_window_is_409_too_old() {
     let deadline = Instant::now() + DEADLINE;
     loop {
         commit(&mut client, json!({"operations": [write("eQ==")]}));
-        let response = commit(
-            &mut client,
-            json!({"read_version": 0, "preconditions": [{"type": "point_read", "key": KEY}]}),
-        );
+        let response =
+            commit(&mut client, json!({"read_version": 0, "preconditions": [{"type": "point_read", "key": KEY}]}));
         if response.status == 409 {
             assert_eq!(response.json()["reason"], "too_old", "{}", response.text());
             break;
@@ -128,27 +113,15 @@ fn malformed_commits_are_400_with_a_message_that_names_the_problem() {
     let mut client = stoat.connect();
     let cases = [
         ("{not json", "invalid JSON"),
-        (
-            r#"{"operations":[{"type":"write","key":"YQ","value":"dg=="}]}"#,
-            "operations[0].key: invalid base64",
-        ),
+        (r#"{"operations":[{"type":"write","key":"YQ","value":"dg=="}]}"#, "operations[0].key: invalid base64"),
         (
             r#"{"read_version":0,"preconditions":[{"type":"range_read","begin":"Yg==","end":"YQ=="}]}"#,
             "preconditions[0]: begin is after end",
         ),
-        (
-            r#"{"read_version":3}"#,
-            "read_version: 3 is newer than the newest committed version 0",
-        ),
-        (
-            r#"{"preconditions":[{"type":"point_read","key":"YQ=="}]}"#,
-            "preconditions[0].version: required",
-        ),
+        (r#"{"read_version":3}"#, "read_version: 3 is newer than the newest committed version 0"),
+        (r#"{"preconditions":[{"type":"point_read","key":"YQ=="}]}"#, "preconditions[0].version: required"),
         (r#"{"extra":true}"#, "unknown field \"extra\""),
-        (
-            r#"{"request_id":"no spaces allowed"}"#,
-            "request_id: must be",
-        ),
+        (r#"{"request_id":"no spaces allowed"}"#, "request_id: must be"),
     ];
     for (body, expected) in cases {
         let response = client.post("/v1/commit", body);
@@ -165,30 +138,18 @@ fn malformed_commits_are_400_with_a_message_that_names_the_problem() {
 fn status_says_whether_a_request_id_committed() {
     let stoat = Stoat::start("");
     let mut client = stoat.connect();
-    commit(
-        &mut client,
-        json!({"request_id": "known", "operations": [write(KEY)]}),
-    );
+    commit(&mut client, json!({"request_id": "known", "operations": [write(KEY)]}));
     commit(&mut client, json!({"operations": [write(KEY)]}));
     let known = client.get("/v1/status?request_id=known");
     assert_eq!(known.status, 200);
-    assert_eq!(
-        known.json(),
-        json!({"request_id": "known", "status": "committed", "version": 1})
-    );
+    assert_eq!(known.json(), json!({"request_id": "known", "status": "committed", "version": 1}));
     let unknown = client.get("/v1/status?request_id=unknown&min_version=1");
-    assert_eq!(
-        unknown.json(),
-        json!({"request_id": "unknown", "status": "not_committed", "version": 2})
-    );
+    assert_eq!(unknown.json(), json!({"request_id": "unknown", "status": "not_committed", "version": 2}));
     // Committed before min_version: not in the range asked about.
     let later = client.get("/v1/status?request_id=known&min_version=2");
     assert_eq!(later.json()["status"], "not_committed");
     let missing = client.get("/v1/status");
-    assert_eq!(
-        (missing.status, missing.error_code().as_str()),
-        (400, "bad_request")
-    );
+    assert_eq!((missing.status, missing.error_code().as_str()), (400, "bad_request"));
     let future = client.get("/v1/status?request_id=x&min_version=99");
     assert_eq!(future.status, 400);
 }
@@ -198,21 +159,12 @@ fn status_finds_ids_older_than_the_in_memory_index_in_the_log() {
     let stoat = Stoat::start("[commit]\nrequest_index_capacity = 2\n");
     let mut client = stoat.connect();
     for id in ["a", "b", "c", "d"] {
-        commit(
-            &mut client,
-            json!({"request_id": id, "operations": [write(KEY)]}),
-        );
+        commit(&mut client, json!({"request_id": id, "operations": [write(KEY)]}));
     }
     let old = client.get("/v1/status?request_id=a");
-    assert_eq!(
-        old.json(),
-        json!({"request_id": "a", "status": "committed", "version": 1})
-    );
+    assert_eq!(old.json(), json!({"request_id": "a", "status": "committed", "version": 1}));
     let never = client.get("/v1/status?request_id=never");
-    assert_eq!(
-        never.json(),
-        json!({"request_id": "never", "status": "not_committed", "version": 4})
-    );
+    assert_eq!(never.json(), json!({"request_id": "never", "status": "not_committed", "version": 4}));
 }
 
 /// Many clients increment one counter with read-modify-write commits. Every
@@ -229,9 +181,7 @@ fn concurrent_read_modify_write_loses_no_update() {
             std::thread::spawn(move || {
                 let mut client = Client::connect(addr);
                 let mut acknowledged = Vec::new();
-                let mut read_version = client.get("/v1/version").json()["version"]
-                    .as_u64()
-                    .unwrap();
+                let mut read_version = client.get("/v1/version").json()["version"].as_u64().unwrap();
                 let mut conflicts = 0;
                 while acknowledged.len() < increments_each {
                     let response = commit(
@@ -275,8 +225,5 @@ fn concurrent_read_modify_write_loses_no_update() {
             "lost update: commit at {version} read at {read_version}, before the commit at {previous_version}"
         );
     }
-    assert!(
-        conflicts > 0,
-        "the clients never contended; the test proves nothing"
-    );
+    assert!(conflicts > 0, "the clients never contended; the test proves nothing");
 }

@@ -14,13 +14,7 @@ fn keep_alive_serves_many_requests_on_one_connection() {
     for _ in 0..20 {
         let response = client.get("/v1/version");
         assert_eq!(response.status, 200);
-        assert!(
-            response
-                .text()
-                .starts_with("{\"version\":0,\"leader_id\":\""),
-            "{}",
-            response.text()
-        );
+        assert!(response.text().starts_with("{\"version\":0,\"leader_id\":\""), "{}", response.text());
         assert_eq!(response.header("content-type"), Some("application/json"));
         assert!(response.header("connection").is_none());
     }
@@ -34,15 +28,11 @@ fn pipelined_requests_are_answered_in_order_across_hand_offs() {
     // the reactor. Responses must still come back in request order.
     let mut batch = Vec::new();
     for round in 0..10 {
-        batch.extend_from_slice(
-            format!("GET /v1/version HTTP/1.1\r\nX-Request-Id: v-{round}\r\n\r\n").as_bytes(),
-        );
+        batch.extend_from_slice(format!("GET /v1/version HTTP/1.1\r\nX-Request-Id: v-{round}\r\n\r\n").as_bytes());
         batch.extend_from_slice(
             format!("POST /v1/commit HTTP/1.1\r\nX-Request-Id: c-{round}\r\nContent-Length: 2\r\n\r\n{{}}").as_bytes(),
         );
-        batch.extend_from_slice(
-            format!("GET /healthz HTTP/1.1\r\nX-Request-Id: h-{round}\r\n\r\n").as_bytes(),
-        );
+        batch.extend_from_slice(format!("GET /healthz HTTP/1.1\r\nX-Request-Id: h-{round}\r\n\r\n").as_bytes());
     }
     client.send(&batch);
     for round in 0..10 {
@@ -62,10 +52,7 @@ fn generated_request_ids_are_present_and_distinct() {
     let mut client = stoat.connect();
     let first = client.get("/healthz");
     let second = client.get("/healthz");
-    let (first, second) = (
-        first.header("x-request-id").unwrap(),
-        second.header("x-request-id").unwrap(),
-    );
+    let (first, second) = (first.header("x-request-id").unwrap(), second.header("x-request-id").unwrap());
     assert_eq!(first.len(), 36);
     assert_ne!(first, second);
 }
@@ -74,16 +61,11 @@ fn generated_request_ids_are_present_and_distinct() {
 fn chunked_bodies_are_read_whole_and_the_connection_stays_framed() {
     let stoat = Stoat::start("");
     let mut client = stoat.connect();
-    client
-        .send(b"POST /v1/commit HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n{\"reques\r\n");
+    client.send(b"POST /v1/commit HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n{\"reques\r\n");
     client.send(b"b;ext=x\r\nt_id\":\"c1\"}\r\n0\r\nX-Trailer: yes\r\n\r\n");
     let response = client.read_response();
     assert_eq!(response.status, 200, "{}", response.text());
-    assert!(
-        response.text().contains("\"request_id\":\"c1\""),
-        "{}",
-        response.text()
-    );
+    assert!(response.text().contains("\"request_id\":\"c1\""), "{}", response.text());
     // Had the body been mis-framed, this request would be read as garbage.
     assert_eq!(client.get("/healthz").status, 200);
 }
@@ -114,17 +96,11 @@ fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
     let stoat = Stoat::start("");
     let mut client = stoat.connect();
     let response = client.get("/v2/nothing");
-    assert_eq!(
-        (response.status, response.error_code().as_str()),
-        (404, "not_found")
-    );
+    assert_eq!((response.status, response.error_code().as_str()), (404, "not_found"));
     assert!(response.text().contains("/v2/nothing"));
     client.send(b"DELETE /v1/version HTTP/1.1\r\n\r\n");
     let response = client.read_response();
-    assert_eq!(
-        (response.status, response.error_code().as_str()),
-        (405, "method_not_allowed")
-    );
+    assert_eq!((response.status, response.error_code().as_str()), (405, "method_not_allowed"));
     assert_eq!(response.header("allow"), Some("GET"));
     client.send(b"POST /v1/retention/backup HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
     let response = client.read_response();
@@ -138,15 +114,10 @@ fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
 fn an_oversized_body_is_413_before_the_body_is_sent() {
     let stoat = Stoat::start("[limits]\nbody_bytes_max = 2048\n");
     let mut client = stoat.connect();
-    client.send(
-        b"POST /v1/commit HTTP/1.1\r\nX-Request-Id: big-1\r\nContent-Length: 1000000\r\n\r\n",
-    );
+    client.send(b"POST /v1/commit HTTP/1.1\r\nX-Request-Id: big-1\r\nContent-Length: 1000000\r\n\r\n");
     // No body byte has been sent; the answer must come anyway.
     let response = client.read_response();
-    assert_eq!(
-        (response.status, response.error_code().as_str()),
-        (413, "payload_too_large")
-    );
+    assert_eq!((response.status, response.error_code().as_str()), (413, "payload_too_large"));
     assert_eq!(response.header("x-request-id"), Some("big-1"));
     assert_eq!(response.header("connection"), Some("close"));
     assert!(client.closed_by_server());
@@ -171,10 +142,7 @@ fn oversized_headers_are_431() {
     let long = "a".repeat(4096);
     client.send(format!("GET /v1/version HTTP/1.1\r\nX-Long: {long}\r\n\r\n").as_bytes());
     let response = client.read_response();
-    assert_eq!(
-        (response.status, response.error_code().as_str()),
-        (431, "headers_too_large")
-    );
+    assert_eq!((response.status, response.error_code().as_str()), (431, "headers_too_large"));
 }
 
 #[test]
@@ -183,10 +151,7 @@ fn garbage_gets_400_and_the_server_keeps_serving() {
     let mut client = stoat.connect();
     client.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http at all\r\n\r\n");
     let response = client.read_response();
-    assert_eq!(
-        (response.status, response.error_code().as_str()),
-        (400, "bad_request")
-    );
+    assert_eq!((response.status, response.error_code().as_str()), (400, "bad_request"));
     assert!(client.closed_by_server());
     let mut other = stoat.connect();
     assert_eq!(other.get("/v1/version").status, 200);
@@ -222,10 +187,7 @@ fn connections_over_the_maximum_are_answered_503() {
     assert_eq!(second.get("/healthz").status, 200);
     let mut third = stoat.connect();
     let response = third.read_response();
-    assert_eq!(
-        (response.status, response.error_code().as_str()),
-        (503, "unavailable")
-    );
+    assert_eq!((response.status, response.error_code().as_str()), (503, "unavailable"));
     assert!(response.header("retry-after").is_some());
     // Once one closes, a new connection is served again.
     drop(first);
@@ -236,10 +198,7 @@ fn connections_over_the_maximum_are_answered_503() {
         if response == Some(200) {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "a freed connection slot was never reused"
-        );
+        assert!(Instant::now() < deadline, "a freed connection slot was never reused");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -252,9 +211,7 @@ impl GetOrRefused for Client {
     /// The status of a GET, or `None` if the connection was refused at once.
     fn get_or_refused(&mut self, path: &str) -> Option<u16> {
         use std::io::Write;
-        let _ = self
-            .stream
-            .write_all(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes());
+        let _ = self.stream.write_all(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes());
         let response = self.read_response();
         (response.status != 503).then_some(response.status)
     }
@@ -267,11 +224,7 @@ fn idle_connections_are_closed_after_the_idle_timeout() {
     assert_eq!(client.get("/healthz").status, 200);
     let started = Instant::now();
     assert!(client.closed_by_server());
-    assert!(
-        started.elapsed() >= Duration::from_millis(250),
-        "closed too early: {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= Duration::from_millis(250), "closed too early: {:?}", started.elapsed());
 }
 
 #[test]
@@ -300,15 +253,9 @@ fn metrics_health_and_readiness_answer() {
     assert_eq!(ready.status, 200, "{}", ready.text());
     let metrics = client.get("/metrics");
     assert_eq!(metrics.status, 200);
-    assert!(metrics
-        .header("content-type")
-        .unwrap()
-        .starts_with("application/openmetrics-text"));
+    assert!(metrics.header("content-type").unwrap().starts_with("application/openmetrics-text"));
     let text = metrics.text();
-    assert!(
-        text.contains("stoat_http_requests_total{route=\"healthz\",status=\"200\"} 1"),
-        "{text}"
-    );
+    assert!(text.contains("stoat_http_requests_total{route=\"healthz\",status=\"200\"} 1"), "{text}");
     assert!(text.contains("stoat_http_connections_open 1"), "{text}");
     assert!(text.contains("stoat_pipeline_queue_depth 0"), "{text}");
     assert!(text.ends_with("# EOF\n"));
@@ -358,7 +305,5 @@ fn a_bad_config_exits_2_with_one_line_naming_the_key() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8(output.stderr)
-        .unwrap()
-        .contains("storage.url"));
+    assert!(String::from_utf8(output.stderr).unwrap().contains("storage.url"));
 }

@@ -168,9 +168,7 @@ impl RequestHead {
 
     /// The value of the first header with this name (ASCII case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value)
+        self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, value)| value)
     }
 
     /// All headers in the order received.
@@ -251,11 +249,7 @@ impl RequestParser {
     /// Consumes what it can of `input` (the bytes not consumed by earlier
     /// calls, followed by new ones), appending body bytes to `body`.
     /// Returns the number of bytes consumed and the progress made.
-    pub fn parse(
-        &mut self,
-        input: &[u8],
-        body: &mut Vec<u8>,
-    ) -> Result<(usize, Progress), HttpError> {
+    pub fn parse(&mut self, input: &[u8], body: &mut Vec<u8>) -> Result<(usize, Progress), HttpError> {
         if self.state == State::Complete {
             self.start_next_request();
         }
@@ -289,40 +283,22 @@ impl RequestParser {
 
     /// One step of the state machine: bytes consumed, and `Some` when the
     /// caller must be told something (otherwise the loop continues).
-    fn parse_head(
-        &mut self,
-        input: &[u8],
-        body: &mut Vec<u8>,
-    ) -> Result<(usize, Option<Progress>), HttpError> {
+    fn parse_head(&mut self, input: &[u8], body: &mut Vec<u8>) -> Result<(usize, Option<Progress>), HttpError> {
         // Empty lines before a request line are ignored (RFC 9112 section 2.2).
         if self.head_scanned == 0 {
-            let blank = input
-                .iter()
-                .take_while(|&&b| b == b'\r' || b == b'\n')
-                .count();
+            let blank = input.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
             if blank > 0 {
-                return Ok((
-                    blank,
-                    if blank == input.len() {
-                        Some(Progress::NeedMore)
-                    } else {
-                        None
-                    },
-                ));
+                return Ok((blank, if blank == input.len() { Some(Progress::NeedMore) } else { None }));
             }
         }
         let Some(end) = self.find_head_end(input) else {
             if input.len() > self.limits.head_bytes_max {
-                return Err(HttpError::HeadTooLarge {
-                    limit: self.limits.head_bytes_max,
-                });
+                return Err(HttpError::HeadTooLarge { limit: self.limits.head_bytes_max });
             }
             return Ok((0, Some(Progress::NeedMore)));
         };
         if end > self.limits.head_bytes_max {
-            return Err(HttpError::HeadTooLarge {
-                limit: self.limits.head_bytes_max,
-            });
+            return Err(HttpError::HeadTooLarge { limit: self.limits.head_bytes_max });
         }
         self.head.raw.extend_from_slice(&input[..end]);
         parse_head_fields(&mut self.head)?;
@@ -332,9 +308,7 @@ impl RequestParser {
             BodyKind::None => State::Complete,
             BodyKind::Length(length) => {
                 if length > self.limits.body_bytes_max {
-                    return Err(HttpError::PayloadTooLarge {
-                        limit: self.limits.body_bytes_max,
-                    });
+                    return Err(HttpError::PayloadTooLarge { limit: self.limits.body_bytes_max });
                 }
                 // Reserve what was announced, but not more than a modest
                 // amount up front: the bytes may never come.
@@ -343,11 +317,7 @@ impl RequestParser {
             }
             BodyKind::Chunked => State::ChunkSize,
         };
-        let progress = if self.state == State::Complete {
-            Progress::Complete
-        } else {
-            Progress::HeadReady
-        };
+        let progress = if self.state == State::Complete { Progress::Complete } else { Progress::HeadReady };
         Ok((end, Some(progress)))
     }
 
@@ -371,12 +341,7 @@ impl RequestParser {
         None
     }
 
-    fn parse_body(
-        &mut self,
-        input: &[u8],
-        remaining: u64,
-        body: &mut Vec<u8>,
-    ) -> (usize, Option<Progress>) {
+    fn parse_body(&mut self, input: &[u8], remaining: u64, body: &mut Vec<u8>) -> (usize, Option<Progress>) {
         let take = remaining.min(input.len() as u64) as usize;
         body.extend_from_slice(&input[..take]);
         let remaining = remaining - take as u64;
@@ -400,21 +365,14 @@ impl RequestParser {
             return Ok((used, None));
         }
         if self.body_received.saturating_add(size) > self.limits.body_bytes_max {
-            return Err(HttpError::PayloadTooLarge {
-                limit: self.limits.body_bytes_max,
-            });
+            return Err(HttpError::PayloadTooLarge { limit: self.limits.body_bytes_max });
         }
         self.body_received += size;
         self.state = State::ChunkData { remaining: size };
         Ok((used, None))
     }
 
-    fn parse_chunk_data(
-        &mut self,
-        input: &[u8],
-        remaining: u64,
-        body: &mut Vec<u8>,
-    ) -> (usize, Option<Progress>) {
+    fn parse_chunk_data(&mut self, input: &[u8], remaining: u64, body: &mut Vec<u8>) -> (usize, Option<Progress>) {
         let take = remaining.min(input.len() as u64) as usize;
         body.extend_from_slice(&input[..take]);
         let remaining = remaining - take as u64;
@@ -427,10 +385,7 @@ impl RequestParser {
         }
     }
 
-    fn parse_chunk_data_end(
-        &mut self,
-        input: &[u8],
-    ) -> Result<(usize, Option<Progress>), HttpError> {
+    fn parse_chunk_data_end(&mut self, input: &[u8]) -> Result<(usize, Option<Progress>), HttpError> {
         match input {
             [b'\r', b'\n', ..] => {
                 self.state = State::ChunkSize;
@@ -441,9 +396,7 @@ impl RequestParser {
                 Ok((1, None))
             }
             [] | [b'\r'] => Ok((0, Some(Progress::NeedMore))),
-            _ => Err(HttpError::bad(
-                "chunked body: chunk data is not followed by CRLF",
-            )),
+            _ => Err(HttpError::bad("chunked body: chunk data is not followed by CRLF")),
         }
     }
 
@@ -459,9 +412,7 @@ impl RequestParser {
         // head limit so that they cannot grow without bound.
         self.trailer_bytes += used;
         if self.trailer_bytes > self.limits.head_bytes_max {
-            return Err(HttpError::HeadTooLarge {
-                limit: self.limits.head_bytes_max,
-            });
+            return Err(HttpError::HeadTooLarge { limit: self.limits.head_bytes_max });
         }
         Ok((used, None))
     }
@@ -477,9 +428,9 @@ fn take_line<'a>(input: &'a [u8], what: &str) -> Result<Option<(&'a [u8], usize)
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             Ok(Some((line, newline + 1)))
         }
-        None if input.len() > CHUNK_LINE_BYTES_MAX => Err(HttpError::bad(format!(
-            "chunked body: {what} longer than {CHUNK_LINE_BYTES_MAX} bytes"
-        ))),
+        None if input.len() > CHUNK_LINE_BYTES_MAX => {
+            Err(HttpError::bad(format!("chunked body: {what} longer than {CHUNK_LINE_BYTES_MAX} bytes")))
+        }
         None => Ok(None),
     }
 }
@@ -490,9 +441,7 @@ fn parse_chunk_size_hex(text: &[u8]) -> Result<u64, HttpError> {
     }
     let mut size: u64 = 0;
     for &b in text {
-        let digit = (b as char)
-            .to_digit(16)
-            .ok_or_else(|| HttpError::bad("chunked body: invalid chunk size"))?;
+        let digit = (b as char).to_digit(16).ok_or_else(|| HttpError::bad("chunked body: invalid chunk size"))?;
         size = (size << 4) | u64::from(digit);
     }
     Ok(size)
@@ -507,12 +456,8 @@ fn parse_head_fields(head: &mut RequestHead) -> Result<(), HttpError> {
     // kept instead of the slices. Checked, so that a slice from anywhere
     // else is a 400, never a panic.
     let offset_of = |part: &[u8]| -> Result<Range<usize>, HttpError> {
-        let start = (part.as_ptr() as usize)
-            .checked_sub(base)
-            .filter(|start| start + part.len() <= raw_len);
-        start
-            .map(|start| start..start + part.len())
-            .ok_or_else(|| HttpError::bad("malformed request head"))
+        let start = (part.as_ptr() as usize).checked_sub(base).filter(|start| start + part.len() <= raw_len);
+        start.map(|start| start..start + part.len()).ok_or_else(|| HttpError::bad("malformed request head"))
     };
     match request.parse(&head.raw) {
         Ok(httparse::Status::Complete(_)) => {}
@@ -542,21 +487,15 @@ fn parse_head_fields(head: &mut RequestHead) -> Result<(), HttpError> {
 /// (`http://host/path`) must be accepted by servers (RFC 9112 section 3.2.2);
 /// its scheme and authority are dropped.
 fn origin_form(target: &str) -> Result<&str, HttpError> {
-    let without_scheme = target
-        .strip_prefix("http://")
-        .or_else(|| target.strip_prefix("https://"));
+    let without_scheme = target.strip_prefix("http://").or_else(|| target.strip_prefix("https://"));
     let origin = match without_scheme {
         // No path after the authority means `/`: an empty target (kept
         // inside the head buffer, which the head's ranges point into).
-        Some(rest) => rest
-            .find('/')
-            .map_or(&rest[rest.len()..], |slash| &rest[slash..]),
+        Some(rest) => rest.find('/').map_or(&rest[rest.len()..], |slash| &rest[slash..]),
         None => target,
     };
     if !origin.is_empty() && !origin.starts_with('/') {
-        return Err(HttpError::bad(
-            "request target must be an absolute path such as /v1/version",
-        ));
+        return Err(HttpError::bad("request target must be an absolute path such as /v1/version"));
     }
     Ok(origin)
 }
@@ -582,9 +521,7 @@ impl HeadFields {
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             let codings = String::from_utf8_lossy(value).to_ascii_lowercase();
             if codings.trim() != "chunked" || self.chunked {
-                return Err(HttpError::bad(
-                    "Transfer-Encoding: only a single \"chunked\" coding is supported",
-                ));
+                return Err(HttpError::bad("Transfer-Encoding: only a single \"chunked\" coding is supported"));
             }
             self.chunked = true;
         } else if name.eq_ignore_ascii_case("connection") {
@@ -608,14 +545,10 @@ impl HeadFields {
         head.body = match (self.chunked, self.content_length) {
             (true, Some(_)) => {
                 // Both framings at once is how request smuggling starts.
-                return Err(HttpError::bad(
-                    "both Transfer-Encoding and Content-Length are present",
-                ));
+                return Err(HttpError::bad("both Transfer-Encoding and Content-Length are present"));
             }
             (true, None) if minor_version == 0 => {
-                return Err(HttpError::bad(
-                    "Transfer-Encoding: chunked requires HTTP/1.1",
-                ));
+                return Err(HttpError::bad("Transfer-Encoding: chunked requires HTTP/1.1"));
             }
             (true, None) => BodyKind::Chunked,
             (false, Some(0)) | (false, None) => BodyKind::None,
@@ -632,9 +565,7 @@ fn parse_content_length(value: &[u8]) -> Result<u64, HttpError> {
         return Err(HttpError::bad("Content-Length: not a valid length"));
     }
     // At most 19 ASCII digits: always fits in a u64.
-    Ok(digits
-        .iter()
-        .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
+    Ok(digits.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
 }
 
 #[cfg(test)]

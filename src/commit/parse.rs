@@ -92,20 +92,11 @@ impl CommitRequest {
 
     pub fn operations(&self) -> impl ExactSizeIterator<Item = OperationRef<'_>> + '_ {
         self.operations.iter().map(|op| {
-            let (first, second) = (
-                &self.bytes[op.first.clone()],
-                &self.bytes[op.second.clone()],
-            );
+            let (first, second) = (&self.bytes[op.first.clone()], &self.bytes[op.second.clone()]);
             match op.kind {
-                OperationKind::Write => OperationRef::Write {
-                    key: first,
-                    value: second,
-                },
+                OperationKind::Write => OperationRef::Write { key: first, value: second },
                 OperationKind::Delete => OperationRef::Delete { key: first },
-                OperationKind::RangeDelete => OperationRef::RangeDelete {
-                    begin: first,
-                    end: second,
-                },
+                OperationKind::RangeDelete => OperationRef::RangeDelete { begin: first, end: second },
             }
         })
     }
@@ -115,14 +106,10 @@ impl CommitRequest {
         self.operations.iter().map(|op| match op.kind {
             // For writes and deletes `second` holds the key followed by 0x00
             // (for writes the value follows it; see `push_point_end`).
-            OperationKind::Write | OperationKind::Delete => (
-                &self.bytes[op.first.clone()],
-                &self.bytes[point_end(&op.first)],
-            ),
-            OperationKind::RangeDelete => (
-                &self.bytes[op.first.clone()],
-                &self.bytes[op.second.clone()],
-            ),
+            OperationKind::Write | OperationKind::Delete => {
+                (&self.bytes[op.first.clone()], &self.bytes[point_end(&op.first)])
+            }
+            OperationKind::RangeDelete => (&self.bytes[op.first.clone()], &self.bytes[op.second.clone()]),
         })
     }
 
@@ -131,14 +118,8 @@ impl CommitRequest {
     pub fn newest_version_named(&self) -> Option<(String, u64)> {
         let mut newest = self.read_version.map(|v| ("read_version".to_string(), v));
         for (index, precondition) in self.preconditions.iter().enumerate() {
-            if newest
-                .as_ref()
-                .is_none_or(|(_, v)| precondition.version > *v)
-            {
-                newest = Some((
-                    format!("preconditions[{index}].version"),
-                    precondition.version,
-                ));
+            if newest.as_ref().is_none_or(|(_, v)| precondition.version > *v) {
+                newest = Some((format!("preconditions[{index}].version"), precondition.version));
             }
         }
         newest
@@ -190,10 +171,7 @@ pub fn parse_commit(
     let value = simd_json::borrowed::to_value_with_buffers(input, buffers)
         .map_err(|error| format!("body: invalid JSON: {error}"))?;
     let Value::Object(object) = value else {
-        return Err(format!(
-            "body: expected a JSON object, got {}",
-            type_name(&value)
-        ));
+        return Err(format!("body: expected a JSON object, got {}", type_name(&value)));
     };
     Parser { limits, out }.commit(&object)
 }
@@ -205,17 +183,7 @@ struct Parser<'l, 'o> {
 
 impl Parser<'_, '_> {
     fn commit(&mut self, object: &Object<'_>) -> Result<(), String> {
-        reject_unknown(
-            object,
-            "",
-            &[
-                "request_id",
-                "leader_id",
-                "read_version",
-                "preconditions",
-                "operations",
-            ],
-        )?;
+        reject_unknown(object, "", &["request_id", "leader_id", "read_version", "preconditions", "operations"])?;
         self.out.read_version = optional_u64(object, "read_version", "read_version")?;
         self.request_id(object.get("request_id"))?;
         if let Some(value) = object.get("leader_id") {
@@ -255,10 +223,7 @@ impl Parser<'_, '_> {
             Some(value) => {
                 let id = string(value, "request_id")?;
                 if !is_valid_request_id(id) {
-                    return Err(
-                        "request_id: must be 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':', '-'"
-                            .into(),
-                    );
+                    return Err("request_id: must be 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':', '-'".into());
                 }
                 self.out.request_id = self.push_bytes(id.as_bytes());
             }
@@ -279,11 +244,7 @@ impl Parser<'_, '_> {
         let version = optional_u64(object, "version", &format!("{place}.version"))?;
         let version = match (version, self.out.read_version) {
             (Some(version), _) | (None, Some(version)) => version,
-            (None, None) => {
-                return Err(format!(
-                    "{place}.version: required because read_version is absent"
-                ))
-            }
+            (None, None) => return Err(format!("{place}.version: required because read_version is absent")),
         };
         let (begin, end) = match kind {
             "point_read" => {
@@ -296,14 +257,12 @@ impl Parser<'_, '_> {
                 self.range(object, &place)?
             }
             other => {
-                return Err(format!("{place}.type: unknown precondition type {other:?}; expected point_read or range_read"));
+                return Err(format!(
+                    "{place}.type: unknown precondition type {other:?}; expected point_read or range_read"
+                ));
             }
         };
-        self.out.preconditions.push(Precondition {
-            begin,
-            end,
-            version,
-        });
+        self.out.preconditions.push(Precondition { begin, end, version });
         Ok(())
     }
 
@@ -316,25 +275,14 @@ impl Parser<'_, '_> {
                 reject_unknown(object, &place, &["type", "key", "value"])?;
                 let key = self.key(required(object, "key", &place)?, &format!("{place}.key"))?;
                 self.push_point_end(&key);
-                let value = self.value(
-                    required(object, "value", &place)?,
-                    &format!("{place}.value"),
-                )?;
-                OperationSpan {
-                    kind: OperationKind::Write,
-                    first: key,
-                    second: value,
-                }
+                let value = self.value(required(object, "value", &place)?, &format!("{place}.value"))?;
+                OperationSpan { kind: OperationKind::Write, first: key, second: value }
             }
             "delete" => {
                 reject_unknown(object, &place, &["type", "key"])?;
                 let key = self.key(required(object, "key", &place)?, &format!("{place}.key"))?;
                 self.push_point_end(&key);
-                OperationSpan {
-                    kind: OperationKind::Delete,
-                    first: key,
-                    second: 0..0,
-                }
+                OperationSpan { kind: OperationKind::Delete, first: key, second: 0..0 }
             }
             "range_delete" => {
                 reject_unknown(object, &place, &["type", "begin", "end"])?;
@@ -343,11 +291,7 @@ impl Parser<'_, '_> {
                     // An empty range deletes nothing: it is ignored.
                     return Ok(());
                 }
-                OperationSpan {
-                    kind: OperationKind::RangeDelete,
-                    first: begin,
-                    second: end,
-                }
+                OperationSpan { kind: OperationKind::RangeDelete, first: begin, second: end }
             }
             other => {
                 return Err(format!(
@@ -360,11 +304,7 @@ impl Parser<'_, '_> {
     }
 
     /// `begin` and `end` of a range object; `begin > end` is an error.
-    fn range(
-        &mut self,
-        object: &Object<'_>,
-        place: &str,
-    ) -> Result<(Range<usize>, Range<usize>), String> {
+    fn range(&mut self, object: &Object<'_>, place: &str) -> Result<(Range<usize>, Range<usize>), String> {
         let begin = self.key(required(object, "begin", place)?, &format!("{place}.begin"))?;
         let end = self.key(required(object, "end", place)?, &format!("{place}.end"))?;
         if self.out.bytes[begin.clone()] > self.out.bytes[end.clone()] {
@@ -381,32 +321,21 @@ impl Parser<'_, '_> {
         self.base64(value, place, self.limits.value_bytes_max)
     }
 
-    fn base64(
-        &mut self,
-        value: &Value<'_>,
-        place: &str,
-        bytes_max: usize,
-    ) -> Result<Range<usize>, String> {
+    fn base64(&mut self, value: &Value<'_>, place: &str, bytes_max: usize) -> Result<Range<usize>, String> {
         let text = string(value, place)?;
         // Decoded size is at most 3/4 of the text: refuse before decoding.
         let decoded_max = text.len() / 4 * 3;
         if decoded_max > bytes_max + 2 {
-            return Err(format!(
-                "{place}: longer than the limit of {bytes_max} bytes"
-            ));
+            return Err(format!("{place}: longer than the limit of {bytes_max} bytes"));
         }
         let start = self.out.bytes.len();
-        base64::engine::general_purpose::STANDARD
-            .decode_vec(text.as_bytes(), &mut self.out.bytes)
-            .map_err(|_| {
-                self.out.bytes.truncate(start);
-                format!("{place}: invalid base64 (standard alphabet, with padding)")
-            })?;
+        base64::engine::general_purpose::STANDARD.decode_vec(text.as_bytes(), &mut self.out.bytes).map_err(|_| {
+            self.out.bytes.truncate(start);
+            format!("{place}: invalid base64 (standard alphabet, with padding)")
+        })?;
         let length = self.out.bytes.len() - start;
         if length > bytes_max {
-            return Err(format!(
-                "{place}: {length} bytes, over the limit of {bytes_max}"
-            ));
+            return Err(format!("{place}: {length} bytes, over the limit of {bytes_max}"));
         }
         Ok(start..self.out.bytes.len())
     }
@@ -439,36 +368,23 @@ pub fn parse_status_query(query: Option<&str>, out: &mut StatusQuery) -> Result<
     out.request_id.clear();
     out.min_version = None;
     let mut have_request_id = false;
-    for pair in query
-        .unwrap_or("")
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-    {
+    for pair in query.unwrap_or("").split('&').filter(|pair| !pair.is_empty()) {
         let (name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value =
-            percent_decode(raw_value).ok_or_else(|| format!("{name}: invalid percent-encoding"))?;
+        let value = percent_decode(raw_value).ok_or_else(|| format!("{name}: invalid percent-encoding"))?;
         match name {
             "request_id" => {
                 if !is_valid_request_id(&value) {
-                    return Err(
-                        "request_id: must be 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':', '-'"
-                            .into(),
-                    );
+                    return Err("request_id: must be 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':', '-'".into());
                 }
                 out.request_id = value;
                 have_request_id = true;
             }
             "min_version" => {
-                let version = value.parse().map_err(|_| {
-                    format!("min_version: {value:?} is not an unsigned 64-bit integer")
-                })?;
+                let version =
+                    value.parse().map_err(|_| format!("min_version: {value:?} is not an unsigned 64-bit integer"))?;
                 out.min_version = Some(version);
             }
-            other => {
-                return Err(format!(
-                    "unknown parameter {other:?}; expected request_id, min_version"
-                ))
-            }
+            other => return Err(format!("unknown parameter {other:?}; expected request_id, min_version")),
         }
     }
     if !have_request_id {
@@ -505,45 +421,27 @@ fn percent_decode(text: &str) -> Option<String> {
 /// 1-128 characters of `[A-Za-z0-9._:-]`.
 pub fn is_valid_request_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 fn reject_unknown(object: &Object<'_>, place: &str, known: &[&str]) -> Result<(), String> {
     match object.keys().find(|key| !known.contains(&key.as_ref())) {
         Some(key) => {
-            let prefix = if place.is_empty() {
-                String::new()
-            } else {
-                format!("{place}: ")
-            };
-            Err(format!(
-                "{prefix}unknown field {key:?}; expected one of {}",
-                known.join(", ")
-            ))
+            let prefix = if place.is_empty() { String::new() } else { format!("{place}: ") };
+            Err(format!("{prefix}unknown field {key:?}; expected one of {}", known.join(", ")))
         }
         None => Ok(()),
     }
 }
 
-fn required<'v, 'a>(
-    object: &'v Object<'a>,
-    field: &str,
-    place: &str,
-) -> Result<&'v Value<'a>, String> {
-    object
-        .get(field)
-        .ok_or_else(|| format!("{place}.{field}: required"))
+fn required<'v, 'a>(object: &'v Object<'a>, field: &str, place: &str) -> Result<&'v Value<'a>, String> {
+    object.get(field).ok_or_else(|| format!("{place}.{field}: required"))
 }
 
 fn object<'v, 'a>(value: &'v Value<'a>, place: &str) -> Result<&'v Object<'a>, String> {
     match value {
         Value::Object(object) => Ok(object),
-        other => Err(format!(
-            "{place}: expected an object, got {}",
-            type_name(other)
-        )),
+        other => Err(format!("{place}: expected an object, got {}", type_name(other))),
     }
 }
 
@@ -551,10 +449,7 @@ fn string<'v>(value: &'v Value<'_>, place: &str) -> Result<&'v str, String> {
     match value {
         Value::String(Cow::Borrowed(text)) => Ok(text),
         Value::String(Cow::Owned(text)) => Ok(text.as_str()),
-        other => Err(format!(
-            "{place}: expected a string, got {}",
-            type_name(other)
-        )),
+        other => Err(format!("{place}: expected a string, got {}", type_name(other))),
     }
 }
 
@@ -563,10 +458,7 @@ fn optional_u64(object: &Object<'_>, field: &str, place: &str) -> Result<Option<
         None => Ok(None),
         Some(Value::Static(StaticNode::U64(n))) => Ok(Some(*n)),
         Some(Value::Static(StaticNode::I64(n))) if *n >= 0 => Ok(Some(*n as u64)),
-        Some(other) => Err(format!(
-            "{place}: expected an unsigned 64-bit integer, got {}",
-            type_name(other)
-        )),
+        Some(other) => Err(format!("{place}: expected an unsigned 64-bit integer, got {}", type_name(other))),
     }
 }
 
@@ -574,10 +466,7 @@ fn optional_array<'v, 'a>(object: &'v Object<'a>, field: &str) -> Result<&'v [Va
     match object.get(field) {
         None => Ok(&[]),
         Some(Value::Array(items)) => Ok(items.as_slice()),
-        Some(other) => Err(format!(
-            "{field}: expected an array, got {}",
-            type_name(other)
-        )),
+        Some(other) => Err(format!("{field}: expected an array, got {}", type_name(other))),
     }
 }
 

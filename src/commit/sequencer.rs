@@ -43,10 +43,7 @@ pub struct Recovered {
 #[derive(Debug, Clone, Copy)]
 pub enum Input<'a> {
     Commit(&'a CommitRequest),
-    Status {
-        request_id: &'a str,
-        min_version: Option<u64>,
-    },
+    Status { request_id: &'a str, min_version: Option<u64> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,10 +120,7 @@ pub struct Sequencer {
 
 impl Sequencer {
     pub fn new(config: SequencerConfig, leader_id: String, recovered: Recovered) -> Self {
-        let mut request_ids = RequestIndex::new(
-            config.request_index_capacity,
-            recovered.request_ids_from_version,
-        );
+        let mut request_ids = RequestIndex::new(config.request_index_capacity, recovered.request_ids_from_version);
         for (id, version) in recovered.recent_request_ids {
             request_ids.insert(id, version);
         }
@@ -160,12 +154,7 @@ impl Sequencer {
 
     /// Decides `inputs` in order. `oldest_retained` is the oldest version the
     /// log still holds (for status lookups).
-    pub fn decide(
-        &mut self,
-        now_ms: u64,
-        oldest_retained: u64,
-        inputs: &[Input<'_>],
-    ) -> Vec<Decision> {
+    pub fn decide(&mut self, now_ms: u64, oldest_retained: u64, inputs: &[Input<'_>]) -> Vec<Decision> {
         self.advance_conflict_window(now_ms);
         self.last_timestamp_ms = self.last_timestamp_ms.max(now_ms);
         let mut decisions: Vec<Option<Decision>> = vec![None; inputs.len()];
@@ -188,10 +177,7 @@ impl Sequencer {
                         }
                     }
                 }
-                Input::Status {
-                    request_id,
-                    min_version,
-                } => {
+                Input::Status { request_id, min_version } => {
                     self.check_pending(now_ms, inputs, &mut pending, &mut decisions);
                     pending_ids.clear();
                     decisions[index] = Some(self.status(request_id, min_version, oldest_retained));
@@ -199,10 +185,7 @@ impl Sequencer {
             }
         }
         self.check_pending(now_ms, inputs, &mut pending, &mut decisions);
-        decisions
-            .into_iter()
-            .map(|decision| decision.expect("every input is decided"))
-            .collect()
+        decisions.into_iter().map(|decision| decision.expect("every input is decided")).collect()
     }
 
     /// Decisions that need no conflict check: duplicates, a wrong leader,
@@ -211,19 +194,14 @@ impl Sequencer {
         if let Some(version) = self.request_ids.get(request.request_id()) {
             return Some(Decision::Duplicate { version });
         }
-        if request
-            .leader_id()
-            .is_some_and(|leader_id| leader_id != self.leader_id)
-        {
+        if request.leader_id().is_some_and(|leader_id| leader_id != self.leader_id) {
             return Some(self.not_committed(NotCommittedReason::LeaderChanged, Vec::new()));
         }
         match request.newest_version_named() {
-            Some((field, version)) if version > self.committed_version => {
-                Some(Decision::BadRequest(format!(
-                    "{field}: {version} is newer than the newest committed version {}",
-                    self.committed_version
-                )))
-            }
+            Some((field, version)) if version > self.committed_version => Some(Decision::BadRequest(format!(
+                "{field}: {version} is newer than the newest committed version {}",
+                self.committed_version
+            ))),
             _ => None,
         }
     }
@@ -251,20 +229,15 @@ impl Sequencer {
         let outcomes = check_batch(&mut self.conflicts, &requests, first_version);
         self.last_assigned_version = first_version + requests.len() as u64 - 1;
         self.note_assigned(first_version, now_ms);
-        for (offset, ((&index, request), outcome)) in
-            pending.iter().zip(&requests).zip(outcomes).enumerate()
-        {
+        for (offset, ((&index, request), outcome)) in pending.iter().zip(&requests).zip(outcomes).enumerate() {
             let version = first_version + offset as u64;
             decisions[index] = Some(match outcome {
                 Outcome::Committed => {
                     self.committed_version = version;
-                    self.request_ids
-                        .insert(request.request_id().to_string(), version);
+                    self.request_ids.insert(request.request_id().to_string(), version);
                     Decision::Committed { version }
                 }
-                Outcome::Conflict { read_indices } => {
-                    self.not_committed(NotCommittedReason::Conflict, read_indices)
-                }
+                Outcome::Conflict { read_indices } => self.not_committed(NotCommittedReason::Conflict, read_indices),
                 Outcome::TooOld => self.not_committed(NotCommittedReason::TooOld, Vec::new()),
             });
         }
@@ -278,19 +251,13 @@ impl Sequencer {
     }
 
     fn not_committed(&self, reason: NotCommittedReason, conflicts: Vec<usize>) -> Decision {
-        Decision::NotCommitted {
-            reason,
-            conflicts,
-            version: self.committed_version,
-        }
+        Decision::NotCommitted { reason, conflicts, version: self.committed_version }
     }
 
     fn status(&self, request_id: &str, min_version: Option<u64>, oldest_retained: u64) -> Decision {
         let min_version = min_version.unwrap_or(oldest_retained);
         if min_version < oldest_retained {
-            return Decision::VersionTooOld {
-                oldest_version: oldest_retained,
-            };
+            return Decision::VersionTooOld { oldest_version: oldest_retained };
         }
         if min_version > self.committed_version {
             return Decision::BadRequest(format!(
@@ -300,18 +267,10 @@ impl Sequencer {
         }
         let version = self.committed_version;
         match self.request_ids.get(request_id) {
-            Some(committed_at) if committed_at >= min_version => Decision::StatusCommitted {
-                version: committed_at,
-            },
+            Some(committed_at) if committed_at >= min_version => Decision::StatusCommitted { version: committed_at },
             Some(_) => Decision::StatusNotCommitted { version },
-            None if min_version >= self.request_ids.covers_from_version() => {
-                Decision::StatusNotCommitted { version }
-            }
-            None => Decision::StatusSearchLog {
-                min_version,
-                below: self.request_ids.covers_from_version(),
-                version,
-            },
+            None if min_version >= self.request_ids.covers_from_version() => Decision::StatusNotCommitted { version },
+            None => Decision::StatusSearchLog { min_version, below: self.request_ids.covers_from_version(), version },
         }
     }
 
@@ -320,31 +279,20 @@ impl Sequencer {
     /// last `conflict_window_ms` are kept, whichever keeps more.
     fn advance_conflict_window(&mut self, now_ms: u64) {
         let cutoff_ms = now_ms.saturating_sub(self.config.conflict_window_ms);
-        while self
-            .assigned_at
-            .front()
-            .is_some_and(|&(_, at_ms)| at_ms < cutoff_ms)
-        {
+        while self.assigned_at.front().is_some_and(|&(_, at_ms)| at_ms < cutoff_ms) {
             self.assigned_at.pop_front();
         }
         // A read at version R needs only the writes after R, so a read just
         // before the first version of the window can still be checked.
         let last = self.last_assigned_version;
-        let by_time = self
-            .assigned_at
-            .front()
-            .map_or(last, |&(version, _)| version - 1);
+        let by_time = self.assigned_at.front().map_or(last, |&(version, _)| version - 1);
         let by_versions = last.saturating_sub(self.config.conflict_window_versions);
         self.conflicts.set_oldest_version(by_time.min(by_versions));
     }
 
     fn note_assigned(&mut self, first_version: u64, now_ms: u64) {
         // One entry per millisecond is enough resolution for the window.
-        if self
-            .assigned_at
-            .back()
-            .is_none_or(|&(_, at_ms)| at_ms < now_ms)
-        {
+        if self.assigned_at.back().is_none_or(|&(_, at_ms)| at_ms < now_ms) {
             self.assigned_at.push_back((first_version, now_ms));
         }
     }
@@ -357,35 +305,25 @@ impl Sequencer {
 
 /// Builds the conflict set's view of the requests (one flat buffer of reads
 /// and one of writes) and decides them at consecutive versions.
-fn check_batch(
-    conflicts: &mut ConflictSet,
-    requests: &[&CommitRequest],
-    first_version: u64,
-) -> Vec<Outcome> {
+fn check_batch(conflicts: &mut ConflictSet, requests: &[&CommitRequest], first_version: u64) -> Vec<Outcome> {
     let mut reads = Vec::new();
     let mut writes = Vec::new();
     let mut spans = Vec::with_capacity(requests.len());
     for request in requests {
         let (reads_start, writes_start) = (reads.len(), writes.len());
-        reads.extend(request.preconditions().map(|read| ReadRange {
-            range: KeyRange::new(read.begin, read.end),
-            read_version: read.version,
-        }));
-        writes.extend(
+        reads.extend(
             request
-                .write_ranges()
-                .map(|(begin, end)| KeyRange::new(begin, end)),
+                .preconditions()
+                .map(|read| ReadRange { range: KeyRange::new(read.begin, read.end), read_version: read.version }),
         );
+        writes.extend(request.write_ranges().map(|(begin, end)| KeyRange::new(begin, end)));
         spans.push((reads_start..reads.len(), writes_start..writes.len()));
     }
     let batch: Vec<(TransactionRef<'_>, u64)> = spans
         .into_iter()
         .enumerate()
         .map(|(offset, (read_span, write_span))| {
-            let transaction = TransactionRef {
-                reads: &reads[read_span],
-                writes: &writes[write_span],
-            };
+            let transaction = TransactionRef { reads: &reads[read_span], writes: &writes[write_span] };
             (transaction, first_version + offset as u64)
         })
         .collect();
@@ -403,12 +341,7 @@ struct RequestIndex {
 
 impl RequestIndex {
     fn new(capacity: usize, covers_from_version: u64) -> Self {
-        RequestIndex {
-            capacity,
-            versions: HashMap::new(),
-            order: VecDeque::new(),
-            covers_from_version,
-        }
+        RequestIndex { capacity, versions: HashMap::new(), order: VecDeque::new(), covers_from_version }
     }
 
     fn get(&self, request_id: &str) -> Option<u64> {

@@ -43,15 +43,11 @@ impl Operation {
 impl OperationRef<'_> {
     pub fn to_owned(self) -> Operation {
         match self {
-            OperationRef::Write { key, value } => Operation::Write {
-                key: key.to_vec(),
-                value: value.to_vec(),
-            },
+            OperationRef::Write { key, value } => Operation::Write { key: key.to_vec(), value: value.to_vec() },
             OperationRef::Delete { key } => Operation::Delete { key: key.to_vec() },
-            OperationRef::RangeDelete { begin, end } => Operation::RangeDelete {
-                begin: begin.to_vec(),
-                end: end.to_vec(),
-            },
+            OperationRef::RangeDelete { begin, end } => {
+                Operation::RangeDelete { begin: begin.to_vec(), end: end.to_vec() }
+            }
         }
     }
 }

@@ -31,8 +31,6 @@ impl LogHandle {
 
     pub fn set_filter(&self, filter: &str) -> Result<(), String> {
         let filter = EnvFilter::try_new(filter).map_err(|error| error.to_string())?;
-        self.handle
-            .reload(filter)
-            .map_err(|error| error.to_string())
+        self.handle.reload(filter).map_err(|error| error.to_string())
     }
 }

@@ -56,11 +56,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("stoat");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests answered, by route and status",
-            requests.clone(),
-        );
+        registry.register("http_requests", "HTTP requests answered, by route and status", requests.clone());
         let request_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             // 10 us .. ~5 s.
             Histogram::new(exponential_buckets(0.00001, 2.0, 20))
@@ -71,17 +67,9 @@ impl Metrics {
             request_duration.clone(),
         );
         let connections_open = Gauge::default();
-        registry.register(
-            "http_connections_open",
-            "Open client connections",
-            connections_open.clone(),
-        );
+        registry.register("http_connections_open", "Open client connections", connections_open.clone());
         let connections_accepted = Counter::default();
-        registry.register(
-            "http_connections_accepted",
-            "Connections accepted",
-            connections_accepted.clone(),
-        );
+        registry.register("http_connections_accepted", "Connections accepted", connections_accepted.clone());
         let connections_refused = Counter::default();
         registry.register(
             "http_connections_refused",
@@ -117,7 +105,8 @@ impl Metrics {
         });
         registry.register(
             "pipeline_stage_seconds",
-            "Time spent per batch in each pipeline stage (sequence: deciding; persist: making durable)",
+            "Pipeline latency by stage: parse (a commit body, on a reactor), queue (waiting for the sequencer), \
+             decide (a batch), durable_wait (a batch, until durable), reply (one response)",
             stage_seconds.clone(),
         );
         Metrics {
@@ -141,9 +130,7 @@ impl Metrics {
 
     /// The latency histogram of one pipeline stage.
     pub fn stage_seconds(&self, stage: &'static str) -> Histogram {
-        self.stage_seconds
-            .get_or_create(&StageLabels { stage })
-            .clone()
+        self.stage_seconds.get_or_create(&StageLabels { stage }).clone()
     }
 
     /// The OpenMetrics text of every metric.
@@ -171,32 +158,18 @@ pub struct RequestRecorder {
 
 impl RequestRecorder {
     pub fn new(metrics: std::sync::Arc<Metrics>) -> Self {
-        RequestRecorder {
-            metrics,
-            counters: HashMap::new(),
-            durations: HashMap::new(),
-        }
+        RequestRecorder { metrics, counters: HashMap::new(), durations: HashMap::new() }
     }
 
     pub fn record(&mut self, route: &'static str, status: u16, elapsed: Duration) {
         let metrics = &self.metrics;
         self.counters
             .entry((route, status))
-            .or_insert_with(|| {
-                metrics
-                    .requests
-                    .get_or_create(&RequestLabels { route, status })
-                    .clone()
-            })
+            .or_insert_with(|| metrics.requests.get_or_create(&RequestLabels { route, status }).clone())
             .inc();
         self.durations
             .entry(route)
-            .or_insert_with(|| {
-                metrics
-                    .request_duration
-                    .get_or_create(&RouteLabels { route })
-                    .clone()
-            })
+            .or_insert_with(|| metrics.request_duration.get_or_create(&RouteLabels { route }).clone())
             .observe(elapsed.as_secs_f64());
     }
 
@@ -216,14 +189,8 @@ mod tests {
         recorder.record("version", 200, Duration::from_micros(30));
         recorder.record("version", 200, Duration::from_micros(30));
         let text = metrics.encode();
-        assert!(
-            text.contains("stoat_http_requests_total{route=\"version\",status=\"200\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("stoat_http_request_duration_seconds_count{route=\"version\"} 2"),
-            "{text}"
-        );
+        assert!(text.contains("stoat_http_requests_total{route=\"version\",status=\"200\"} 2"), "{text}");
+        assert!(text.contains("stoat_http_request_duration_seconds_count{route=\"version\"} 2"), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }
 }

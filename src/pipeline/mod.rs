@@ -72,12 +72,8 @@ impl Pipeline {
             conflict_window_versions: parts.commit.conflict_window_versions,
             request_index_capacity: parts.commit.request_index_capacity,
         };
-        parts
-            .published
-            .set_committed_version(parts.recovered.committed_version);
-        parts
-            .published
-            .set_durable_version(parts.recovered.committed_version);
+        parts.published.set_committed_version(parts.recovered.committed_version);
+        parts.published.set_durable_version(parts.recovered.committed_version);
         let sequencer = Sequencer::new(config, parts.published.leader_id.clone(), parts.recovered);
         let stage1 = sequence::SequenceStage {
             requests,
@@ -88,16 +84,13 @@ impl Pipeline {
             metrics: parts.metrics.clone(),
             batch_max: parts.commit.batch_transactions_max,
         };
-        let stage2 = persist::PersistStage::new(
-            persist_inbox,
-            to_reply,
-            parts.published.clone(),
-            parts.metrics.clone(),
-        );
+        let stage2 =
+            persist::PersistStage::new(persist_inbox, to_reply, parts.published.clone(), parts.metrics.clone());
         let stage3 = reply::ReplyStage {
             inbox: reply_inbox,
             reactors,
             leader_id: parts.published.leader_id.clone(),
+            metrics: parts.metrics.clone(),
         };
         let threads = vec![
             spawn("stoat-sequence", move || stage1.run())?,
@@ -128,19 +121,9 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> std::io::Result<Jo
 /// What a connection is answered with, built by stage 3.
 #[derive(Debug)]
 pub(crate) enum Reply {
-    Committed {
-        version: u64,
-        duplicate: bool,
-    },
-    NotCommitted {
-        reason: &'static str,
-        conflicts: Vec<usize>,
-        version: u64,
-    },
-    Status {
-        committed: bool,
-        version: u64,
-    },
+    Committed { version: u64, duplicate: bool },
+    NotCommitted { reason: &'static str, conflicts: Vec<usize>, version: u64 },
+    Status { committed: bool, version: u64 },
     Error(crate::server::response::ApiError),
 }
 

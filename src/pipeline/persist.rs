@@ -49,30 +49,13 @@ impl PersistStage {
     pub fn run(mut self) {
         while let Ok(message) = self.inbox.recv() {
             match message {
-                PersistMessage::Batch {
-                    transactions,
-                    waiting,
-                } => self.persist(transactions, waiting),
-                PersistMessage::AwaitDurable { message, version } => {
-                    self.await_durable(message, version)
-                }
-                PersistMessage::SearchLog {
-                    connection,
-                    request_id,
-                    min_version,
-                    below,
-                    version,
-                } => {
+                PersistMessage::Batch { transactions, waiting } => self.persist(transactions, waiting),
+                PersistMessage::AwaitDurable { message, version } => self.await_durable(message, version),
+                PersistMessage::SearchLog { connection, request_id, min_version, below, version } => {
                     let found = self.log.find(&request_id, min_version, below);
                     let reply = match found {
-                        Some(committed_at) => Reply::Status {
-                            committed: true,
-                            version: committed_at,
-                        },
-                        None => Reply::Status {
-                            committed: false,
-                            version,
-                        },
+                        Some(committed_at) => Reply::Status { committed: true, version: committed_at },
+                        None => Reply::Status { committed: false, version },
                     };
                     self.await_durable(ReplyMessage { connection, reply }, version);
                 }
@@ -90,9 +73,7 @@ impl PersistStage {
             return;
         };
         self.log.append(transactions);
-        self.metrics
-            .stage_seconds("persist")
-            .observe(started.elapsed().as_secs_f64());
+        self.metrics.stage_seconds("durable_wait").observe(started.elapsed().as_secs_f64());
         for message in waiting {
             self.awaiting.entry(last).or_default().push(message);
         }
@@ -100,10 +81,7 @@ impl PersistStage {
     }
 
     fn advance_durable(&mut self, version: u64) {
-        assert!(
-            version >= self.durable_version,
-            "durable version must not go back"
-        );
+        assert!(version >= self.durable_version, "durable version must not go back");
         self.durable_version = version;
         self.published.set_durable_version(version);
         let still_waiting = self.awaiting.split_off(&(version + 1));
@@ -133,10 +111,7 @@ impl MemoryLog {
     fn append(&mut self, transactions: Vec<LoggedTransaction>) {
         for transaction in transactions {
             if let Some(last) = self.transactions.last() {
-                assert!(
-                    transaction.version > last.version,
-                    "the log's versions must increase"
-                );
+                assert!(transaction.version > last.version, "the log's versions must increase");
             }
             self.transactions.push(transaction);
         }
@@ -144,9 +119,7 @@ impl MemoryLog {
 
     /// The version at which `request_id` committed, if in `[min_version, below)`.
     fn find(&self, request_id: &str, min_version: u64, below: u64) -> Option<u64> {
-        let start = self
-            .transactions
-            .partition_point(|t| t.version < min_version);
+        let start = self.transactions.partition_point(|t| t.version < min_version);
         self.transactions[start..]
             .iter()
             .take_while(|t| t.version < below)

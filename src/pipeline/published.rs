@@ -45,19 +45,13 @@ impl Published {
     /// Published by the sequencer after each batch.
     pub fn set_committed_version(&self, version: u64) {
         let previous = self.committed_version.swap(version, Ordering::AcqRel);
-        assert!(
-            previous <= version,
-            "committed version went back from {previous} to {version}"
-        );
+        assert!(previous <= version, "committed version went back from {previous} to {version}");
     }
 
     /// Published by the persistence stage as batches become durable.
     pub fn set_durable_version(&self, version: u64) {
         let previous = self.durable_version.swap(version, Ordering::AcqRel);
-        assert!(
-            previous <= version,
-            "durable version went back from {previous} to {version}"
-        );
+        assert!(previous <= version, "durable version went back from {previous} to {version}");
         debug_assert!(version <= self.committed_version());
     }
 

@@ -13,69 +13,40 @@ pub(super) struct ReplyStage {
     pub inbox: Receiver<ReplyMessage>,
     pub reactors: Arc<ReactorHandles>,
     pub leader_id: String,
+    pub metrics: Arc<crate::ops::metrics::Metrics>,
 }
 
 impl ReplyStage {
     pub fn run(self) {
+        let reply_seconds = self.metrics.stage_seconds("reply");
         // Ends when every sender (stages 1 and 2) is gone.
-        while let Ok(ReplyMessage {
-            mut connection,
-            reply,
-        }) = self.inbox.recv()
-        {
+        while let Ok(ReplyMessage { mut connection, reply }) = self.inbox.recv() {
+            let started = std::time::Instant::now();
             match &reply {
                 Reply::Error(error) => connection.respond_error(error),
                 _ => {
-                    let status = if matches!(reply, Reply::NotCommitted { .. }) {
-                        409
-                    } else {
-                        200
-                    };
+                    let status = if matches!(reply, Reply::NotCommitted { .. }) { 409 } else { 200 };
                     let request_id = connection.commit().request_id().to_string();
                     let status_id = connection.status_query().request_id.clone();
                     connection.respond_json_with(status, None, |body| match &reply {
                         Reply::Committed { version, duplicate } => {
-                            committed_body(
-                                body,
-                                *version,
-                                *duplicate,
-                                &request_id,
-                                &self.leader_id,
-                            );
+                            committed_body(body, *version, *duplicate, &request_id, &self.leader_id);
                         }
-                        Reply::NotCommitted {
-                            reason,
-                            conflicts,
-                            version,
-                        } => {
-                            not_committed_body(
-                                body,
-                                reason,
-                                conflicts,
-                                *version,
-                                &request_id,
-                                &self.leader_id,
-                            );
+                        Reply::NotCommitted { reason, conflicts, version } => {
+                            not_committed_body(body, reason, conflicts, *version, &request_id, &self.leader_id);
                         }
-                        Reply::Status { committed, version } => {
-                            status_body(body, &status_id, *committed, *version)
-                        }
+                        Reply::Status { committed, version } => status_body(body, &status_id, *committed, *version),
                         Reply::Error(_) => {}
                     });
                 }
             }
             self.reactors.return_connection(connection);
+            reply_seconds.observe(started.elapsed().as_secs_f64());
         }
     }
 }
 
-fn committed_body(
-    body: &mut impl ByteSink,
-    version: u64,
-    duplicate: bool,
-    request_id: &str,
-    leader_id: &str,
-) {
+fn committed_body(body: &mut impl ByteSink, version: u64, duplicate: bool, request_id: &str, leader_id: &str) {
     body.put(b"{\"status\":\"committed\",\"version\":");
     write_u64(body, version);
     body.put(b",\"request_id\":");

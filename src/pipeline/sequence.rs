@@ -58,19 +58,16 @@ impl SequenceStage {
     #[allow(clippy::vec_box)]
     fn decide(&mut self, connections: Vec<Box<Connection>>) {
         let started = Instant::now();
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let queue_seconds = self.metrics.stage_seconds("queue");
+        for connection in &connections {
+            queue_seconds.observe(started.saturating_duration_since(connection.received_at()).as_secs_f64());
+        }
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let decisions = {
-            let inputs: Vec<Input<'_>> = connections
-                .iter()
-                .map(|connection| input_of(connection))
-                .collect();
-            self.sequencer
-                .decide(now_ms, self.published.oldest_version(), &inputs)
+            let inputs: Vec<Input<'_>> = connections.iter().map(|connection| input_of(connection)).collect();
+            self.sequencer.decide(now_ms, self.published.oldest_version(), &inputs)
         };
-        self.published
-            .set_committed_version(self.sequencer.committed_version());
+        self.published.set_committed_version(self.sequencer.committed_version());
         let timestamp_ms = self.sequencer.last_timestamp_ms();
         let mut transactions = Vec::new();
         let mut waiting = Vec::new();
@@ -82,90 +79,44 @@ impl SequenceStage {
             match decision {
                 Decision::Committed { version } => {
                     transactions.push(logged(&connection, version, timestamp_ms));
-                    waiting.push(ReplyMessage {
-                        connection,
-                        reply: Reply::Committed {
-                            version,
-                            duplicate: false,
-                        },
-                    });
+                    waiting.push(ReplyMessage { connection, reply: Reply::Committed { version, duplicate: false } });
                 }
                 Decision::Duplicate { version } => {
-                    let message = ReplyMessage {
-                        connection,
-                        reply: Reply::Committed {
-                            version,
-                            duplicate: true,
-                        },
-                    };
+                    let message = ReplyMessage { connection, reply: Reply::Committed { version, duplicate: true } };
                     after_batch.push(PersistMessage::AwaitDurable { message, version });
                 }
-                Decision::StatusCommitted { version }
-                | Decision::StatusNotCommitted { version } => {
+                Decision::StatusCommitted { version } | Decision::StatusNotCommitted { version } => {
                     let committed = matches!(decision, Decision::StatusCommitted { .. });
-                    let message = ReplyMessage {
-                        connection,
-                        reply: Reply::Status { committed, version },
-                    };
+                    let message = ReplyMessage { connection, reply: Reply::Status { committed, version } };
                     after_batch.push(PersistMessage::AwaitDurable { message, version });
                 }
-                Decision::StatusSearchLog {
-                    min_version,
-                    below,
-                    version,
-                } => {
+                Decision::StatusSearchLog { min_version, below, version } => {
                     let request_id = connection.status_query().request_id.clone();
-                    after_batch.push(PersistMessage::SearchLog {
-                        connection,
-                        request_id,
-                        min_version,
-                        below,
-                        version,
-                    });
+                    after_batch.push(PersistMessage::SearchLog { connection, request_id, min_version, below, version });
                 }
-                Decision::NotCommitted {
-                    reason,
-                    conflicts,
-                    version,
-                } => {
-                    let reply = Reply::NotCommitted {
-                        reason: reason.as_str(),
-                        conflicts,
-                        version,
-                    };
+                Decision::NotCommitted { reason, conflicts, version } => {
+                    let reply = Reply::NotCommitted { reason: reason.as_str(), conflicts, version };
                     self.reply(ReplyMessage { connection, reply });
                 }
                 Decision::BadRequest(message) => {
-                    self.reply(ReplyMessage {
-                        connection,
-                        reply: Reply::Error(ApiError::BadRequest(message)),
-                    });
+                    self.reply(ReplyMessage { connection, reply: Reply::Error(ApiError::BadRequest(message)) });
                 }
                 Decision::VersionTooOld { oldest_version } => {
-                    let message = format!("min_version is older than the retained log, which starts at {oldest_version}");
-                    let reply = Reply::Error(ApiError::VersionTooOld {
-                        message,
-                        oldest_version,
-                    });
+                    let message =
+                        format!("min_version is older than the retained log, which starts at {oldest_version}");
+                    let reply = Reply::Error(ApiError::VersionTooOld { message, oldest_version });
                     self.reply(ReplyMessage { connection, reply });
                 }
             }
         }
-        self.metrics
-            .batch_transactions
-            .observe(transactions.len() as f64);
+        self.metrics.batch_transactions.observe(transactions.len() as f64);
         if !transactions.is_empty() {
-            let _ = self.to_persist.send(PersistMessage::Batch {
-                transactions,
-                waiting,
-            });
+            let _ = self.to_persist.send(PersistMessage::Batch { transactions, waiting });
         }
         for message in after_batch {
             let _ = self.to_persist.send(message);
         }
-        self.metrics
-            .stage_seconds("sequence")
-            .observe(started.elapsed().as_secs_f64());
+        self.metrics.stage_seconds("decide").observe(started.elapsed().as_secs_f64());
     }
 
     fn reply(&self, message: ReplyMessage) {
@@ -190,10 +141,7 @@ fn input_of(connection: &Connection) -> Input<'_> {
     match connection.route() {
         Route::Status => {
             let query = connection.status_query();
-            Input::Status {
-                request_id: &query.request_id,
-                min_version: query.min_version,
-            }
+            Input::Status { request_id: &query.request_id, min_version: query.min_version }
         }
         _ => Input::Commit(connection.commit()),
     }
@@ -205,9 +153,6 @@ fn logged(connection: &Connection, version: u64, timestamp_ms: u64) -> LoggedTra
         version,
         request_id: commit.request_id().to_string(),
         timestamp_ms,
-        operations: commit
-            .operations()
-            .map(|operation| operation.to_owned())
-            .collect(),
+        operations: commit.operations().map(|operation| operation.to_owned()).collect(),
     }
 }

@@ -65,13 +65,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub(super) fn new(
-        key: usize,
-        home: usize,
-        stream: TcpStream,
-        limits: Limits,
-        open: OpenConnections,
-    ) -> Self {
+    pub(super) fn new(key: usize, home: usize, stream: TcpStream, limits: Limits, open: OpenConnections) -> Self {
         let now = Instant::now();
         Connection {
             key,
@@ -109,6 +103,11 @@ impl Connection {
         &self.body
     }
 
+    /// When the current request had fully arrived.
+    pub fn received_at(&self) -> Instant {
+        self.received_at
+    }
+
     pub fn route(&self) -> Route {
         self.route
     }
@@ -129,18 +128,8 @@ impl Connection {
     }
 
     /// Parses the body as a commit, in the request's arena.
-    pub fn parse_commit(
-        &mut self,
-        json_buffers: &mut simd_json::Buffers,
-        limits: &LimitsConfig,
-    ) -> Result<(), String> {
-        parse::parse_commit(
-            &self.body,
-            &self.arena,
-            json_buffers,
-            limits,
-            &mut self.commit,
-        )
+    pub fn parse_commit(&mut self, json_buffers: &mut simd_json::Buffers, limits: &LimitsConfig) -> Result<(), String> {
+        parse::parse_commit(&self.body, &self.arena, json_buffers, limits, &mut self.commit)
     }
 
     /// Parses the target's query as a status lookup.
@@ -154,23 +143,10 @@ impl Connection {
     }
 
     /// Writes a complete response for the current request.
-    pub fn respond(
-        &mut self,
-        status: u16,
-        content_type: &str,
-        body: &[u8],
-        extra_header: Option<(&str, &[u8])>,
-    ) {
+    pub fn respond(&mut self, status: u16, content_type: &str, body: &[u8], extra_header: Option<(&str, &[u8])>) {
         let close = !self.keep_alive;
-        Response {
-            status,
-            content_type,
-            body,
-            request_id: &self.request_id,
-            close,
-            extra_header,
-        }
-        .write_to(&mut self.output);
+        Response { status, content_type, body, request_id: &self.request_id, close, extra_header }
+            .write_to(&mut self.output);
         self.response_status = status;
         self.close_after_write |= close;
     }
@@ -200,9 +176,7 @@ impl Connection {
     }
 
     pub fn respond_error(&mut self, error: &ApiError) {
-        self.respond_json_with(error.status(), error.extra_headers(), |body| {
-            error.write_body(body)
-        });
+        self.respond_json_with(error.status(), error.extra_headers(), |body| error.write_body(body));
     }
 
     pub(super) fn response_status(&self) -> u16 {
@@ -230,9 +204,7 @@ impl Connection {
 
     /// Runs the parser over the unconsumed input.
     pub(super) fn parse(&mut self) -> Result<Progress, HttpError> {
-        let (used, progress) = self
-            .parser
-            .parse(&self.input[self.input_consumed..], &mut self.body)?;
+        let (used, progress) = self.parser.parse(&self.input[self.input_consumed..], &mut self.body)?;
         self.input_consumed += used;
         if self.input_consumed == self.input.len() {
             self.input.clear();
@@ -312,11 +284,7 @@ impl Connection {
         if self.input.is_empty() && self.input.capacity() > RETAINED_BUFFER_BYTES {
             self.input = Vec::new();
         }
-        self.request_started = if self.has_unparsed_input() {
-            Some(Instant::now())
-        } else {
-            None
-        };
+        self.request_started = if self.has_unparsed_input() { Some(Instant::now()) } else { None };
         self.route = Route::Unknown;
     }
 
@@ -333,9 +301,6 @@ impl Connection {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection")
-            .field("key", &self.key)
-            .field("home", &self.home)
-            .finish()
+        f.debug_struct("Connection").field("key", &self.key).field("home", &self.home).finish()
     }
 }

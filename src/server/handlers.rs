@@ -34,7 +34,10 @@ pub(super) fn answer(
             connection.respond(200, metrics::CONTENT_TYPE, text.as_bytes(), None);
         }
         Route::Commit => {
-            match connection.parse_commit(json_buffers, &context.settings.config.limits) {
+            let started = std::time::Instant::now();
+            let parsed = connection.parse_commit(json_buffers, &context.settings.config.limits);
+            context.stage_parse_seconds.observe(started.elapsed().as_secs_f64());
+            match parsed {
                 Ok(()) => return Answer::ToPipeline,
                 Err(message) => connection.respond_error(&ApiError::BadRequest(message)),
             }
@@ -44,10 +47,7 @@ pub(super) fn answer(
             Err(message) => connection.respond_error(&ApiError::BadRequest(message)),
         },
         Route::Subscribe | Route::RetentionList | Route::RetentionPolicy => {
-            let message = format!(
-                "{} is not available yet in this build",
-                route.path_description()
-            );
+            let message = format!("{} is not available yet in this build", route.path_description());
             connection.respond_error(&ApiError::Unavailable(message));
         }
         Route::Unknown => connection.respond_error(&ApiError::NotFound("no such path".into())),

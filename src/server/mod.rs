@@ -42,20 +42,16 @@ pub struct ServerContext {
     pub metrics: Arc<Metrics>,
     pub published: Arc<Published>,
     open_connections: Arc<ConnectionCount>,
+    /// Time to parse a commit body (on the reactors).
+    pub(crate) stage_parse_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl ServerContext {
     pub fn new(settings: Settings, metrics: Arc<Metrics>, published: Arc<Published>) -> Self {
-        let open_connections = Arc::new(ConnectionCount {
-            open: AtomicUsize::new(0),
-            gauge: metrics.connections_open.clone(),
-        });
-        ServerContext {
-            settings,
-            metrics,
-            published,
-            open_connections,
-        }
+        let open_connections =
+            Arc::new(ConnectionCount { open: AtomicUsize::new(0), gauge: metrics.connections_open.clone() });
+        let stage_parse_seconds = metrics.stage_seconds("parse");
+        ServerContext { settings, metrics, published, open_connections, stage_parse_seconds }
     }
 }
 
@@ -72,12 +68,7 @@ pub(crate) struct OpenConnections(Arc<ConnectionCount>);
 impl OpenConnections {
     /// Takes a place if fewer than `max` are open.
     fn try_open(count: &Arc<ConnectionCount>, max: usize) -> Option<OpenConnections> {
-        count
-            .open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
-                (open < max).then_some(open + 1)
-            })
-            .ok()?;
+        count.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| (open < max).then_some(open + 1)).ok()?;
         count.gauge.inc();
         Some(OpenConnections(count.clone()))
     }
@@ -165,11 +156,7 @@ impl Server {
             let poll = mio::Poll::new()?;
             let waker = mio::Waker::new(poll.registry(), reactor::WAKER)?;
             let (sender, receiver): (Sender<Mail>, Receiver<Mail>) = crossbeam_channel::unbounded();
-            handles.push(ReactorHandle {
-                sender,
-                waker,
-                wake_pending: AtomicBool::new(false),
-            });
+            handles.push(ReactorHandle { sender, waker, wake_pending: AtomicBool::new(false) });
             polls.push(poll);
             mailboxes.push(receiver);
         }
@@ -194,17 +181,11 @@ impl Server {
                 pipeline.sender(),
                 context.clone(),
             )?;
-            let thread = std::thread::Builder::new()
-                .name(format!("stoat-reactor-{index}"))
-                .spawn(move || reactor.run())?;
+            let thread =
+                std::thread::Builder::new().name(format!("stoat-reactor-{index}")).spawn(move || reactor.run())?;
             threads.push(thread);
         }
-        Ok(Server {
-            local_addr,
-            reactors,
-            threads,
-            pipeline: Some(pipeline),
-        })
+        Ok(Server { local_addr, reactors, threads, pipeline: Some(pipeline) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -86,14 +86,11 @@ impl Reactor {
         context: Arc<ServerContext>,
     ) -> io::Result<Reactor> {
         if let Some(listener) = listener.as_mut() {
-            poll.registry()
-                .register(listener, LISTENER, Interest::READABLE)?;
+            poll.registry().register(listener, LISTENER, Interest::READABLE)?;
         }
         let config = &context.settings.config;
-        let limits = Limits {
-            head_bytes_max: config.server.header_bytes_max,
-            body_bytes_max: config.limits.body_bytes_max,
-        };
+        let limits =
+            Limits { head_bytes_max: config.server.header_bytes_max, body_bytes_max: config.limits.body_bytes_max };
         Ok(Reactor {
             index,
             poll,
@@ -207,11 +204,8 @@ impl Reactor {
         let mut connection = Box::new(Connection::new(key, self.index, stream, self.limits, open));
         // Registering reports readiness that already exists, so nothing that
         // arrived before this point is missed.
-        let registered = self.poll.registry().register(
-            connection.stream_mut(),
-            Token(key),
-            Interest::READABLE | Interest::WRITABLE,
-        );
+        let registered =
+            self.poll.registry().register(connection.stream_mut(), Token(key), Interest::READABLE | Interest::WRITABLE);
         match registered {
             Ok(()) => {
                 entry.insert(Slot::Home(connection));
@@ -238,10 +232,7 @@ impl Reactor {
         match self.connections.get_mut(key) {
             Some(slot @ Slot::Away) => *slot = Slot::Home(connection),
             // Cannot happen: the slot stays reserved while away.
-            _ => panic!(
-                "connection {key} returned to reactor {} without a reserved slot",
-                self.index
-            ),
+            _ => panic!("connection {key} returned to reactor {} without a reserved slot", self.index),
         }
         self.service(key);
     }
@@ -277,9 +268,7 @@ impl Reactor {
                         };
                         connection = returned;
                         let error = if is_full {
-                            ApiError::TooManyRequests(
-                                "the commit pipeline queue is full; retry shortly".into(),
-                            )
+                            ApiError::TooManyRequests("the commit pipeline queue is full; retry shortly".into())
                         } else {
                             ApiError::Unavailable("the commit pipeline has stopped".into())
                         };
@@ -298,21 +287,14 @@ impl Reactor {
             if connection.has_output() {
                 match connection.flush() {
                     Err(_) => return Drive::Close,
-                    Ok(false)
-                        if connection.close_after_write
-                            || connection.output_len() >= WRITE_HIGH_WATER_BYTES =>
-                    {
+                    Ok(false) if connection.close_after_write || connection.output_len() >= WRITE_HIGH_WATER_BYTES => {
                         return Drive::Keep;
                     }
                     Ok(_) => {}
                 }
             }
             if connection.close_after_write {
-                return if connection.has_output() {
-                    Drive::Keep
-                } else {
-                    Drive::Close
-                };
+                return if connection.has_output() { Drive::Keep } else { Drive::Close };
             }
             if budget == 0 {
                 return Drive::Again;
@@ -327,8 +309,7 @@ impl Reactor {
                     }
                 }
                 Ok(Progress::NeedMore) => {
-                    if connection.peer_closed
-                        || (self.shutdown_deadline.is_some() && !connection.request_in_progress())
+                    if connection.peer_closed || (self.shutdown_deadline.is_some() && !connection.request_in_progress())
                     {
                         connection.close_after_write = true;
                         continue;
@@ -336,9 +317,7 @@ impl Reactor {
                     match connection.read_some(&mut self.scratch) {
                         Ok(0) => connection.peer_closed = true,
                         Ok(_) => {}
-                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                            return Drive::Keep
-                        }
+                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Drive::Keep,
                         Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                         Err(_) => return Drive::Close,
                     }
@@ -371,12 +350,11 @@ impl Reactor {
         let keep_alive = head.keep_alive && self.shutdown_deadline.is_none();
         let (route, routing_error) = route_request(head.method, head.path());
         let mut id_buffer = [0u8; REQUEST_ID_BYTES_MAX];
-        let (request_id, id_error) =
-            match client_request_id(head.header("x-request-id"), &mut id_buffer) {
-                Ok(Some(id)) => (id.to_owned(), None),
-                Ok(None) => (new_request_id(), None),
-                Err(error) => (new_request_id(), Some(error)),
-            };
+        let (request_id, id_error) = match client_request_id(head.header("x-request-id"), &mut id_buffer) {
+            Ok(Some(id)) => (id.to_owned(), None),
+            Ok(None) => (new_request_id(), None),
+            Err(error) => (new_request_id(), Some(error)),
+        };
         connection.begin_response(route, &request_id, keep_alive);
         if let Some(error) = id_error.or(routing_error) {
             connection.respond_error(&error);
@@ -384,13 +362,7 @@ impl Reactor {
             return Answer::Written;
         }
         let queue_depth = self.pipeline.len();
-        let answer = handlers::answer(
-            route,
-            connection,
-            &self.context,
-            queue_depth,
-            &mut self.json_buffers,
-        );
+        let answer = handlers::answer(route, connection, &self.context, queue_depth, &mut self.json_buffers);
         if let Answer::Written = answer {
             self.complete_request(connection);
         }
@@ -417,11 +389,7 @@ impl Reactor {
 
     /// Records the finished request and resets the connection for the next.
     fn complete_request(&mut self, connection: &mut Connection) {
-        self.recorder.record(
-            connection.route().name(),
-            connection.response_status(),
-            connection.received_at.elapsed(),
-        );
+        self.recorder.record(connection.route().name(), connection.response_status(), connection.received_at.elapsed());
         connection.finish_request();
         if self.shutdown_deadline.is_some() && !connection.request_in_progress() {
             connection.close_after_write = true;
@@ -432,8 +400,7 @@ impl Reactor {
         if self.shutdown_deadline.is_some() {
             return;
         }
-        let timeout =
-            Duration::from_millis(self.context.settings.config.server.shutdown_timeout_ms);
+        let timeout = Duration::from_millis(self.context.settings.config.server.shutdown_timeout_ms);
         self.shutdown_deadline = Some(Instant::now() + timeout);
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
@@ -489,9 +456,7 @@ enum Verdict {
 impl Timeouts {
     fn verdict(&self, connection: &Connection, now: Instant, shutting_down: bool) -> Verdict {
         if connection.request_in_progress() {
-            let started = connection
-                .request_started
-                .unwrap_or(connection.last_activity);
+            let started = connection.request_started.unwrap_or(connection.last_activity);
             let elapsed = now.saturating_duration_since(started);
             if (connection.awaiting_head() && elapsed > self.header) || elapsed > self.request {
                 return Verdict::TimedOut;
@@ -513,19 +478,11 @@ impl Timeouts {
 fn route_request(method: stoat_http::Method, path: &str) -> (Route, Option<ApiError>) {
     match routes::resolve(method, path) {
         Resolved::Found(route) => (route, None),
-        Resolved::NotFound => (
-            Route::Unknown,
-            Some(ApiError::NotFound(format!(
-                "no such path: {}",
-                truncate(path, 200)
-            ))),
-        ),
+        Resolved::NotFound => {
+            (Route::Unknown, Some(ApiError::NotFound(format!("no such path: {}", truncate(path, 200)))))
+        }
         Resolved::MethodNotAllowed { route, allow } => {
-            let message = format!(
-                "{} does not take {}; allowed: {allow}",
-                route.path_description(),
-                method.as_str()
-            );
+            let message = format!("{} does not take {}; allowed: {allow}", route.path_description(), method.as_str());
             (route, Some(ApiError::MethodNotAllowed { allow, message }))
         }
     }
@@ -548,9 +505,7 @@ fn client_request_id<'a>(
 ) -> Result<Option<&'a str>, ApiError> {
     let Some(value) = value else { return Ok(None) };
     let valid = (1..=REQUEST_ID_BYTES_MAX).contains(&value.len())
-        && value
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+        && value.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
     if !valid {
         return Err(ApiError::BadRequest(
             "X-Request-Id: must be 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':', '-'".into(),
@@ -569,9 +524,7 @@ fn new_request_id() -> String {
 /// send buffer.
 fn refuse_connection(mut stream: TcpStream, max: usize) {
     use std::io::Write;
-    let error = ApiError::Unavailable(format!(
-        "the server has {max} connections open; retry shortly"
-    ));
+    let error = ApiError::Unavailable(format!("the server has {max} connections open; retry shortly"));
     let mut out = Vec::with_capacity(256);
     let request_id = new_request_id();
     Response {

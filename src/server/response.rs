@@ -11,22 +11,12 @@ use stoat_http::{write_response_head, HttpError, ResponseHead};
 pub enum ApiError {
     BadRequest(String),
     NotFound(String),
-    MethodNotAllowed {
-        allow: &'static str,
-        message: String,
-    },
-    PayloadTooLarge {
-        limit: u64,
-    },
+    MethodNotAllowed { allow: &'static str, message: String },
+    PayloadTooLarge { limit: u64 },
     TooManyRequests(String),
-    HeadersTooLarge {
-        limit: usize,
-    },
+    HeadersTooLarge { limit: usize },
     Unavailable(String),
-    VersionTooOld {
-        message: String,
-        oldest_version: u64,
-    },
+    VersionTooOld { message: String, oldest_version: u64 },
 }
 
 /// Seconds a client is asked to wait on 429 and 503.
@@ -80,9 +70,7 @@ impl ApiError {
     pub fn extra_headers(&self) -> Option<(&'static str, &'static [u8])> {
         match self {
             ApiError::MethodNotAllowed { allow, .. } => Some(("Allow", allow.as_bytes())),
-            ApiError::TooManyRequests(_) | ApiError::Unavailable(_) => {
-                Some(("Retry-After", RETRY_AFTER_SECONDS))
-            }
+            ApiError::TooManyRequests(_) | ApiError::Unavailable(_) => Some(("Retry-After", RETRY_AFTER_SECONDS)),
             _ => None,
         }
     }
@@ -150,14 +138,7 @@ pub fn write_json_string(out: &mut impl ByteSink, text: &str) {
             0..=0x1f => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 out.put(&bytes[plain_from..index]);
-                out.put(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[usize::from(byte >> 4)],
-                    HEX[usize::from(byte & 0xf)],
-                ]);
+                out.put(&[b'\\', b'u', b'0', b'0', HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xf)]]);
                 plain_from = index + 1;
                 continue;
             }
@@ -190,11 +171,8 @@ pub struct Response<'a> {
 impl Response<'_> {
     pub fn write_to(&self, out: &mut Vec<u8>) {
         with_http_date(|date| {
-            let mut headers: [(&str, &[u8]); 3] = [
-                ("Date", date),
-                ("X-Request-Id", self.request_id.as_bytes()),
-                ("", b""),
-            ];
+            let mut headers: [(&str, &[u8]); 3] =
+                [("Date", date), ("X-Request-Id", self.request_id.as_bytes()), ("", b"")];
             let count = match self.extra_header {
                 Some(header) => {
                     headers[2] = header;
@@ -244,23 +222,14 @@ mod tests {
     fn json_strings_escape_quotes_backslashes_and_controls() {
         let mut out = Vec::new();
         write_json_string(&mut out, "a\"b\\c\n\u{1}é");
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "\"a\\\"b\\\\c\\n\\u0001é\""
-        );
+        assert_eq!(String::from_utf8(out).unwrap(), "\"a\\\"b\\\\c\\n\\u0001é\"");
     }
 
     #[test]
     fn errors_render_their_code_message_and_headers() {
-        let error = ApiError::MethodNotAllowed {
-            allow: "POST",
-            message: "use POST".into(),
-        };
+        let error = ApiError::MethodNotAllowed { allow: "POST", message: "use POST".into() };
         assert_eq!(error.status(), 405);
-        assert_eq!(
-            error.body(),
-            br#"{"error":"method_not_allowed","message":"use POST"}"#
-        );
+        assert_eq!(error.body(), br#"{"error":"method_not_allowed","message":"use POST"}"#);
         assert_eq!(error.extra_headers(), Some(("Allow", &b"POST"[..])));
         let mut out = Vec::new();
         Response {
@@ -273,17 +242,8 @@ mod tests {
         }
         .write_to(&mut out);
         let text = String::from_utf8(out).unwrap();
-        assert!(
-            text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("\r\nX-Request-Id: r1\r\n") && text.contains("\r\nAllow: POST\r\n"),
-            "{text}"
-        );
-        assert!(
-            text.ends_with("\r\n\r\n{\"error\":\"method_not_allowed\",\"message\":\"use POST\"}"),
-            "{text}"
-        );
+        assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{text}");
+        assert!(text.contains("\r\nX-Request-Id: r1\r\n") && text.contains("\r\nAllow: POST\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\n{\"error\":\"method_not_allowed\",\"message\":\"use POST\"}"), "{text}");
     }
 }

@@ -92,18 +92,13 @@ pub enum Resolved {
 pub fn resolve(method: Method, path: &str) -> Resolved {
     let entry = match ROUTES.get(path) {
         Some(entry) => entry,
-        None if path.len() > "/v1/retention/".len() && path.starts_with("/v1/retention/") => {
-            &RETENTION_POLICY
-        }
+        None if path.len() > "/v1/retention/".len() && path.starts_with("/v1/retention/") => &RETENTION_POLICY,
         None => return Resolved::NotFound,
     };
     if entry.methods.contains(&method) {
         Resolved::Found(entry.route)
     } else {
-        Resolved::MethodNotAllowed {
-            route: entry.route,
-            allow: entry.allow,
-        }
+        Resolved::MethodNotAllowed { route: entry.route, allow: entry.allow }
     }
 }
 
@@ -113,35 +108,17 @@ mod tests {
 
     #[test]
     fn known_paths_resolve_and_wrong_methods_list_what_is_allowed() {
-        assert_eq!(
-            resolve(Method::Get, "/v1/version"),
-            Resolved::Found(Route::Version)
-        );
-        assert_eq!(
-            resolve(Method::Post, "/v1/commit"),
-            Resolved::Found(Route::Commit)
-        );
+        assert_eq!(resolve(Method::Get, "/v1/version"), Resolved::Found(Route::Version));
+        assert_eq!(resolve(Method::Post, "/v1/commit"), Resolved::Found(Route::Commit));
         assert_eq!(
             resolve(Method::Get, "/v1/commit"),
-            Resolved::MethodNotAllowed {
-                route: Route::Commit,
-                allow: "POST"
-            }
+            Resolved::MethodNotAllowed { route: Route::Commit, allow: "POST" }
         );
-        assert_eq!(
-            resolve(Method::Put, "/v1/retention/backup"),
-            Resolved::Found(Route::RetentionPolicy)
-        );
-        assert_eq!(
-            resolve(Method::Get, "/v1/retention/"),
-            Resolved::Found(Route::RetentionList)
-        );
+        assert_eq!(resolve(Method::Put, "/v1/retention/backup"), Resolved::Found(Route::RetentionPolicy));
+        assert_eq!(resolve(Method::Get, "/v1/retention/"), Resolved::Found(Route::RetentionList));
         assert_eq!(
             resolve(Method::Post, "/v1/retention/backup"),
-            Resolved::MethodNotAllowed {
-                route: Route::RetentionPolicy,
-                allow: "GET, PUT, DELETE"
-            }
+            Resolved::MethodNotAllowed { route: Route::RetentionPolicy, allow: "GET, PUT, DELETE" }
         );
         assert_eq!(resolve(Method::Get, "/v1/versions"), Resolved::NotFound);
         assert_eq!(resolve(Method::Get, "/"), Resolved::NotFound);

@@ -28,14 +28,7 @@ impl Stoat {
         let config_path = data.path().join("config.toml");
         std::fs::write(&config_path, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_stoat"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--log-level",
-                "info",
-                "--config",
-            ])
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "info", "--config"])
             .arg(&config_path)
             .arg("--data-dir")
             .arg(data.path())
@@ -52,21 +45,9 @@ impl Stoat {
                 }
             }
         });
-        let mut stoat = Stoat {
-            child,
-            addr: "0.0.0.0:0".parse().unwrap(),
-            log,
-            log_seen: Vec::new(),
-            _data: data,
-        };
+        let mut stoat = Stoat { child, addr: "0.0.0.0:0".parse().unwrap(), log, log_seen: Vec::new(), _data: data };
         let line = stoat.wait_for_log("listening on http://");
-        let addr = line
-            .split("listening on http://")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap();
+        let addr = line.split("listening on http://").nth(1).unwrap().split_whitespace().next().unwrap();
         stoat.addr = addr.parse().unwrap();
         stoat.wait_for_log("storage is writable");
         stoat
@@ -79,10 +60,7 @@ impl Stoat {
         }
         let deadline = Instant::now() + DEADLINE;
         loop {
-            match self
-                .log
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
+            match self.log.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(line) => {
                     self.log_seen.push(line.clone());
                     if line.contains(needle) {
@@ -93,10 +71,7 @@ impl Stoat {
                     panic!("no log line with {needle:?}; saw {:?}", self.log_seen)
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    panic!(
-                        "stoat exited before logging {needle:?}; saw {:?}",
-                        self.log_seen
-                    )
+                    panic!("stoat exited before logging {needle:?}; saw {:?}", self.log_seen)
                 }
             }
         }
@@ -107,10 +82,7 @@ impl Stoat {
     }
 
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args(["-s", signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        let status = Command::new("kill").args(["-s", signal, &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
     }
 
@@ -144,10 +116,7 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -155,17 +124,13 @@ impl Response {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|error| panic!("{error}: {}", self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|error| panic!("{error}: {}", self.text()))
     }
 
     /// The `error` code of a JSON error body.
     pub fn error_code(&self) -> String {
         let text = self.text();
-        let start = text
-            .find("\"error\":\"")
-            .map(|i| i + 9)
-            .unwrap_or_else(|| panic!("no error code in {text}"));
+        let start = text.find("\"error\":\"").map(|i| i + 9).unwrap_or_else(|| panic!("no error code in {text}"));
         text[start..].split('"').next().unwrap().to_string()
     }
 }
@@ -181,10 +146,7 @@ impl Client {
         let stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
         stream.set_nodelay(true).unwrap();
-        Client {
-            stream,
-            buffer: Vec::new(),
-        }
+        Client { stream, buffer: Vec::new() }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -197,13 +159,7 @@ impl Client {
     }
 
     pub fn post(&mut self, path: &str, body: &str) -> Response {
-        self.send(
-            format!(
-                "POST {path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
-        );
+        self.send(format!("POST {path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
         self.read_response()
     }
 
@@ -244,31 +200,14 @@ fn parse_response(buffer: &[u8]) -> Option<(Response, usize)> {
         httparse::Status::Complete(len) => len,
         httparse::Status::Partial => return None,
     };
-    let headers: Vec<(String, String)> = response
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_string(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
-        .collect();
+    let headers: Vec<(String, String)> =
+        response.headers.iter().map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned())).collect();
     let status = response.code.unwrap();
-    let length: usize = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .map_or(0, |(_, v)| v.parse().unwrap());
+    let length: usize =
+        headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("content-length")).map_or(0, |(_, v)| v.parse().unwrap());
     if buffer.len() < head_len + length {
         return None;
     }
     let body = buffer[head_len..head_len + length].to_vec();
-    Some((
-        Response {
-            status,
-            headers,
-            body,
-        },
-        head_len + length,
-    ))
+    Some((Response { status, headers, body }, head_len + length))
 }

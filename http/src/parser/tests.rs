@@ -3,10 +3,7 @@
 use super::*;
 use proptest::prelude::*;
 
-const LIMITS: Limits = Limits {
-    head_bytes_max: 1024,
-    body_bytes_max: 64,
-};
+const LIMITS: Limits = Limits { head_bytes_max: 1024, body_bytes_max: 64 };
 
 /// A request as the tests see it: method, target, body, keep-alive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,12 +59,7 @@ fn one_byte_at_a_time(input: &[u8], limits: Limits) -> Result<Vec<Parsed>, HttpE
 }
 
 fn get(target: &str) -> Parsed {
-    Parsed {
-        method: Method::Get,
-        target: target.into(),
-        body: vec![],
-        keep_alive: true,
-    }
+    Parsed { method: Method::Get, target: target.into(), body: vec![], keep_alive: true }
 }
 
 const PIPELINE: &[u8] = b"GET /v1/version HTTP/1.1\r\nHost: a\r\n\r\n\
@@ -78,49 +70,27 @@ GET /last HTTP/1.1\r\nConnection: close\r\n\r\n";
 fn pipeline_expected() -> Vec<Parsed> {
     vec![
         get("/v1/version"),
-        Parsed {
-            method: Method::Post,
-            target: "/v1/commit".into(),
-            body: b"hello".to_vec(),
-            keep_alive: true,
-        },
-        Parsed {
-            method: Method::Post,
-            target: "/x?q=1".into(),
-            body: b"abcde".to_vec(),
-            keep_alive: true,
-        },
-        Parsed {
-            method: Method::Get,
-            target: "/last".into(),
-            body: vec![],
-            keep_alive: false,
-        },
+        Parsed { method: Method::Post, target: "/v1/commit".into(), body: b"hello".to_vec(), keep_alive: true },
+        Parsed { method: Method::Post, target: "/x?q=1".into(), body: b"abcde".to_vec(), keep_alive: true },
+        Parsed { method: Method::Get, target: "/last".into(), body: vec![], keep_alive: false },
     ]
 }
 
 #[test]
 fn pipelined_requests_parse_identically_at_every_split() {
-    for (at, result) in split_at_every_byte(PIPELINE, LIMITS)
-        .into_iter()
-        .enumerate()
-    {
+    for (at, result) in split_at_every_byte(PIPELINE, LIMITS).into_iter().enumerate() {
         assert_eq!(result, Ok(pipeline_expected()), "split at byte {at}");
     }
 }
 
 #[test]
 fn pipelined_requests_parse_one_byte_at_a_time() {
-    assert_eq!(
-        one_byte_at_a_time(PIPELINE, LIMITS),
-        Ok(pipeline_expected())
-    );
+    assert_eq!(one_byte_at_a_time(PIPELINE, LIMITS), Ok(pipeline_expected()));
 }
 
 #[test]
 fn bare_lf_line_endings_are_accepted() {
-    let input =
-        b"GET /a HTTP/1.1\nHost: x\n\nPOST /b HTTP/1.1\nTransfer-Encoding: chunked\n\n1\nz\n0\n\n";
+    let input = b"GET /a HTTP/1.1\nHost: x\n\nPOST /b HTTP/1.1\nTransfer-Encoding: chunked\n\n1\nz\n0\n\n";
     for result in split_at_every_byte(input, LIMITS) {
         let requests = result.unwrap();
         assert_eq!(requests.len(), 2);
@@ -130,7 +100,8 @@ fn bare_lf_line_endings_are_accepted() {
 
 #[test]
 fn absolute_form_targets_are_reduced_to_their_path() {
-    let requests = feed(&[b"GET http://example.com:80/v1/version?x=1 HTTP/1.1\r\n\r\nGET https://h HTTP/1.1\r\n\r\n"], LIMITS);
+    let requests =
+        feed(&[b"GET http://example.com:80/v1/version?x=1 HTTP/1.1\r\n\r\nGET https://h HTTP/1.1\r\n\r\n"], LIMITS);
     assert_eq!(requests.unwrap(), vec![get("/v1/version?x=1"), get("/")]);
 }
 
@@ -142,11 +113,8 @@ fn leading_blank_lines_are_ignored() {
 
 #[test]
 fn http_1_0_closes_unless_keep_alive_is_asked() {
-    let requests = feed(
-        &[b"GET /a HTTP/1.0\r\n\r\nGET /b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"],
-        LIMITS,
-    )
-    .unwrap();
+    let requests =
+        feed(&[b"GET /a HTTP/1.0\r\n\r\nGET /b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"], LIMITS).unwrap();
     assert!(!requests[0].keep_alive);
     assert!(requests[1].keep_alive);
 }
@@ -156,10 +124,7 @@ fn head_accessors_split_path_and_query_and_find_headers() {
     let mut parser = RequestParser::new(LIMITS);
     let mut body = Vec::new();
     let input = b"GET /v1/status?request_id=abc HTTP/1.1\r\nX-Request-Id: r-1\r\n\r\n";
-    assert_eq!(
-        parser.parse(input, &mut body),
-        Ok((input.len(), Progress::Complete))
-    );
+    assert_eq!(parser.parse(input, &mut body), Ok((input.len(), Progress::Complete)));
     let head = parser.head();
     assert_eq!(head.path(), "/v1/status");
     assert_eq!(head.query(), Some("request_id=abc"));
@@ -172,10 +137,7 @@ fn expect_continue_is_reported_before_the_body() {
     let mut parser = RequestParser::new(LIMITS);
     let mut body = Vec::new();
     let head = b"POST /c HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
-    assert_eq!(
-        parser.parse(head, &mut body),
-        Ok((head.len(), Progress::HeadReady))
-    );
+    assert_eq!(parser.parse(head, &mut body), Ok((head.len(), Progress::HeadReady)));
     assert!(parser.head().expect_continue);
     assert_eq!(parser.parse(b"ok", &mut body), Ok((2, Progress::Complete)));
     assert_eq!(body, b"ok");
@@ -183,20 +145,11 @@ fn expect_continue_is_reported_before_the_body() {
 
 #[test]
 fn head_over_the_limit_is_431_with_or_without_its_end() {
-    let limits = Limits {
-        head_bytes_max: 64,
-        body_bytes_max: 64,
-    };
+    let limits = Limits { head_bytes_max: 64, body_bytes_max: 64 };
     let long = format!("GET / HTTP/1.1\r\nX-Long: {}\r\n\r\n", "a".repeat(100));
-    assert_eq!(
-        feed(&[long.as_bytes()], limits),
-        Err(HttpError::HeadTooLarge { limit: 64 })
-    );
+    assert_eq!(feed(&[long.as_bytes()], limits), Err(HttpError::HeadTooLarge { limit: 64 }));
     let unterminated = format!("GET / HTTP/1.1\r\nX-Long: {}", "a".repeat(100));
-    assert_eq!(
-        feed(&[unterminated.as_bytes()], limits),
-        Err(HttpError::HeadTooLarge { limit: 64 })
-    );
+    assert_eq!(feed(&[unterminated.as_bytes()], limits), Err(HttpError::HeadTooLarge { limit: 64 }));
 }
 
 #[test]
@@ -204,10 +157,7 @@ fn declared_length_over_the_limit_is_413_before_the_body() {
     let mut parser = RequestParser::new(LIMITS);
     let mut body = Vec::new();
     let head = b"POST /c HTTP/1.1\r\nContent-Length: 65\r\nX-Request-Id: big\r\n\r\n";
-    assert_eq!(
-        parser.parse(head, &mut body),
-        Err(HttpError::PayloadTooLarge { limit: 64 })
-    );
+    assert_eq!(parser.parse(head, &mut body), Err(HttpError::PayloadTooLarge { limit: 64 }));
     // The head stays readable so the error response can echo X-Request-Id.
     assert_eq!(parser.head().header("x-request-id"), Some(&b"big"[..]));
 }
@@ -218,19 +168,13 @@ fn chunked_total_over_the_limit_is_413_when_the_chunk_size_arrives() {
     let mut parser = RequestParser::new(LIMITS);
     let mut body = Vec::new();
     let (used, _) = parser.parse(input, &mut body).unwrap();
-    assert_eq!(
-        parser.parse(&input[used..], &mut body).map(|(_, p)| p),
-        Ok(Progress::NeedMore)
-    );
+    assert_eq!(parser.parse(&input[used..], &mut body).map(|(_, p)| p), Ok(Progress::NeedMore));
     let mut parser = RequestParser::new(LIMITS);
     let second = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n20\r\n";
     let mut all = second.to_vec();
     all.extend_from_slice(&[b'x'; 32]);
     all.extend_from_slice(b"\r\n21\r\n");
-    assert_eq!(
-        feed_error_after_head(&mut parser, &all),
-        HttpError::PayloadTooLarge { limit: 64 }
-    );
+    assert_eq!(feed_error_after_head(&mut parser, &all), HttpError::PayloadTooLarge { limit: 64 });
 }
 
 fn feed_error_after_head(parser: &mut RequestParser, input: &[u8]) -> HttpError {
@@ -261,10 +205,7 @@ fn malformed_requests_are_400_with_a_reason() {
     for case in cases {
         match feed(&[case], LIMITS) {
             Err(HttpError::BadRequest(message)) => assert!(!message.is_empty()),
-            other => panic!(
-                "{:?}: expected 400, got {other:?}",
-                String::from_utf8_lossy(case)
-            ),
+            other => panic!("{:?}: expected 400, got {other:?}", String::from_utf8_lossy(case)),
         }
     }
 }
@@ -273,10 +214,7 @@ fn malformed_requests_are_400_with_a_reason() {
 fn overlong_chunk_size_line_is_400_not_unbounded() {
     let mut input = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1".to_vec();
     input.extend(std::iter::repeat_n(b'0', 2000));
-    assert!(matches!(
-        feed(&[&input], LIMITS),
-        Err(HttpError::BadRequest(_))
-    ));
+    assert!(matches!(feed(&[&input], LIMITS), Err(HttpError::BadRequest(_))));
 }
 
 #[test]

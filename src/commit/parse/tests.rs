@@ -38,50 +38,20 @@ fn a_full_commit_parses_into_decoded_parts() {
     assert_eq!(request.leader_id(), Some("L"));
     assert_eq!(request.read_version, Some(7));
     let reads: Vec<_> = request.preconditions().collect();
-    assert_eq!(
-        reads[0],
-        ReadSpec {
-            begin: b"key",
-            end: b"key\0",
-            version: 7
-        }
-    );
-    assert_eq!(
-        reads[1],
-        ReadSpec {
-            begin: b"a",
-            end: b"b",
-            version: 5
-        }
-    );
+    assert_eq!(reads[0], ReadSpec { begin: b"key", end: b"key\0", version: 7 });
+    assert_eq!(reads[1], ReadSpec { begin: b"a", end: b"b", version: 5 });
     let operations: Vec<_> = request.operations().collect();
     assert_eq!(
         operations,
         vec![
-            OperationRef::Write {
-                key: b"key",
-                value: b"value"
-            },
+            OperationRef::Write { key: b"key", value: b"value" },
             OperationRef::Delete { key: b"old" },
-            OperationRef::RangeDelete {
-                begin: b"x",
-                end: b"y"
-            },
+            OperationRef::RangeDelete { begin: b"x", end: b"y" },
         ]
     );
     let writes: Vec<_> = request.write_ranges().collect();
-    assert_eq!(
-        writes,
-        vec![
-            (&b"key"[..], &b"key\0"[..]),
-            (b"old", b"old\0"),
-            (b"x", b"y")
-        ]
-    );
-    assert_eq!(
-        request.newest_version_named(),
-        Some(("read_version".to_string(), 7))
-    );
+    assert_eq!(writes, vec![(&b"key"[..], &b"key\0"[..]), (b"old", b"old\0"), (b"x", b"y")]);
+    assert_eq!(request.newest_version_named(), Some(("read_version".to_string(), 7)));
 }
 
 #[test]
@@ -111,38 +81,17 @@ fn errors_name_the_field_and_the_problem() {
         ("[1]", "body: expected a JSON object, got an array"),
         ("{", "body: invalid JSON"),
         (r#"{"bogus":1}"#, "unknown field \"bogus\""),
-        (
-            r#"{"read_version":-1}"#,
-            "read_version: expected an unsigned 64-bit integer, got the number -1",
-        ),
-        (
-            r#"{"read_version":1.5}"#,
-            "read_version: expected an unsigned 64-bit integer",
-        ),
-        (
-            r#"{"request_id":""}"#,
-            "request_id: must be 1-128 characters",
-        ),
-        (
-            r#"{"request_id":"has space"}"#,
-            "request_id: must be 1-128 characters",
-        ),
-        (
-            r#"{"request_id":7}"#,
-            "request_id: expected a string, got the number 7",
-        ),
-        (
-            r#"{"preconditions":{}}"#,
-            "preconditions: expected an array, got an object",
-        ),
+        (r#"{"read_version":-1}"#, "read_version: expected an unsigned 64-bit integer, got the number -1"),
+        (r#"{"read_version":1.5}"#, "read_version: expected an unsigned 64-bit integer"),
+        (r#"{"request_id":""}"#, "request_id: must be 1-128 characters"),
+        (r#"{"request_id":"has space"}"#, "request_id: must be 1-128 characters"),
+        (r#"{"request_id":7}"#, "request_id: expected a string, got the number 7"),
+        (r#"{"preconditions":{}}"#, "preconditions: expected an array, got an object"),
         (
             r#"{"preconditions":[{"type":"point_read","key":"YQ=="}]}"#,
             "preconditions[0].version: required because read_version is absent",
         ),
-        (
-            r#"{"read_version":1,"preconditions":[{"type":"point_read"}]}"#,
-            "preconditions[0].key: required",
-        ),
+        (r#"{"read_version":1,"preconditions":[{"type":"point_read"}]}"#, "preconditions[0].key: required"),
         (
             r#"{"read_version":1,"preconditions":[{"type":"scan","key":"YQ=="}]}"#,
             "preconditions[0].type: unknown precondition type \"scan\"",
@@ -155,22 +104,10 @@ fn errors_name_the_field_and_the_problem() {
             r#"{"read_version":1,"preconditions":[{"type":"range_read","begin":"Yg==","end":"YQ=="}]}"#,
             "preconditions[0]: begin is after end",
         ),
-        (
-            r#"{"operations":[{"type":"write","key":"YQ==","value":"YQ="}]}"#,
-            "operations[0].value: invalid base64",
-        ),
-        (
-            r#"{"operations":[{"type":"write","key":"YQ","value":"YQ=="}]}"#,
-            "operations[0].key: invalid base64",
-        ),
-        (
-            r#"{"operations":[{"type":"write","key":"YQ=="}]}"#,
-            "operations[0].value: required",
-        ),
-        (
-            r#"{"operations":[{"type":"put","key":"YQ=="}]}"#,
-            "operations[0].type: unknown operation type \"put\"",
-        ),
+        (r#"{"operations":[{"type":"write","key":"YQ==","value":"YQ="}]}"#, "operations[0].value: invalid base64"),
+        (r#"{"operations":[{"type":"write","key":"YQ","value":"YQ=="}]}"#, "operations[0].key: invalid base64"),
+        (r#"{"operations":[{"type":"write","key":"YQ=="}]}"#, "operations[0].value: required"),
+        (r#"{"operations":[{"type":"put","key":"YQ=="}]}"#, "operations[0].type: unknown operation type \"put\""),
         (
             r#"{"operations":[{"type":"range_delete","begin":"Yg==","end":"YQ=="}]}"#,
             "operations[0]: begin is after end",
@@ -183,22 +120,13 @@ fn errors_name_the_field_and_the_problem() {
             r#"{"operations":[{"type":"delete","key":"YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXo="}]}"#,
             "operations[0].key: longer than the limit of 8 bytes",
         ),
-        (
-            r#"{"operations":[1,2,3,4]}"#,
-            "operations: 4 operations, over the limit of 3",
-        ),
-        (
-            r#"{"operations":[1]}"#,
-            "operations[0]: expected an object, got the number 1",
-        ),
+        (r#"{"operations":[1,2,3,4]}"#, "operations: 4 operations, over the limit of 3"),
+        (r#"{"operations":[1]}"#, "operations[0]: expected an object, got the number 1"),
         (r#"{"leader_id":""}"#, "leader_id: must be 1-256 bytes"),
     ];
     for (body, expected) in cases {
         let message = error(body);
-        assert!(
-            message.starts_with(expected),
-            "{body}: got {message:?}, expected {expected:?}"
-        );
+        assert!(message.starts_with(expected), "{body}: got {message:?}, expected {expected:?}");
     }
 }
 
@@ -207,16 +135,12 @@ fn a_later_error_after_earlier_ops_reports_its_own_index() {
     let message = error(
         r#"{"operations":[{"type":"delete","key":"YQ=="},{"type":"delete","key":"YQ=="},{"type":"delete","key":"!!!!"}]}"#,
     );
-    assert_eq!(
-        message,
-        "operations[2].key: invalid base64 (standard alphabet, with padding)"
-    );
+    assert_eq!(message, "operations[2].key: invalid base64 (standard alphabet, with padding)");
 }
 
 #[test]
 fn escaped_strings_and_numbers_as_large_as_u64_parse() {
-    let request =
-        parse(r#"{"request_id":"a\u002db","read_version":18446744073709551615}"#).unwrap();
+    let request = parse(r#"{"request_id":"a\u002db","read_version":18446744073709551615}"#).unwrap();
     assert_eq!(request.request_id(), "a-b");
     assert_eq!(request.read_version, Some(u64::MAX));
 }
@@ -226,16 +150,10 @@ fn buffers_are_reused_without_leaking_one_request_into_the_next() {
     let arena = Bump::new();
     let mut buffers = simd_json::Buffers::default();
     let mut out = CommitRequest::default();
-    let first = r#"{"request_id":"one","leader_id":"L","read_version":3,"operations":[{"type":"delete","key":"YQ=="}]}"#;
+    let first =
+        r#"{"request_id":"one","leader_id":"L","read_version":3,"operations":[{"type":"delete","key":"YQ=="}]}"#;
     parse_commit(first.as_bytes(), &arena, &mut buffers, &limits(), &mut out).unwrap();
-    parse_commit(
-        b"{\"request_id\":\"two\"}",
-        &arena,
-        &mut buffers,
-        &limits(),
-        &mut out,
-    )
-    .unwrap();
+    parse_commit(b"{\"request_id\":\"two\"}", &arena, &mut buffers, &limits(), &mut out).unwrap();
     assert_eq!(out.request_id(), "two");
     assert_eq!(out.leader_id(), None);
     assert_eq!(out.read_version, None);
@@ -257,34 +175,16 @@ proptest::proptest! {
 fn status_queries_parse_or_name_the_problem() {
     let mut query = StatusQuery::default();
     parse_status_query(Some("request_id=a%3Ab&min_version=7"), &mut query).unwrap();
-    assert_eq!(
-        query,
-        StatusQuery {
-            request_id: "a:b".into(),
-            min_version: Some(7)
-        }
-    );
+    assert_eq!(query, StatusQuery { request_id: "a:b".into(), min_version: Some(7) });
     parse_status_query(Some("request_id=x"), &mut query).unwrap();
     assert_eq!(query.min_version, None);
     let errors = [
         (None, "request_id: required"),
         (Some("min_version=1"), "request_id: required"),
-        (
-            Some("request_id=a&min_version=-1"),
-            "min_version: \"-1\" is not an unsigned 64-bit integer",
-        ),
-        (
-            Some("request_id=a%2"),
-            "request_id: invalid percent-encoding",
-        ),
-        (
-            Some("request_id=has%20space"),
-            "request_id: must be 1-128 characters",
-        ),
-        (
-            Some("request_id=a&color=red"),
-            "unknown parameter \"color\"",
-        ),
+        (Some("request_id=a&min_version=-1"), "min_version: \"-1\" is not an unsigned 64-bit integer"),
+        (Some("request_id=a%2"), "request_id: invalid percent-encoding"),
+        (Some("request_id=has%20space"), "request_id: must be 1-128 characters"),
+        (Some("request_id=a&color=red"), "unknown parameter \"color\""),
     ];
     for (text, expected) in errors {
         let message = parse_status_query(text, &mut query).unwrap_err();

@@ -5,38 +5,24 @@ use super::*;
 use crate::commit::parse::parse_commit;
 use crate::config::LimitsConfig;
 
-const CONFIG: SequencerConfig = SequencerConfig {
-    conflict_window_ms: 5000,
-    conflict_window_versions: 1_000_000,
-    request_index_capacity: 1000,
-};
+const CONFIG: SequencerConfig =
+    SequencerConfig { conflict_window_ms: 5000, conflict_window_versions: 1_000_000, request_index_capacity: 1000 };
 
 fn commit(json: &str) -> CommitRequest {
     let mut request = CommitRequest::default();
     let arena = bumpalo::Bump::new();
     let mut buffers = simd_json::Buffers::default();
-    parse_commit(
-        json.as_bytes(),
-        &arena,
-        &mut buffers,
-        &LimitsConfig::default(),
-        &mut request,
-    )
-    .unwrap();
+    parse_commit(json.as_bytes(), &arena, &mut buffers, &LimitsConfig::default(), &mut request).unwrap();
     request
 }
 
 /// A commit with id `id` that reads `reads` (base64 keys) at `read_version`
 /// and writes `writes`.
 fn rmw(id: &str, read_version: u64, reads: &[&str], writes: &[&str]) -> CommitRequest {
-    let preconditions: Vec<String> = reads
-        .iter()
-        .map(|key| format!(r#"{{"type":"point_read","key":"{key}"}}"#))
-        .collect();
-    let operations: Vec<String> = writes
-        .iter()
-        .map(|key| format!(r#"{{"type":"write","key":"{key}","value":"dg=="}}"#))
-        .collect();
+    let preconditions: Vec<String> =
+        reads.iter().map(|key| format!(r#"{{"type":"point_read","key":"{key}"}}"#)).collect();
+    let operations: Vec<String> =
+        writes.iter().map(|key| format!(r#"{{"type":"write","key":"{key}","value":"dg=="}}"#)).collect();
     commit(&format!(
         r#"{{"request_id":"{id}","read_version":{read_version},"preconditions":[{}],"operations":[{}]}}"#,
         preconditions.join(","),
@@ -48,15 +34,8 @@ fn sequencer(config: SequencerConfig) -> Sequencer {
     Sequencer::new(config, "leader-a".into(), Recovered::default())
 }
 
-fn decide_commits(
-    sequencer: &mut Sequencer,
-    now_ms: u64,
-    requests: &[&CommitRequest],
-) -> Vec<Decision> {
-    let inputs: Vec<Input<'_>> = requests
-        .iter()
-        .map(|request| Input::Commit(request))
-        .collect();
+fn decide_commits(sequencer: &mut Sequencer, now_ms: u64, requests: &[&CommitRequest]) -> Vec<Decision> {
+    let inputs: Vec<Input<'_>> = requests.iter().map(|request| Input::Commit(request)).collect();
     sequencer.decide(now_ms, 0, &inputs)
 }
 
@@ -69,16 +48,10 @@ fn blind_writes_commit_at_increasing_versions() {
     let (a, b) = (rmw("a", 0, &[], &[K]), rmw("b", 0, &[], &[K]));
     assert_eq!(
         decide_commits(&mut sequencer, 0, &[&a, &b]),
-        vec![
-            Decision::Committed { version: 1 },
-            Decision::Committed { version: 2 }
-        ]
+        vec![Decision::Committed { version: 1 }, Decision::Committed { version: 2 }]
     );
     let c = rmw("c", 0, &[], &[J]);
-    assert_eq!(
-        decide_commits(&mut sequencer, 0, &[&c]),
-        vec![Decision::Committed { version: 3 }]
-    );
+    assert_eq!(decide_commits(&mut sequencer, 0, &[&c]), vec![Decision::Committed { version: 3 }]);
     assert_eq!(sequencer.committed_version(), 3);
 }
 
@@ -91,19 +64,12 @@ fn a_commit_conflicts_with_an_earlier_commit_of_the_same_batch() {
         decide_commits(&mut sequencer, 0, &[&writer, &reader]),
         vec![
             Decision::Committed { version: 1 },
-            Decision::NotCommitted {
-                reason: NotCommittedReason::Conflict,
-                conflicts: vec![1],
-                version: 1
-            },
+            Decision::NotCommitted { reason: NotCommittedReason::Conflict, conflicts: vec![1], version: 1 },
         ]
     );
     // The conflicting commit's write was not added: a read of j at 0 holds.
     let later = rmw("l", 0, &[J], &[]);
-    assert_eq!(
-        decide_commits(&mut sequencer, 0, &[&later]),
-        vec![Decision::Committed { version: 3 }]
-    );
+    assert_eq!(decide_commits(&mut sequencer, 0, &[&later]), vec![Decision::Committed { version: 3 }]);
 }
 
 #[test]
@@ -115,11 +81,7 @@ fn a_read_conflicts_only_with_writes_after_its_version() {
     assert_eq!(
         decide_commits(&mut sequencer, 0, &[&stale, &fresh]),
         vec![
-            Decision::NotCommitted {
-                reason: NotCommittedReason::Conflict,
-                conflicts: vec![0],
-                version: 3
-            },
+            Decision::NotCommitted { reason: NotCommittedReason::Conflict, conflicts: vec![0], version: 3 },
             Decision::Committed { version: 3 },
         ]
     );
@@ -127,36 +89,21 @@ fn a_read_conflicts_only_with_writes_after_its_version() {
 
 #[test]
 fn reads_older_than_both_windows_are_too_old() {
-    let config = SequencerConfig {
-        conflict_window_ms: 1000,
-        conflict_window_versions: 2,
-        ..CONFIG
-    };
+    let config = SequencerConfig { conflict_window_ms: 1000, conflict_window_versions: 2, ..CONFIG };
     let mut sequencer = sequencer(config);
     for (index, now_ms) in [0u64, 10, 20, 30].iter().enumerate() {
-        decide_commits(
-            &mut sequencer,
-            *now_ms,
-            &[&rmw(&format!("w{index}"), 0, &[], &[J])],
-        );
+        decide_commits(&mut sequencer, *now_ms, &[&rmw(&format!("w{index}"), 0, &[], &[J])]);
     }
     // Within 1 s every version is still checked.
     let early = rmw("early", 0, &[K], &[]);
-    assert_eq!(
-        decide_commits(&mut sequencer, 900, &[&early]),
-        vec![Decision::Committed { version: 5 }]
-    );
+    assert_eq!(decide_commits(&mut sequencer, 900, &[&early]), vec![Decision::Committed { version: 5 }]);
     // Two seconds later only the last two versions (4 and 5) are checked.
     let old = rmw("old", 2, &[K], &[]);
     let recent = rmw("recent", 4, &[K], &[]);
     assert_eq!(
         decide_commits(&mut sequencer, 3000, &[&old, &recent]),
         vec![
-            Decision::NotCommitted {
-                reason: NotCommittedReason::TooOld,
-                conflicts: vec![],
-                version: 7
-            },
+            Decision::NotCommitted { reason: NotCommittedReason::TooOld, conflicts: vec![], version: 7 },
             Decision::Committed { version: 7 },
         ]
     );
@@ -165,20 +112,12 @@ fn reads_older_than_both_windows_are_too_old() {
 #[test]
 fn a_wrong_leader_id_is_leader_changed() {
     let mut sequencer = sequencer(CONFIG);
-    let wrong = commit(
-        r#"{"leader_id":"leader-b","operations":[{"type":"write","key":"aw==","value":"dg=="}]}"#,
-    );
-    let right = commit(
-        r#"{"leader_id":"leader-a","operations":[{"type":"write","key":"aw==","value":"dg=="}]}"#,
-    );
+    let wrong = commit(r#"{"leader_id":"leader-b","operations":[{"type":"write","key":"aw==","value":"dg=="}]}"#);
+    let right = commit(r#"{"leader_id":"leader-a","operations":[{"type":"write","key":"aw==","value":"dg=="}]}"#);
     assert_eq!(
         decide_commits(&mut sequencer, 0, &[&wrong, &right]),
         vec![
-            Decision::NotCommitted {
-                reason: NotCommittedReason::LeaderChanged,
-                conflicts: vec![],
-                version: 0
-            },
+            Decision::NotCommitted { reason: NotCommittedReason::LeaderChanged, conflicts: vec![], version: 0 },
             Decision::Committed { version: 1 },
         ]
     );
@@ -191,15 +130,9 @@ fn duplicates_get_the_original_version_in_later_and_in_the_same_batch() {
     let again = rmw("same", 0, &[], &[K]);
     assert_eq!(
         decide_commits(&mut sequencer, 0, &[&first, &again]),
-        vec![
-            Decision::Committed { version: 1 },
-            Decision::Duplicate { version: 1 }
-        ]
+        vec![Decision::Committed { version: 1 }, Decision::Duplicate { version: 1 }]
     );
-    assert_eq!(
-        decide_commits(&mut sequencer, 0, &[&again]),
-        vec![Decision::Duplicate { version: 1 }]
-    );
+    assert_eq!(decide_commits(&mut sequencer, 0, &[&again]), vec![Decision::Duplicate { version: 1 }]);
 }
 
 #[test]
@@ -209,13 +142,7 @@ fn an_id_whose_first_attempt_conflicted_can_commit_later() {
     let attempt = rmw("retry", 0, &[K], &[K]);
     let retry = rmw("retry", 1, &[K], &[K]);
     let decisions = decide_commits(&mut sequencer, 0, &[&attempt, &retry]);
-    assert!(matches!(
-        decisions[0],
-        Decision::NotCommitted {
-            reason: NotCommittedReason::Conflict,
-            ..
-        }
-    ));
+    assert!(matches!(decisions[0], Decision::NotCommitted { reason: NotCommittedReason::Conflict, .. }));
     assert_eq!(decisions[1], Decision::Committed { version: 3 });
 }
 
@@ -223,19 +150,13 @@ fn an_id_whose_first_attempt_conflicted_can_commit_later() {
 fn versions_from_the_future_are_bad_requests() {
     let mut sequencer = sequencer(CONFIG);
     let future = commit(r#"{"read_version":1}"#);
-    let precondition = commit(
-        r#"{"read_version":0,"preconditions":[{"type":"point_read","key":"aw==","version":9}]}"#,
-    );
+    let precondition = commit(r#"{"read_version":0,"preconditions":[{"type":"point_read","key":"aw==","version":9}]}"#);
     let decisions = decide_commits(&mut sequencer, 0, &[&future, &precondition]);
     assert_eq!(
         decisions,
         vec![
-            Decision::BadRequest(
-                "read_version: 1 is newer than the newest committed version 0".into()
-            ),
-            Decision::BadRequest(
-                "preconditions[0].version: 9 is newer than the newest committed version 0".into()
-            ),
+            Decision::BadRequest("read_version: 1 is newer than the newest committed version 0".into()),
+            Decision::BadRequest("preconditions[0].version: 9 is newer than the newest committed version 0".into()),
         ]
     );
 }
@@ -245,23 +166,11 @@ fn status_is_ordered_after_earlier_commits_of_the_same_batch() {
     let mut sequencer = sequencer(CONFIG);
     let write = rmw("id-1", 0, &[], &[K]);
     let inputs = [
-        Input::Status {
-            request_id: "id-1",
-            min_version: None,
-        },
+        Input::Status { request_id: "id-1", min_version: None },
         Input::Commit(&write),
-        Input::Status {
-            request_id: "id-1",
-            min_version: None,
-        },
-        Input::Status {
-            request_id: "id-1",
-            min_version: Some(1),
-        },
-        Input::Status {
-            request_id: "other",
-            min_version: None,
-        },
+        Input::Status { request_id: "id-1", min_version: None },
+        Input::Status { request_id: "id-1", min_version: Some(1) },
+        Input::Status { request_id: "other", min_version: None },
     ];
     assert_eq!(
         sequencer.decide(0, 0, &inputs),
@@ -278,60 +187,27 @@ fn status_is_ordered_after_earlier_commits_of_the_same_batch() {
 #[test]
 fn status_checks_min_version_against_the_retained_log() {
     let mut sequencer = sequencer(CONFIG);
-    decide_commits(
-        &mut sequencer,
-        0,
-        &[&rmw("a", 0, &[], &[K]), &rmw("b", 0, &[], &[K])],
-    );
-    let ask = |min_version| {
-        [Input::Status {
-            request_id: "a",
-            min_version,
-        }]
-    };
-    assert_eq!(
-        sequencer.decide(0, 2, &ask(Some(1))),
-        vec![Decision::VersionTooOld { oldest_version: 2 }]
-    );
-    assert_eq!(
-        sequencer.decide(0, 0, &ask(Some(2))),
-        vec![Decision::StatusNotCommitted { version: 2 }]
-    );
-    assert!(matches!(
-        sequencer.decide(0, 0, &ask(Some(3)))[0],
-        Decision::BadRequest(_)
-    ));
+    decide_commits(&mut sequencer, 0, &[&rmw("a", 0, &[], &[K]), &rmw("b", 0, &[], &[K])]);
+    let ask = |min_version| [Input::Status { request_id: "a", min_version }];
+    assert_eq!(sequencer.decide(0, 2, &ask(Some(1))), vec![Decision::VersionTooOld { oldest_version: 2 }]);
+    assert_eq!(sequencer.decide(0, 0, &ask(Some(2))), vec![Decision::StatusNotCommitted { version: 2 }]);
+    assert!(matches!(sequencer.decide(0, 0, &ask(Some(3)))[0], Decision::BadRequest(_)));
 }
 
 #[test]
 fn forgotten_request_ids_send_status_to_the_log() {
-    let config = SequencerConfig {
-        request_index_capacity: 2,
-        ..CONFIG
-    };
+    let config = SequencerConfig { request_index_capacity: 2, ..CONFIG };
     let mut sequencer = sequencer(config);
     for id in ["a", "b", "c"] {
         decide_commits(&mut sequencer, 0, &[&rmw(id, 0, &[], &[K])]);
     }
-    let status = |id| {
-        [Input::Status {
-            request_id: id,
-            min_version: None,
-        }]
-    };
+    let status = |id| [Input::Status { request_id: id, min_version: None }];
     // "a" (version 1) was forgotten: versions before 2 must be searched.
     assert_eq!(
         sequencer.decide(0, 0, &status("a")),
-        vec![Decision::StatusSearchLog {
-            min_version: 0,
-            below: 2,
-            version: 3
-        }]
+        vec![Decision::StatusSearchLog { min_version: 0, below: 2, version: 3 }]
     );
-    assert_eq!(
-        sequencer.decide(0, 0, &status("c")),
-        vec![Decision::StatusCommitted { version: 3 }]
-    );
+    assert_eq!(sequencer.decide(0, 0, &status("c")), vec![Decision::StatusCommitted { version: 3 }]);
     // A forgotten id can no longer be recognised as a duplicate here; the
     // index says so through the status answer above.
 }
@@ -352,17 +228,9 @@ fn recovery_restores_versions_ids_and_the_conflict_horizon() {
         decide_commits(&mut sequencer, 1, &[&duplicate, &unknown_past, &current]),
         vec![
             Decision::Duplicate { version: 100 },
-            Decision::NotCommitted {
-                reason: NotCommittedReason::TooOld,
-                conflicts: vec![],
-                version: 102
-            },
+            Decision::NotCommitted { reason: NotCommittedReason::TooOld, conflicts: vec![], version: 102 },
             Decision::Committed { version: 102 },
         ]
     );
-    assert_eq!(
-        sequencer.last_timestamp_ms(),
-        5,
-        "timestamps never go backwards"
-    );
+    assert_eq!(sequencer.last_timestamp_ms(), 5, "timestamps never go backwards");
 }
