@@ -20,4 +20,5 @@
 pub mod format;
 pub mod local;
 pub mod names;
+pub mod persister;
 pub mod store;
