@@ -10,6 +10,7 @@
 //! - `local`: the local-disk backend (files, IO thread pool).
 //! - `failing`: a wrapper that fails operations on purpose, for tests.
 //! - `persister`: which batches to write, retry, and report durable (pure).
+//! - `random`: the seeded generator behind jitter and injected faults.
 //! - `recovery`: the log's tail state at start.
 //!
 //! Invariants: nothing here decides versions (only the sequencer does); a
@@ -17,8 +18,11 @@
 //! of this leader were written; bytes read from storage are verified before
 //! use and never panic a thread.
 
+pub mod failing;
 pub mod format;
 pub mod local;
 pub mod names;
 pub mod persister;
+pub mod random;
+pub mod recovery;
 pub mod store;

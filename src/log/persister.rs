@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use super::format::EncodedBatch;
 use super::names::batch_name;
+use super::random::SplitMix64;
 use super::store::{Completion, ObjectBytes, ObjectOp, OpId, OpOutput, StoreError};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,7 +138,7 @@ impl Persister {
             "persister config"
         );
         Persister {
-            jitter: SplitMix64(config.jitter_seed),
+            jitter: SplitMix64::new(config.jitter_seed),
             config,
             slots: VecDeque::new(),
             durable_version,
@@ -325,7 +326,7 @@ impl Persister {
             .saturating_mul(1 << doublings)
             .min(self.config.backoff_max_ms);
         let half = capped / 2;
-        half + self.jitter.next() % (capped - half + 1)
+        half + self.jitter.next_u64() % (capped - half + 1)
     }
 
     fn fence(&mut self, index: usize) {
@@ -349,21 +350,6 @@ impl Persister {
         self.stopped = true;
         self.slots.clear();
         self.actions.push_back(action);
-    }
-}
-
-/// A small seeded generator for jitter (SplitMix64): deterministic from the
-/// seed, which is all jitter needs.
-#[derive(Clone, Debug)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut mixed = self.0;
-        mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        mixed ^ (mixed >> 31)
     }
 }
 

@@ -284,13 +284,13 @@ struct ModelRun {
 
 impl ModelRun {
     fn chance(&mut self, percent: u64) -> bool {
-        self.random.next() % 100 < percent
+        self.random.next_u64() % 100 < percent
     }
 
     /// Runs one completion against the model with a random fault: fail
     /// before applying, or apply and lose the reply.
     fn complete(&mut self, persister: &mut Persister) {
-        let index = (self.random.next() % self.pending.len() as u64) as usize;
+        let index = (self.random.next_u64() % self.pending.len() as u64) as usize;
         let (op_id, op) = self.pending.swap_remove(index);
         let result = if self.chance(15) {
             Err(transient())
@@ -372,9 +372,9 @@ impl ModelRun {
     }
 
     fn step(&mut self, persister: &mut Persister) {
-        let choice = self.random.next() % 100;
+        let choice = self.random.next_u64() % 100;
         if choice < 30 && persister.can_accept() {
-            let length = 1 + self.random.next() % 3;
+            let length = 1 + self.random.next_u64() % 3;
             let (first, last) = (self.next_version, self.next_version + length - 1);
             persister
                 .batch_ready(batch(first - 1, first, last, "us"))
@@ -385,7 +385,7 @@ impl ModelRun {
         } else if choice == 80 && self.chance(10) {
             self.intrude();
         } else {
-            self.now_ms += 1 + self.random.next() % 300;
+            self.now_ms += 1 + self.random.next_u64() % 300;
             persister.tick(self.now_ms);
         }
         self.carry_out(persister);
@@ -439,7 +439,7 @@ fn run_model(seed: u64) -> (bool, usize) {
         0,
     );
     let mut run = ModelRun {
-        random: SplitMix64(seed),
+        random: SplitMix64::new(seed),
         objects: BTreeMap::new(),
         pending: Vec::new(),
         now_ms: 0,
