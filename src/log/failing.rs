@@ -176,3 +176,61 @@ fn forward_completions(completions: &Receiver<Completion>, pending: &PendingTabl
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::local::{LocalStore, LocalStoreOptions};
+    use crate::log::store::Blocking;
+
+    #[test]
+    fn faults_fail_before_or_after_applying_and_heal() {
+        let directory = tempfile::tempdir().unwrap();
+        let options = LocalStoreOptions {
+            sync: false,
+            ..LocalStoreOptions::default()
+        };
+        let local: Arc<dyn ObjectStore> =
+            Arc::new(LocalStore::open(directory.path(), options).unwrap());
+        let store = FailingStore::new(
+            Arc::clone(&local),
+            FaultPlan {
+                fail_before_ppm: 1_000_000,
+                ..FaultPlan::default()
+            },
+        );
+        let failed = Blocking::new(&store).put_if_absent("a", vec![1]);
+        assert!(matches!(failed, Err(StoreError::Transient { .. })));
+        assert!(
+            matches!(
+                Blocking::new(local.as_ref()).get("a", None),
+                Err(StoreError::NotFound { .. })
+            ),
+            "not applied"
+        );
+
+        store.set_plan(FaultPlan {
+            lose_reply_ppm: 1_000_000,
+            ..FaultPlan::default()
+        });
+        let lost = Blocking::new(&store).put_if_absent("a", vec![2]);
+        assert!(matches!(lost, Err(StoreError::Transient { .. })));
+        assert_eq!(
+            Blocking::new(local.as_ref()).get("a", None),
+            Ok(vec![2]),
+            "applied, reply lost"
+        );
+
+        store.set_plan(FaultPlan {
+            fail_after_ops: Some(1),
+            ..FaultPlan::default()
+        });
+        assert_eq!(Blocking::new(&store).get("a", None), Ok(vec![2]));
+        assert!(
+            Blocking::new(&store).get("a", None).is_err(),
+            "the countdown ran out"
+        );
+        store.set_plan(FaultPlan::default());
+        assert_eq!(Blocking::new(&store).get("a", None), Ok(vec![2]), "healed");
+    }
+}

@@ -22,7 +22,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::format::EncodedBatch;
+use super::format::{BatchView, EncodedBatch};
 use super::names::batch_name;
 use super::random::SplitMix64;
 use super::store::{Completion, ObjectBytes, ObjectOp, OpId, OpOutput, StoreError};
@@ -202,6 +202,11 @@ impl Persister {
         assert!(
             batch.first_version > batch.prev_version && batch.last_version >= batch.first_version
         );
+        // Paired with the decoder's checks when the batch is read back.
+        debug_assert!(BatchView::parse(&batch.bytes).is_ok_and(|view| {
+            (view.first_version, view.last_version, view.prev_version)
+                == (batch.first_version, batch.last_version, batch.prev_version)
+        }));
         self.accepted_version = batch.last_version;
         self.slots.push_back(Slot {
             first_version: batch.first_version,
