@@ -125,7 +125,11 @@ pub fn recover(
         // The hint was past the tail: fall back to the whole listing.
         first_versions = list_first_versions(&blocking, None, page_size)?;
     }
-    let Some(oldest_version) = oldest_first_version(&blocking, page_size)? else {
+    let oldest = match (config.start_after_version, first_versions.first()) {
+        (None, first) => first.copied(),
+        (Some(_), _) => oldest_first_version(&blocking, page_size)?,
+    };
+    let Some(oldest_version) = oldest else {
         return Ok(RecoveredLog::default());
     };
     let (valid, orphans) = walk_back(&blocking, &first_versions, config)?;
