@@ -25,7 +25,8 @@ pub struct RecoveryConfig {
     pub list_page_size: usize,
     /// How many of the newest batches to check for a broken chain; at least
     /// the persister's `max_in_flight`, since a crashed leader can leave that
-    /// many batches behind a hole.
+    /// many batches behind a hole. Each is one read at start, so keep it
+    /// small on S3.
     pub chain_check_objects: usize,
     /// A version known to be older than the tail batch's first version (for
     /// example a saved hint): listing starts after its name. Batches before
@@ -38,7 +39,7 @@ impl Default for RecoveryConfig {
         RecoveryConfig {
             recent_transactions: 10_000,
             list_page_size: 1000,
-            chain_check_objects: 64,
+            chain_check_objects: 16,
             start_after_version: None,
         }
     }
