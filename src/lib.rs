@@ -6,6 +6,7 @@
 
 pub mod commit;
 pub mod config;
+pub mod log;
 pub mod ops;
 pub mod pipeline;
 pub mod server;

@@ -1,0 +1,455 @@
+//! The local-disk object store: objects are files under a root directory,
+//! operations run on a small pool of IO threads and complete on the caller's
+//! channel.
+//!
+//! A name's `/`-separated segments are directories and a file under the root
+//! (`log/00000000000000000042.batch` is `ROOT/log/00000000000000000042.batch`),
+//! so an operator can `ls` the log. Files and directories whose names start
+//! with `.` are the store's own and never listed; temporary files live in
+//! `ROOT/.tmp/`.
+//!
+//! Invariants:
+//! - put-if-absent is exclusive across threads and processes: the bytes are
+//!   written to a fresh temporary file, synced, then hard-linked to the final
+//!   name, which fails if the name exists; the directory is synced before
+//!   success is reported. A reader never sees a partial object, and a crash
+//!   leaves at most a temporary file, which is never listed.
+//! - listings are in byte order of names, even across directories (a
+//!   directory sorts as its name followed by `/`).
+//! - a name cannot be both an object and a directory of other objects (`a`
+//!   and `a/b`); such a put fails with a permanent error.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use super::store::{
+    validate_name, Completion, ListPage, ObjectOp, ObjectStore, OpId, OpOutput, StoreError,
+};
+
+const TEMP_DIRECTORY: &str = ".tmp";
+/// Most names one listing returns, as S3 does; callers page with
+/// `start_after`.
+pub const LIST_LIMIT_MAX: usize = 1000;
+/// Temporary files older than this at open are leftovers of a crash.
+const STALE_TEMP_AGE: Duration = Duration::from_secs(600);
+
+#[derive(Clone, Debug)]
+pub struct LocalStoreOptions {
+    /// Threads running operations; each runs one at a time.
+    pub io_threads: usize,
+    /// Operations queued for the threads before `submit` answers with a
+    /// transient "queue full" error.
+    pub queue_depth: usize,
+    /// Sync files and directories before reporting a write. Only tests and
+    /// benchmarks turn this off.
+    pub sync: bool,
+}
+
+impl Default for LocalStoreOptions {
+    fn default() -> Self {
+        LocalStoreOptions {
+            io_threads: 2,
+            queue_depth: 1024,
+            sync: true,
+        }
+    }
+}
+
+/// An [`ObjectStore`] on a local directory.
+pub struct LocalStore {
+    disk: Arc<Disk>,
+    jobs: Option<Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for LocalStore {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("LocalStore")
+            .field("root", &self.disk.root)
+            .finish()
+    }
+}
+
+struct Job {
+    op_id: OpId,
+    op: ObjectOp,
+    reply: Sender<Completion>,
+}
+
+impl LocalStore {
+    /// Creates `root` if needed, removes stale temporary files, and starts
+    /// the IO threads.
+    pub fn open(root: impl Into<PathBuf>, options: LocalStoreOptions) -> io::Result<Self> {
+        let disk = Arc::new(Disk::open(root.into(), options.sync)?);
+        let (jobs, queue) = crossbeam_channel::bounded::<Job>(options.queue_depth.max(1));
+        let threads = (0..options.io_threads.max(1))
+            .map(|index| {
+                let (disk, queue) = (Arc::clone(&disk), queue.clone());
+                std::thread::Builder::new()
+                    .name(format!("stoat-disk-{index}"))
+                    .spawn(move || run_jobs(&disk, &queue))
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(LocalStore {
+            disk,
+            jobs: Some(jobs),
+            threads,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.disk.root
+    }
+}
+
+impl ObjectStore for LocalStore {
+    fn submit(&self, op_id: OpId, op: ObjectOp, reply: &Sender<Completion>) {
+        let Some(jobs) = &self.jobs else { return };
+        let refused = match jobs.try_send(Job {
+            op_id,
+            op,
+            reply: reply.clone(),
+        }) {
+            Ok(()) => return,
+            Err(TrySendError::Full(_)) => StoreError::transient("local store queue is full"),
+            Err(TrySendError::Disconnected(_)) => StoreError::transient("local store is closed"),
+        };
+        let _ = reply.send(Completion {
+            op_id,
+            result: Err(refused),
+        });
+    }
+}
+
+impl Drop for LocalStore {
+    /// Lets queued operations finish, then stops the threads.
+    fn drop(&mut self) {
+        self.jobs = None;
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run_jobs(disk: &Disk, queue: &Receiver<Job>) {
+    for job in queue.iter() {
+        let result = disk.run(job.op);
+        let _ = job.reply.send(Completion {
+            op_id: job.op_id,
+            result,
+        });
+    }
+}
+
+/// The synchronous operations, run by the IO threads.
+struct Disk {
+    root: PathBuf,
+    temp_directory: PathBuf,
+    sync: bool,
+    /// Makes temporary file names unique across processes and restarts.
+    temp_tag: String,
+    temp_counter: AtomicU64,
+}
+
+impl Disk {
+    fn open(root: PathBuf, sync: bool) -> io::Result<Disk> {
+        let temp_directory = root.join(TEMP_DIRECTORY);
+        fs::create_dir_all(&temp_directory)?;
+        if sync {
+            sync_directory(&root)?;
+        }
+        remove_stale_temp_files(&temp_directory);
+        let temp_tag = uuid::Uuid::new_v4().simple().to_string();
+        Ok(Disk {
+            root,
+            temp_directory,
+            sync,
+            temp_tag,
+            temp_counter: AtomicU64::new(0),
+        })
+    }
+
+    fn run(&self, op: ObjectOp) -> Result<OpOutput, StoreError> {
+        match op {
+            ObjectOp::PutIfAbsent { name, bytes } => self
+                .put_if_absent(&name, &bytes)
+                .map(|()| OpOutput::Created),
+            ObjectOp::Get { name, range } => self.get(&name, range).map(OpOutput::Bytes),
+            ObjectOp::List {
+                prefix,
+                start_after,
+                limit,
+            } => self
+                .list(&prefix, start_after.as_deref(), limit)
+                .map(OpOutput::Listed),
+            ObjectOp::Delete { names } => self.delete(&names).map(|()| OpOutput::Deleted),
+        }
+    }
+
+    fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        validate_name(name)?;
+        let path = self.root.join(name);
+        let parent = path.parent().unwrap_or(&self.root).to_path_buf();
+        self.create_directories(&parent)
+            .map_err(|error| io_error(error, name))?;
+        let temp = self
+            .write_temp_file(bytes)
+            .map_err(|error| io_error(error, name))?;
+        let linked = fs::hard_link(&temp, &path);
+        let _ = fs::remove_file(&temp);
+        match linked {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {
+                return Err(StoreError::permanent(format!(
+                    "{name:?} is a directory of other objects"
+                )));
+            }
+            Err(error) => return Err(io_error(error, name)),
+        }
+        if self.sync {
+            sync_directory(&parent).map_err(|error| io_error(error, name))?;
+        }
+        Ok(())
+    }
+
+    fn write_temp_file(&self, bytes: &[u8]) -> io::Result<PathBuf> {
+        let counter = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+        let temp = self
+            .temp_directory
+            .join(format!("{}-{counter}", self.temp_tag));
+        let written = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .and_then(|mut file| {
+                file.write_all(bytes)?;
+                if self.sync {
+                    file.sync_data()?;
+                }
+                Ok(())
+            });
+        if let Err(error) = written {
+            let _ = fs::remove_file(&temp);
+            return Err(error);
+        }
+        Ok(temp)
+    }
+
+    /// Creates the missing directories on the way to `directory`, syncing
+    /// each new directory's parent so that the new entry is durable.
+    fn create_directories(&self, directory: &Path) -> io::Result<()> {
+        if directory.is_dir() {
+            return Ok(());
+        }
+        let parent = directory.parent().unwrap_or(&self.root);
+        self.create_directories(parent)?;
+        match fs::create_dir(directory) {
+            Err(error) if error.kind() != io::ErrorKind::AlreadyExists => return Err(error),
+            _ => {}
+        }
+        if self.sync {
+            sync_directory(parent)?;
+        }
+        Ok(())
+    }
+
+    fn get(&self, name: &str, range: Option<Range<u64>>) -> Result<Vec<u8>, StoreError> {
+        validate_name(name)?;
+        let path = self.root.join(name);
+        let mut file = File::open(&path).map_err(|error| io_error(error, name))?;
+        let metadata = file.metadata().map_err(|error| io_error(error, name))?;
+        if metadata.is_dir() {
+            return Err(StoreError::NotFound {
+                name: name.to_owned(),
+            });
+        }
+        let size_bytes = metadata.len();
+        let range = range.unwrap_or(0..size_bytes);
+        let start = range.start.min(size_bytes);
+        let end = range.end.clamp(start, size_bytes);
+        let mut bytes = Vec::with_capacity((end - start) as usize);
+        file.seek(SeekFrom::Start(start))
+            .map_err(|error| io_error(error, name))?;
+        file.take(end - start)
+            .read_to_end(&mut bytes)
+            .map_err(|error| io_error(error, name))?;
+        Ok(bytes)
+    }
+
+    fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StoreError> {
+        if limit == 0 {
+            return Err(StoreError::permanent("list limit must be at least 1"));
+        }
+        let mut walk = ListWalk {
+            prefix,
+            start_after,
+            wanted: limit.min(LIST_LIMIT_MAX) + 1,
+            names: Vec::new(),
+        };
+        walk.directory(&self.root, "")
+            .map_err(|error| io_error(error, prefix))?;
+        let truncated = walk.names.len() > limit.min(LIST_LIMIT_MAX);
+        walk.names.truncate(limit.min(LIST_LIMIT_MAX));
+        Ok(ListPage {
+            names: walk.names,
+            truncated,
+        })
+    }
+
+    fn delete(&self, names: &[String]) -> Result<(), StoreError> {
+        let mut directories: Vec<PathBuf> = Vec::new();
+        for name in names {
+            validate_name(name)?;
+            let path = self.root.join(name);
+            match fs::remove_file(&path) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                    return Err(io_error(error, name))
+                }
+                _ => directories.push(path.parent().unwrap_or(&self.root).to_path_buf()),
+            }
+        }
+        if self.sync {
+            directories.sort();
+            directories.dedup();
+            for directory in &directories {
+                sync_directory(directory).map_err(|error| io_error(error, "(delete)"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A depth-first walk in name order that stops once it has `wanted` names.
+struct ListWalk<'a> {
+    prefix: &'a str,
+    start_after: Option<&'a str>,
+    wanted: usize,
+    names: Vec<String>,
+}
+
+impl ListWalk<'_> {
+    fn directory(&mut self, path: &Path, name_prefix: &str) -> io::Result<()> {
+        let mut entries = match sorted_entries(path) {
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+            other => other?,
+        };
+        for (key, is_directory) in entries.drain(..) {
+            if self.names.len() >= self.wanted {
+                break;
+            }
+            let full = format!("{name_prefix}{key}");
+            if !is_directory {
+                self.file(full);
+            } else if self.may_hold_matches(&full) {
+                self.directory(&path.join(key.trim_end_matches('/')), &full)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn file(&mut self, name: String) {
+        let after_start = self
+            .start_after
+            .is_none_or(|start_after| name.as_str() > start_after);
+        if after_start && name.starts_with(self.prefix) {
+            self.names.push(name);
+        }
+    }
+
+    /// Whether a directory whose names all start with `directory` (ending in
+    /// `/`) can hold a name that matches the prefix and follows
+    /// `start_after`.
+    fn may_hold_matches(&self, directory: &str) -> bool {
+        let prefix_overlaps =
+            directory.starts_with(self.prefix) || self.prefix.starts_with(directory);
+        let all_before_start = self.start_after.is_some_and(|start_after| {
+            start_after > directory && !start_after.starts_with(directory)
+        });
+        prefix_overlaps && !all_before_start
+    }
+}
+
+/// A directory's entries as (sort key, is directory), in the byte order of
+/// the names they stand for: a directory's key is its name followed by `/`.
+/// Entries starting with `.` and names that are not UTF-8 are skipped.
+fn sorted_entries(path: &Path) -> io::Result<Vec<(String, bool)>> {
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(path)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        let is_directory = entry.file_type()?.is_dir();
+        entries.push(if is_directory {
+            (format!("{name}/"), true)
+        } else {
+            (name, false)
+        });
+    }
+    entries.sort_unstable();
+    Ok(entries)
+}
+
+fn sync_directory(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+/// Best effort: a temporary file this old belongs to no live put.
+fn remove_stale_temp_files(temp_directory: &Path) {
+    let Ok(entries) = fs::read_dir(temp_directory) else {
+        return;
+    };
+    let now = SystemTime::now();
+    for entry in entries.flatten() {
+        let modified = entry.metadata().and_then(|metadata| metadata.modified());
+        let stale = modified.is_ok_and(|modified| {
+            now.duration_since(modified).unwrap_or_default() > STALE_TEMP_AGE
+        });
+        if stale {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Maps an IO error to the store's error kinds: missing is `NotFound`,
+/// existing is `AlreadyExists`, errors that retrying cannot fix are
+/// `Permanent`, the rest (including a full disk) `Transient`.
+fn io_error(error: io::Error, name: &str) -> StoreError {
+    use io::ErrorKind as Kind;
+    match error.kind() {
+        Kind::NotFound => StoreError::NotFound {
+            name: name.to_owned(),
+        },
+        Kind::AlreadyExists => StoreError::AlreadyExists {
+            name: name.to_owned(),
+        },
+        Kind::PermissionDenied
+        | Kind::ReadOnlyFilesystem
+        | Kind::NotADirectory
+        | Kind::IsADirectory
+        | Kind::InvalidInput
+        | Kind::Unsupported
+        | Kind::InvalidFilename => StoreError::permanent(format!("{name:?}: {error}")),
+        _ => StoreError::transient(format!("{name:?}: {error}")),
+    }
+}
+
+#[cfg(test)]
+mod tests;
