@@ -49,11 +49,7 @@ struct FaultState {
 impl FaultState {
     fn decide(&mut self) -> Fault {
         self.operations_seen += 1;
-        if self
-            .plan
-            .fail_after_ops
-            .is_some_and(|allowed| self.operations_seen > allowed)
-        {
+        if self.plan.fail_after_ops.is_some_and(|allowed| self.operations_seen > allowed) {
             return Fault::FailBefore;
         }
         if self.random.chance_ppm(self.plan.fail_before_ppm) {
@@ -87,10 +83,7 @@ pub struct FailingStore {
 impl std::fmt::Debug for FailingStore {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let faults = self.faults.lock().unwrap_or_else(PoisonError::into_inner);
-        formatter
-            .debug_struct("FailingStore")
-            .field("plan", &faults.plan)
-            .finish()
+        formatter.debug_struct("FailingStore").field("plan", &faults.plan).finish()
     }
 }
 
@@ -105,75 +98,39 @@ impl FailingStore {
             .name("stoat-failing-store".into())
             .spawn(move || forward_completions(&completions, &table))
             .expect("spawn the failing store's thread");
-        let faults = Mutex::new(FaultState {
-            random: SplitMix64::new(plan.seed),
-            plan,
-            operations_seen: 0,
-        });
-        FailingStore {
-            inner,
-            faults,
-            pending,
-            forward,
-            next_inner_op_id: AtomicU64::new(0),
-        }
+        let faults = Mutex::new(FaultState { random: SplitMix64::new(plan.seed), plan, operations_seen: 0 });
+        FailingStore { inner, faults, pending, forward, next_inner_op_id: AtomicU64::new(0) }
     }
 
     /// Replaces the plan (for example with the default, to heal the store).
     pub fn set_plan(&self, plan: FaultPlan) {
         let mut faults = self.faults.lock().unwrap_or_else(PoisonError::into_inner);
-        *faults = FaultState {
-            random: SplitMix64::new(plan.seed),
-            plan,
-            operations_seen: 0,
-        };
+        *faults = FaultState { random: SplitMix64::new(plan.seed), plan, operations_seen: 0 };
     }
 }
 
 impl ObjectStore for FailingStore {
     fn submit(&self, op_id: OpId, op: ObjectOp, reply: &Sender<Completion>) {
-        let fault = self
-            .faults
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .decide();
+        let fault = self.faults.lock().unwrap_or_else(PoisonError::into_inner).decide();
         if fault == Fault::FailBefore {
-            let result = Err(StoreError::transient(
-                "injected failure before the operation",
-            ));
+            let result = Err(StoreError::transient("injected failure before the operation"));
             let _ = reply.send(Completion { op_id, result });
             return;
         }
         let inner_op_id = self.next_inner_op_id.fetch_add(1, Ordering::Relaxed);
-        let entry = Pending {
-            op_id,
-            reply: reply.clone(),
-            lose_reply: fault == Fault::LoseReply,
-        };
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(inner_op_id, entry);
+        let entry = Pending { op_id, reply: reply.clone(), lose_reply: fault == Fault::LoseReply };
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).insert(inner_op_id, entry);
         self.inner.submit(inner_op_id, op, &self.forward);
     }
 }
 
 fn forward_completions(completions: &Receiver<Completion>, pending: &PendingTable) {
     for completion in completions.iter() {
-        let entry = pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&completion.op_id);
+        let entry = pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&completion.op_id);
         let Some(entry) = entry else { continue };
-        let result = if entry.lose_reply {
-            Err(StoreError::transient("injected loss of the reply"))
-        } else {
-            completion.result
-        };
-        let _ = entry.reply.send(Completion {
-            op_id: entry.op_id,
-            result,
-        });
+        let result =
+            if entry.lose_reply { Err(StoreError::transient("injected loss of the reply")) } else { completion.result };
+        let _ = entry.reply.send(Completion { op_id: entry.op_id, result });
     }
 }
 
@@ -186,50 +143,25 @@ mod tests {
     #[test]
     fn faults_fail_before_or_after_applying_and_heal() {
         let directory = tempfile::tempdir().unwrap();
-        let options = LocalStoreOptions {
-            sync: false,
-            ..LocalStoreOptions::default()
-        };
-        let local: Arc<dyn ObjectStore> =
-            Arc::new(LocalStore::open(directory.path(), options).unwrap());
-        let store = FailingStore::new(
-            Arc::clone(&local),
-            FaultPlan {
-                fail_before_ppm: 1_000_000,
-                ..FaultPlan::default()
-            },
-        );
+        let options = LocalStoreOptions { sync: false, ..LocalStoreOptions::default() };
+        let local: Arc<dyn ObjectStore> = Arc::new(LocalStore::open(directory.path(), options).unwrap());
+        let store =
+            FailingStore::new(Arc::clone(&local), FaultPlan { fail_before_ppm: 1_000_000, ..FaultPlan::default() });
         let failed = Blocking::new(&store).put_if_absent("a", vec![1]);
         assert!(matches!(failed, Err(StoreError::Transient { .. })));
         assert!(
-            matches!(
-                Blocking::new(local.as_ref()).get("a", None),
-                Err(StoreError::NotFound { .. })
-            ),
+            matches!(Blocking::new(local.as_ref()).get("a", None), Err(StoreError::NotFound { .. })),
             "not applied"
         );
 
-        store.set_plan(FaultPlan {
-            lose_reply_ppm: 1_000_000,
-            ..FaultPlan::default()
-        });
+        store.set_plan(FaultPlan { lose_reply_ppm: 1_000_000, ..FaultPlan::default() });
         let lost = Blocking::new(&store).put_if_absent("a", vec![2]);
         assert!(matches!(lost, Err(StoreError::Transient { .. })));
-        assert_eq!(
-            Blocking::new(local.as_ref()).get("a", None),
-            Ok(vec![2]),
-            "applied, reply lost"
-        );
+        assert_eq!(Blocking::new(local.as_ref()).get("a", None), Ok(vec![2]), "applied, reply lost");
 
-        store.set_plan(FaultPlan {
-            fail_after_ops: Some(1),
-            ..FaultPlan::default()
-        });
+        store.set_plan(FaultPlan { fail_after_ops: Some(1), ..FaultPlan::default() });
         assert_eq!(Blocking::new(&store).get("a", None), Ok(vec![2]));
-        assert!(
-            Blocking::new(&store).get("a", None).is_err(),
-            "the countdown ran out"
-        );
+        assert!(Blocking::new(&store).get("a", None).is_err(), "the countdown ran out");
         store.set_plan(FaultPlan::default());
         assert_eq!(Blocking::new(&store).get("a", None), Ok(vec![2]), "healed");
     }

@@ -64,17 +64,9 @@ pub enum FormatError {
     #[error("invalid {field} at offset {offset}")]
     InvalidField { field: &'static str, offset: usize },
     #[error("version {version} at offset {offset} does not follow {previous}")]
-    VersionOutOfOrder {
-        version: u64,
-        previous: u64,
-        offset: usize,
-    },
+    VersionOutOfOrder { version: u64, previous: u64, offset: usize },
     #[error("header says {field} = {header}, the records say {records}")]
-    HeaderMismatch {
-        field: &'static str,
-        header: u64,
-        records: u64,
-    },
+    HeaderMismatch { field: &'static str, header: u64, records: u64 },
     #[error("{extra_bytes} bytes after the last record")]
     TrailingBytes { extra_bytes: usize },
 }
@@ -113,8 +105,7 @@ impl BatchEncoder {
     /// Like [`BatchEncoder::new`], reserving `capacity_bytes` up front.
     pub fn with_capacity(leader_id: &str, prev_version: u64, capacity_bytes: usize) -> Self {
         assert!(leader_id.len() <= LEADER_ID_BYTES_MAX, "leader id too long");
-        let mut bytes =
-            Vec::with_capacity(capacity_bytes.max(FIXED_HEADER_BYTES + leader_id.len()));
+        let mut bytes = Vec::with_capacity(capacity_bytes.max(FIXED_HEADER_BYTES + leader_id.len()));
         bytes.extend_from_slice(&MAGIC);
         bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         bytes.extend_from_slice(&0u32.to_le_bytes()); // transaction_count, patched
@@ -123,13 +114,7 @@ impl BatchEncoder {
         bytes.extend_from_slice(&prev_version.to_le_bytes());
         bytes.extend_from_slice(&(leader_id.len() as u16).to_le_bytes());
         bytes.extend_from_slice(leader_id.as_bytes());
-        BatchEncoder {
-            bytes,
-            prev_version,
-            first_version: 0,
-            last_version: prev_version,
-            transaction_count: 0,
-        }
+        BatchEncoder { bytes, prev_version, first_version: 0, last_version: prev_version, transaction_count: 0 }
     }
 
     /// Appends one committed transaction.
@@ -145,14 +130,8 @@ impl BatchEncoder {
         timestamp_ms: u64,
         operations: impl IntoIterator<Item = OperationRef<'a>>,
     ) {
-        assert!(
-            version > self.last_version,
-            "versions must strictly increase"
-        );
-        assert!(
-            (1..=REQUEST_ID_BYTES_MAX).contains(&request_id.len()),
-            "request id length"
-        );
+        assert!(version > self.last_version, "versions must strictly increase");
+        assert!((1..=REQUEST_ID_BYTES_MAX).contains(&request_id.len()), "request id length");
         let record_start = self.bytes.len();
         self.bytes.extend_from_slice(&0u32.to_le_bytes()); // record_len, patched
         self.bytes.extend_from_slice(&version.to_le_bytes());
@@ -164,13 +143,10 @@ impl BatchEncoder {
         let mut operation_count: u32 = 0;
         for operation in operations {
             self.push_operation(operation);
-            operation_count = operation_count
-                .checked_add(1)
-                .expect("operation count fits u32");
+            operation_count = operation_count.checked_add(1).expect("operation count fits u32");
         }
         patch_u32(&mut self.bytes, count_offset, operation_count);
-        let record_len =
-            u32::try_from(self.bytes.len() - record_start - 4).expect("record under 4 GiB");
+        let record_len = u32::try_from(self.bytes.len() - record_start - 4).expect("record under 4 GiB");
         patch_u32(&mut self.bytes, record_start, record_len);
         if self.transaction_count == 0 {
             self.first_version = version;
@@ -228,27 +204,13 @@ impl BatchEncoder {
     /// # Panics
     /// If no transaction was pushed.
     pub fn finish(mut self) -> EncodedBatch {
-        assert!(
-            self.transaction_count > 0,
-            "a batch holds at least one transaction"
-        );
-        patch_u32(
-            &mut self.bytes,
-            TRANSACTION_COUNT_OFFSET,
-            self.transaction_count,
-        );
-        patch_u64(
-            &mut self.bytes,
-            TRANSACTION_COUNT_OFFSET + 4,
-            self.first_version,
-        );
+        assert!(self.transaction_count > 0, "a batch holds at least one transaction");
+        patch_u32(&mut self.bytes, TRANSACTION_COUNT_OFFSET, self.transaction_count);
+        patch_u64(&mut self.bytes, TRANSACTION_COUNT_OFFSET + 4, self.first_version);
         patch_u64(&mut self.bytes, LAST_VERSION_OFFSET, self.last_version);
         let checksum = crc32c::crc32c(&self.bytes);
         self.bytes.extend_from_slice(&checksum.to_le_bytes());
-        debug_assert_eq!(
-            BatchView::parse(&self.bytes).map(|view| view.last_version),
-            Ok(self.last_version)
-        );
+        debug_assert_eq!(BatchView::parse(&self.bytes).map(|view| view.last_version), Ok(self.last_version));
         EncodedBatch {
             first_version: self.first_version,
             last_version: self.last_version,
@@ -295,9 +257,7 @@ impl<'a> BatchView<'a> {
     /// Verifies every invariant of the format (see the module docs).
     pub fn parse(bytes: &'a [u8]) -> Result<Self, FormatError> {
         if bytes.len() < FIXED_HEADER_BYTES + CHECKSUM_BYTES {
-            return Err(FormatError::TooShort {
-                length_bytes: bytes.len(),
-            });
+            return Err(FormatError::TooShort { length_bytes: bytes.len() });
         }
         let (body, stored) = bytes.split_at(bytes.len() - CHECKSUM_BYTES);
         let stored = u32::from_le_bytes([stored[0], stored[1], stored[2], stored[3]]);
@@ -322,27 +282,17 @@ impl<'a> BatchView<'a> {
         let count_offset = reader.offset();
         let transaction_count = reader.u32()?;
         if transaction_count == 0 {
-            return Err(FormatError::InvalidField {
-                field: "transaction_count",
-                offset: count_offset,
-            });
+            return Err(FormatError::InvalidField { field: "transaction_count", offset: count_offset });
         }
         let first_version = reader.u64()?;
         let last_version = reader.u64()?;
         let prev_version = reader.u64()?;
         let leader_offset = reader.offset();
         let leader_len = usize::from(reader.u16()?);
-        let leader_id = std::str::from_utf8(reader.take(leader_len)?).map_err(|_| {
-            FormatError::InvalidField {
-                field: "leader_id",
-                offset: leader_offset,
-            }
-        })?;
+        let leader_id = std::str::from_utf8(reader.take(leader_len)?)
+            .map_err(|_| FormatError::InvalidField { field: "leader_id", offset: leader_offset })?;
         if leader_len > LEADER_ID_BYTES_MAX {
-            return Err(FormatError::InvalidField {
-                field: "leader_id",
-                offset: leader_offset,
-            });
+            return Err(FormatError::InvalidField { field: "leader_id", offset: leader_offset });
         }
         Ok(BatchView {
             leader_id,
@@ -365,11 +315,7 @@ impl<'a> BatchView<'a> {
             let offset = reader.offset();
             let transaction = read_transaction(&mut reader)?;
             if transaction.version <= previous {
-                return Err(FormatError::VersionOutOfOrder {
-                    version: transaction.version,
-                    previous,
-                    offset,
-                });
+                return Err(FormatError::VersionOutOfOrder { version: transaction.version, previous, offset });
             }
             if count == 0 && transaction.version != self.first_version {
                 return Err(FormatError::HeaderMismatch {
@@ -401,27 +347,20 @@ impl<'a> BatchView<'a> {
 
     /// The transactions in version order.
     pub fn transactions(&self) -> Transactions<'a> {
-        Transactions {
-            reader: Reader::new(self.records, self.records_offset),
-        }
+        Transactions { reader: Reader::new(self.records, self.records_offset) }
     }
 
     /// Owned copies of every transaction.
     pub fn to_owned_transactions(&self) -> Vec<LoggedTransaction> {
         let mut owned = Vec::with_capacity(self.transaction_count as usize);
-        owned.extend(
-            self.transactions()
-                .map(|transaction| transaction.to_owned()),
-        );
+        owned.extend(self.transactions().map(|transaction| transaction.to_owned()));
         owned
     }
 }
 
 impl<'a> TransactionView<'a> {
     pub fn operations(&self) -> Operations<'a> {
-        Operations {
-            reader: Reader::new(self.operations, 0),
-        }
+        Operations { reader: Reader::new(self.operations, 0) }
     }
 
     pub fn to_owned(&self) -> LoggedTransaction {
@@ -500,28 +439,17 @@ fn read_transaction<'a>(reader: &mut Reader<'a>) -> Result<TransactionView<'a>, 
     let record_offset = reader.offset();
     let record_len = reader.u32()? as usize;
     if record_len < RECORD_BYTES_MIN - 4 {
-        return Err(FormatError::InvalidField {
-            field: "record_len",
-            offset: record_offset,
-        });
+        return Err(FormatError::InvalidField { field: "record_len", offset: record_offset });
     }
     let mut record = Reader::new(reader.take(record_len)?, record_offset + 4);
     let version = record.u64()?;
     let timestamp_ms = record.u64()?;
     let id_offset = record.offset();
     let id_len = usize::from(record.u8()?);
-    let request_id = parse_request_id(record.take(id_len)?).ok_or(FormatError::InvalidField {
-        field: "request_id",
-        offset: id_offset,
-    })?;
+    let request_id = parse_request_id(record.take(id_len)?)
+        .ok_or(FormatError::InvalidField { field: "request_id", offset: id_offset })?;
     let operation_count = record.u32()?;
-    Ok(TransactionView {
-        version,
-        request_id,
-        timestamp_ms,
-        operation_count,
-        operations: record.rest(),
-    })
+    Ok(TransactionView { version, request_id, timestamp_ms, operation_count, operations: record.rest() })
 }
 
 fn parse_request_id(bytes: &[u8]) -> Option<&str> {
@@ -533,10 +461,7 @@ fn parse_request_id(bytes: &[u8]) -> Option<&str> {
 
 /// Checks that the operations fill the record exactly and number
 /// `operation_count`.
-fn verify_operations(
-    transaction: &TransactionView<'_>,
-    record_offset: usize,
-) -> Result<(), FormatError> {
+fn verify_operations(transaction: &TransactionView<'_>, record_offset: usize) -> Result<(), FormatError> {
     let mut reader = Reader::new(transaction.operations, record_offset);
     let mut count: u64 = 0;
     while !reader.is_empty() {
@@ -556,28 +481,17 @@ fn verify_operations(
 fn read_operation<'a>(reader: &mut Reader<'a>) -> Result<OperationRef<'a>, FormatError> {
     let offset = reader.offset();
     match reader.u8()? {
-        TAG_WRITE => Ok(OperationRef::Write {
-            key: reader.sized()?,
-            value: reader.sized()?,
-        }),
-        TAG_DELETE => Ok(OperationRef::Delete {
-            key: reader.sized()?,
-        }),
+        TAG_WRITE => Ok(OperationRef::Write { key: reader.sized()?, value: reader.sized()? }),
+        TAG_DELETE => Ok(OperationRef::Delete { key: reader.sized()? }),
         TAG_RANGE_DELETE => {
             let begin = reader.sized()?;
             let end = reader.sized()?;
             if begin >= end {
-                return Err(FormatError::InvalidField {
-                    field: "range_delete bounds",
-                    offset,
-                });
+                return Err(FormatError::InvalidField { field: "range_delete bounds", offset });
             }
             Ok(OperationRef::RangeDelete { begin, end })
         }
-        _ => Err(FormatError::InvalidField {
-            field: "operation tag",
-            offset,
-        }),
+        _ => Err(FormatError::InvalidField { field: "operation tag", offset }),
     }
 }
 
@@ -593,11 +507,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn new(bytes: &'a [u8], base_offset: usize) -> Self {
-        Reader {
-            bytes,
-            position: 0,
-            base_offset,
-        }
+        Reader { bytes, position: 0, base_offset }
     }
 
     fn offset(&self) -> usize {
@@ -613,13 +523,8 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, length: usize) -> Result<&'a [u8], FormatError> {
-        let end = self
-            .position
-            .checked_add(length)
-            .filter(|end| *end <= self.bytes.len());
-        let end = end.ok_or(FormatError::Truncated {
-            offset: self.offset(),
-        })?;
+        let end = self.position.checked_add(length).filter(|end| *end <= self.bytes.len());
+        let end = end.ok_or(FormatError::Truncated { offset: self.offset() })?;
         let taken = &self.bytes[self.position..end];
         self.position = end;
         Ok(taken)

@@ -30,9 +30,7 @@ use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use super::store::{
-    validate_name, Completion, ListPage, ObjectOp, ObjectStore, OpId, OpOutput, StoreError,
-};
+use super::store::{validate_name, Completion, ListPage, ObjectOp, ObjectStore, OpId, OpOutput, StoreError};
 
 const TEMP_DIRECTORY: &str = ".tmp";
 /// Most names one listing returns, as S3 does; callers page with
@@ -55,11 +53,7 @@ pub struct LocalStoreOptions {
 
 impl Default for LocalStoreOptions {
     fn default() -> Self {
-        LocalStoreOptions {
-            io_threads: 2,
-            queue_depth: 1024,
-            sync: true,
-        }
+        LocalStoreOptions { io_threads: 2, queue_depth: 1024, sync: true }
     }
 }
 
@@ -72,10 +66,7 @@ pub struct LocalStore {
 
 impl std::fmt::Debug for LocalStore {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("LocalStore")
-            .field("root", &self.disk.root)
-            .finish()
+        formatter.debug_struct("LocalStore").field("root", &self.disk.root).finish()
     }
 }
 
@@ -94,16 +85,10 @@ impl LocalStore {
         let threads = (0..options.io_threads.max(1))
             .map(|index| {
                 let (disk, queue) = (Arc::clone(&disk), queue.clone());
-                std::thread::Builder::new()
-                    .name(format!("stoat-disk-{index}"))
-                    .spawn(move || run_jobs(&disk, &queue))
+                std::thread::Builder::new().name(format!("stoat-disk-{index}")).spawn(move || run_jobs(&disk, &queue))
             })
             .collect::<io::Result<Vec<_>>>()?;
-        Ok(LocalStore {
-            disk,
-            jobs: Some(jobs),
-            threads,
-        })
+        Ok(LocalStore { disk, jobs: Some(jobs), threads })
     }
 
     pub fn root(&self) -> &Path {
@@ -114,19 +99,12 @@ impl LocalStore {
 impl ObjectStore for LocalStore {
     fn submit(&self, op_id: OpId, op: ObjectOp, reply: &Sender<Completion>) {
         let Some(jobs) = &self.jobs else { return };
-        let refused = match jobs.try_send(Job {
-            op_id,
-            op,
-            reply: reply.clone(),
-        }) {
+        let refused = match jobs.try_send(Job { op_id, op, reply: reply.clone() }) {
             Ok(()) => return,
             Err(TrySendError::Full(_)) => StoreError::transient("local store queue is full"),
             Err(TrySendError::Disconnected(_)) => StoreError::transient("local store is closed"),
         };
-        let _ = reply.send(Completion {
-            op_id,
-            result: Err(refused),
-        });
+        let _ = reply.send(Completion { op_id, result: Err(refused) });
     }
 }
 
@@ -143,10 +121,7 @@ impl Drop for LocalStore {
 fn run_jobs(disk: &Disk, queue: &Receiver<Job>) {
     for job in queue.iter() {
         let result = disk.run(job.op);
-        let _ = job.reply.send(Completion {
-            op_id: job.op_id,
-            result,
-        });
+        let _ = job.reply.send(Completion { op_id: job.op_id, result });
     }
 }
 
@@ -169,28 +144,16 @@ impl Disk {
         }
         remove_stale_temp_files(&temp_directory);
         let temp_tag = uuid::Uuid::new_v4().simple().to_string();
-        Ok(Disk {
-            root,
-            temp_directory,
-            sync,
-            temp_tag,
-            temp_counter: AtomicU64::new(0),
-        })
+        Ok(Disk { root, temp_directory, sync, temp_tag, temp_counter: AtomicU64::new(0) })
     }
 
     fn run(&self, op: ObjectOp) -> Result<OpOutput, StoreError> {
         match op {
-            ObjectOp::PutIfAbsent { name, bytes } => self
-                .put_if_absent(&name, &bytes)
-                .map(|()| OpOutput::Created),
+            ObjectOp::PutIfAbsent { name, bytes } => self.put_if_absent(&name, &bytes).map(|()| OpOutput::Created),
             ObjectOp::Get { name, range } => self.get(&name, range).map(OpOutput::Bytes),
-            ObjectOp::List {
-                prefix,
-                start_after,
-                limit,
-            } => self
-                .list(&prefix, start_after.as_deref(), limit)
-                .map(OpOutput::Listed),
+            ObjectOp::List { prefix, start_after, limit } => {
+                self.list(&prefix, start_after.as_deref(), limit).map(OpOutput::Listed)
+            }
             ObjectOp::Delete { names } => self.delete(&names).map(|()| OpOutput::Deleted),
         }
     }
@@ -199,19 +162,14 @@ impl Disk {
         validate_name(name)?;
         let path = self.root.join(name);
         let parent = path.parent().unwrap_or(&self.root).to_path_buf();
-        self.create_directories(&parent)
-            .map_err(|error| io_error(error, name))?;
-        let temp = self
-            .write_temp_file(bytes)
-            .map_err(|error| io_error(error, name))?;
+        self.create_directories(&parent).map_err(|error| io_error(error, name))?;
+        let temp = self.write_temp_file(bytes).map_err(|error| io_error(error, name))?;
         let linked = fs::hard_link(&temp, &path);
         let _ = fs::remove_file(&temp);
         match linked {
             Ok(()) => {}
             Err(error) if error.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {
-                return Err(StoreError::permanent(format!(
-                    "{name:?} is a directory of other objects"
-                )));
+                return Err(StoreError::permanent(format!("{name:?} is a directory of other objects")));
             }
             Err(error) => return Err(io_error(error, name)),
         }
@@ -223,20 +181,14 @@ impl Disk {
 
     fn write_temp_file(&self, bytes: &[u8]) -> io::Result<PathBuf> {
         let counter = self.temp_counter.fetch_add(1, Ordering::Relaxed);
-        let temp = self
-            .temp_directory
-            .join(format!("{}-{counter}", self.temp_tag));
-        let written = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .and_then(|mut file| {
-                file.write_all(bytes)?;
-                if self.sync {
-                    file.sync_data()?;
-                }
-                Ok(())
-            });
+        let temp = self.temp_directory.join(format!("{}-{counter}", self.temp_tag));
+        let written = File::options().write(true).create_new(true).open(&temp).and_then(|mut file| {
+            file.write_all(bytes)?;
+            if self.sync {
+                file.sync_data()?;
+            }
+            Ok(())
+        });
         if let Err(error) = written {
             let _ = fs::remove_file(&temp);
             return Err(error);
@@ -268,46 +220,27 @@ impl Disk {
         let mut file = File::open(&path).map_err(|error| io_error(error, name))?;
         let metadata = file.metadata().map_err(|error| io_error(error, name))?;
         if metadata.is_dir() {
-            return Err(StoreError::NotFound {
-                name: name.to_owned(),
-            });
+            return Err(StoreError::NotFound { name: name.to_owned() });
         }
         let size_bytes = metadata.len();
         let range = range.unwrap_or(0..size_bytes);
         let start = range.start.min(size_bytes);
         let end = range.end.clamp(start, size_bytes);
         let mut bytes = Vec::with_capacity((end - start) as usize);
-        file.seek(SeekFrom::Start(start))
-            .map_err(|error| io_error(error, name))?;
-        file.take(end - start)
-            .read_to_end(&mut bytes)
-            .map_err(|error| io_error(error, name))?;
+        file.seek(SeekFrom::Start(start)).map_err(|error| io_error(error, name))?;
+        file.take(end - start).read_to_end(&mut bytes).map_err(|error| io_error(error, name))?;
         Ok(bytes)
     }
 
-    fn list(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> Result<ListPage, StoreError> {
+    fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<ListPage, StoreError> {
         if limit == 0 {
             return Err(StoreError::permanent("list limit must be at least 1"));
         }
-        let mut walk = ListWalk {
-            prefix,
-            start_after,
-            wanted: limit.min(LIST_LIMIT_MAX) + 1,
-            names: Vec::new(),
-        };
-        walk.directory(&self.root, "")
-            .map_err(|error| io_error(error, prefix))?;
+        let mut walk = ListWalk { prefix, start_after, wanted: limit.min(LIST_LIMIT_MAX) + 1, names: Vec::new() };
+        walk.directory(&self.root, "").map_err(|error| io_error(error, prefix))?;
         let truncated = walk.names.len() > limit.min(LIST_LIMIT_MAX);
         walk.names.truncate(limit.min(LIST_LIMIT_MAX));
-        Ok(ListPage {
-            names: walk.names,
-            truncated,
-        })
+        Ok(ListPage { names: walk.names, truncated })
     }
 
     fn delete(&self, names: &[String]) -> Result<(), StoreError> {
@@ -316,9 +249,7 @@ impl Disk {
             validate_name(name)?;
             let path = self.root.join(name);
             match fs::remove_file(&path) {
-                Err(error) if error.kind() != io::ErrorKind::NotFound => {
-                    return Err(io_error(error, name))
-                }
+                Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(io_error(error, name)),
                 _ => directories.push(path.parent().unwrap_or(&self.root).to_path_buf()),
             }
         }
@@ -362,9 +293,7 @@ impl ListWalk<'_> {
     }
 
     fn file(&mut self, name: String) {
-        let after_start = self
-            .start_after
-            .is_none_or(|start_after| name.as_str() > start_after);
+        let after_start = self.start_after.is_none_or(|start_after| name.as_str() > start_after);
         if after_start && name.starts_with(self.prefix) {
             self.names.push(name);
         }
@@ -374,11 +303,9 @@ impl ListWalk<'_> {
     /// `/`) can hold a name that matches the prefix and follows
     /// `start_after`.
     fn may_hold_matches(&self, directory: &str) -> bool {
-        let prefix_overlaps =
-            directory.starts_with(self.prefix) || self.prefix.starts_with(directory);
-        let all_before_start = self.start_after.is_some_and(|start_after| {
-            start_after > directory && !start_after.starts_with(directory)
-        });
+        let prefix_overlaps = directory.starts_with(self.prefix) || self.prefix.starts_with(directory);
+        let all_before_start =
+            self.start_after.is_some_and(|start_after| start_after > directory && !start_after.starts_with(directory));
         prefix_overlaps && !all_before_start
     }
 }
@@ -397,11 +324,7 @@ fn sorted_entries(path: &Path) -> io::Result<Vec<(String, bool)>> {
             continue;
         }
         let is_directory = entry.file_type()?.is_dir();
-        entries.push(if is_directory {
-            (format!("{name}/"), true)
-        } else {
-            (name, false)
-        });
+        entries.push(if is_directory { (format!("{name}/"), true) } else { (name, false) });
     }
     entries.sort_unstable();
     Ok(entries)
@@ -419,9 +342,7 @@ fn remove_stale_temp_files(temp_directory: &Path) {
     let now = SystemTime::now();
     for entry in entries.flatten() {
         let modified = entry.metadata().and_then(|metadata| metadata.modified());
-        let stale = modified.is_ok_and(|modified| {
-            now.duration_since(modified).unwrap_or_default() > STALE_TEMP_AGE
-        });
+        let stale = modified.is_ok_and(|modified| now.duration_since(modified).unwrap_or_default() > STALE_TEMP_AGE);
         if stale {
             let _ = fs::remove_file(entry.path());
         }
@@ -434,12 +355,8 @@ fn remove_stale_temp_files(temp_directory: &Path) {
 fn io_error(error: io::Error, name: &str) -> StoreError {
     use io::ErrorKind as Kind;
     match error.kind() {
-        Kind::NotFound => StoreError::NotFound {
-            name: name.to_owned(),
-        },
-        Kind::AlreadyExists => StoreError::AlreadyExists {
-            name: name.to_owned(),
-        },
+        Kind::NotFound => StoreError::NotFound { name: name.to_owned() },
+        Kind::AlreadyExists => StoreError::AlreadyExists { name: name.to_owned() },
         Kind::PermissionDenied
         | Kind::ReadOnlyFilesystem
         | Kind::NotADirectory

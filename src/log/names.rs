@@ -1,22 +1,29 @@
-//! Names of log objects: `log/` then the batch's first version as 20 decimal
+//! Names of log objects: `log/` then the batch's start version as 20 decimal
 //! digits, then `.batch`.
 //!
-//! Invariant: byte order of names is numeric order of first versions, so a
+//! A batch covers the versions `prev_version + 1 ..= last_version`; its start
+//! version is `prev_version + 1`, the first version it covers, whether or not
+//! a transaction committed at it (versions of transactions that did not
+//! commit are never logged, so a batch's first transaction may be later).
+//!
+//! Invariants: byte order of names is numeric order of start versions, so a
 //! listing of `log/` is the log in order; and a name depends only on the
-//! first version, so two leaders writing the same next batch collide on
-//! put-if-absent (that collision is the fencing mechanism).
+//! version the batch continues from, so any two writers extending the log
+//! from the same version collide on put-if-absent, whatever versions their
+//! transactions got (that collision is the fencing mechanism).
 
 /// The prefix every batch object name starts with.
 pub const LOG_PREFIX: &str = "log/";
 const SUFFIX: &str = ".batch";
 const DIGITS: usize = 20;
 
-/// The object name of the batch whose first version is `first_version`.
-pub fn batch_name(first_version: u64) -> String {
-    format!("{LOG_PREFIX}{first_version:020}{SUFFIX}")
+/// The object name of the batch whose start version (`prev_version + 1`) is
+/// `start_version`.
+pub fn batch_name(start_version: u64) -> String {
+    format!("{LOG_PREFIX}{start_version:020}{SUFFIX}")
 }
 
-/// The first version a batch name stands for; `None` for any other name.
+/// The start version a batch name stands for; `None` for any other name.
 pub fn parse_batch_name(name: &str) -> Option<u64> {
     let digits = name.strip_prefix(LOG_PREFIX)?.strip_suffix(SUFFIX)?;
     if digits.len() != DIGITS || !digits.bytes().all(|byte| byte.is_ascii_digit()) {

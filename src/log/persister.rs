@@ -62,11 +62,7 @@ pub enum Action {
     /// The batch `first_version..=durable_version` and every one before it
     /// are durable: publish `durable_version`, acknowledge its commits and
     /// hand its bytes to subscribers.
-    DurableAdvanced {
-        first_version: u64,
-        durable_version: u64,
-        bytes: ObjectBytes,
-    },
+    DurableAdvanced { first_version: u64, durable_version: u64, bytes: ObjectBytes },
     /// Call `tick` at or after `at_ms`: a retry is waiting.
     RetryAt { at_ms: u64 },
     /// Another writer holds the name of our batch: another leader exists.
@@ -74,10 +70,7 @@ pub enum Action {
     Fenced { first_version: u64, name: String },
     /// A write failed in a way retrying cannot fix (or ran out of attempts).
     /// Stop; nothing more will be reported durable.
-    Failed {
-        first_version: u64,
-        error: StoreError,
-    },
+    Failed { first_version: u64, error: StoreError },
 }
 
 /// Why `batch_ready` refused a batch.
@@ -133,10 +126,7 @@ pub struct Persister {
 impl Persister {
     /// Starts after `durable_version`, the last version of the recovered log.
     pub fn new(config: PersisterConfig, durable_version: u64) -> Self {
-        assert!(
-            config.max_in_flight >= 1 && config.attempts_max >= 1,
-            "persister config"
-        );
+        assert!(config.max_in_flight >= 1 && config.attempts_max >= 1, "persister config");
         Persister {
             jitter: SplitMix64::new(config.jitter_seed),
             config,
@@ -195,13 +185,8 @@ impl Persister {
         if !self.can_accept() {
             return Err(Rejected::Full);
         }
-        assert_eq!(
-            batch.prev_version, self.accepted_version,
-            "batches chain by prev_version"
-        );
-        assert!(
-            batch.first_version > batch.prev_version && batch.last_version >= batch.first_version
-        );
+        assert_eq!(batch.prev_version, self.accepted_version, "batches chain by prev_version");
+        assert!(batch.first_version > batch.prev_version && batch.last_version >= batch.first_version);
         // Paired with the decoder's checks when the batch is read back.
         debug_assert!(BatchView::parse(&batch.bytes).is_ok_and(|view| {
             (view.first_version, view.last_version, view.prev_version)
@@ -211,7 +196,7 @@ impl Persister {
         self.slots.push_back(Slot {
             first_version: batch.first_version,
             last_version: batch.last_version,
-            name: batch_name(batch.first_version),
+            name: batch_name(batch.prev_version + 1),
             bytes: Arc::new(batch.bytes),
             state: SlotState::Written, // replaced by `submit` at once
             attempts: 0,
@@ -224,30 +209,22 @@ impl Persister {
     /// Takes the store's answer to an operation we asked for. Completions of
     /// operations no longer wanted (after a stop) are ignored.
     pub fn completed(&mut self, completion: Completion, now_ms: u64) {
-        let found = self.slots.iter().position(|slot| matches!(slot.state, SlotState::InFlight { op_id, .. } if op_id == completion.op_id));
+        let found = self
+            .slots
+            .iter()
+            .position(|slot| matches!(slot.state, SlotState::InFlight { op_id, .. } if op_id == completion.op_id));
         let Some(index) = found else { return };
         let SlotState::InFlight { phase, .. } = self.slots[index].state else {
             return;
         };
         match (phase, completion.result) {
             (Phase::Put, Ok(OpOutput::Created)) => self.written(index),
-            (Phase::Put, Err(StoreError::AlreadyExists { .. })) => {
-                self.submit(index, Phase::Verify)
-            }
-            (Phase::Verify, Ok(OpOutput::Bytes(stored))) if stored == *self.slots[index].bytes => {
-                self.written(index)
-            }
-            (Phase::Verify, Ok(OpOutput::Bytes(_)) | Err(StoreError::NotFound { .. })) => {
-                self.fence(index)
-            }
-            (_, Err(error @ StoreError::Transient { .. })) => {
-                self.retry_later(index, phase, error, now_ms)
-            }
+            (Phase::Put, Err(StoreError::AlreadyExists { .. })) => self.submit(index, Phase::Verify),
+            (Phase::Verify, Ok(OpOutput::Bytes(stored))) if stored == *self.slots[index].bytes => self.written(index),
+            (Phase::Verify, Ok(OpOutput::Bytes(_)) | Err(StoreError::NotFound { .. })) => self.fence(index),
+            (_, Err(error @ StoreError::Transient { .. })) => self.retry_later(index, phase, error, now_ms),
             (_, Err(error)) => self.fail(index, error),
-            (_, Ok(other)) => self.fail(
-                index,
-                StoreError::permanent(format!("unexpected store output {other:?}")),
-            ),
+            (_, Ok(other)) => self.fail(index, StoreError::permanent(format!("unexpected store output {other:?}"))),
         }
     }
 
@@ -276,32 +253,19 @@ impl Persister {
         slot.attempts += 1;
         slot.state = SlotState::InFlight { op_id, phase };
         let op = match phase {
-            Phase::Put => ObjectOp::PutIfAbsent {
-                name: slot.name.clone(),
-                bytes: Arc::clone(&slot.bytes),
-            },
-            Phase::Verify => ObjectOp::Get {
-                name: slot.name.clone(),
-                range: None,
-            },
+            Phase::Put => ObjectOp::PutIfAbsent { name: slot.name.clone(), bytes: Arc::clone(&slot.bytes) },
+            Phase::Verify => ObjectOp::Get { name: slot.name.clone(), range: None },
         };
         self.actions.push_back(Action::Submit { op_id, op });
     }
 
     fn written(&mut self, index: usize) {
         self.slots[index].state = SlotState::Written;
-        while self
-            .slots
-            .front()
-            .is_some_and(|slot| slot.state == SlotState::Written)
-        {
+        while self.slots.front().is_some_and(|slot| slot.state == SlotState::Written) {
             let Some(slot) = self.slots.pop_front() else {
                 break;
             };
-            assert!(
-                slot.first_version > self.durable_version,
-                "durable version advances in order"
-            );
+            assert!(slot.first_version > self.durable_version, "durable version advances in order");
             self.durable_version = slot.last_version;
             self.actions.push_back(Action::DurableAdvanced {
                 first_version: slot.first_version,
@@ -325,29 +289,19 @@ impl Persister {
     /// half and all of the capped delay, so retries of many leaders spread.
     fn backoff_ms(&mut self, attempts: u32) -> u64 {
         let doublings = attempts.saturating_sub(1).min(32);
-        let capped = self
-            .config
-            .backoff_initial_ms
-            .saturating_mul(1 << doublings)
-            .min(self.config.backoff_max_ms);
+        let capped = self.config.backoff_initial_ms.saturating_mul(1 << doublings).min(self.config.backoff_max_ms);
         let half = capped / 2;
         half + self.jitter.next_u64() % (capped - half + 1)
     }
 
     fn fence(&mut self, index: usize) {
         let slot = &self.slots[index];
-        let action = Action::Fenced {
-            first_version: slot.first_version,
-            name: slot.name.clone(),
-        };
+        let action = Action::Fenced { first_version: slot.first_version, name: slot.name.clone() };
         self.stop(action);
     }
 
     fn fail(&mut self, index: usize, error: StoreError) {
-        let action = Action::Failed {
-            first_version: self.slots[index].first_version,
-            error,
-        };
+        let action = Action::Failed { first_version: self.slots[index].first_version, error };
         self.stop(action);
     }
 

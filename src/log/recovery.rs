@@ -90,14 +90,10 @@ pub enum RecoveryError {
         #[source]
         source: FormatError,
     },
-    #[error("batch {name} starts at version {first_version}, not the version its name says")]
-    Misnamed { name: String, first_version: u64 },
+    #[error("batch {name} continues from version {prev_version}, not from the version its name says")]
+    Misnamed { name: String, prev_version: u64 },
     #[error("batch {name} overlaps the batch before it: prev_version {prev_version}, previous last version {previous_last_version}")]
-    Overlap {
-        name: String,
-        prev_version: u64,
-        previous_last_version: u64,
-    },
+    Overlap { name: String, prev_version: u64, previous_last_version: u64 },
 }
 
 impl RecoveryError {
@@ -115,31 +111,23 @@ struct ReadBatch {
 }
 
 /// Lists the log, reads its newest batches, and returns the tail state.
-pub fn recover(
-    store: &dyn ObjectStore,
-    config: &RecoveryConfig,
-) -> Result<RecoveredLog, RecoveryError> {
+pub fn recover(store: &dyn ObjectStore, config: &RecoveryConfig) -> Result<RecoveredLog, RecoveryError> {
     let blocking = Blocking::new(store);
     let page_size = config.list_page_size.max(1);
-    let mut first_versions = list_first_versions(&blocking, config.start_after_version, page_size)?;
-    if first_versions.is_empty() && config.start_after_version.is_some() {
+    let mut start_versions = list_start_versions(&blocking, config.start_after_version, page_size)?;
+    if start_versions.is_empty() && config.start_after_version.is_some() {
         // The hint was past the tail: fall back to the whole listing.
-        first_versions = list_first_versions(&blocking, None, page_size)?;
+        start_versions = list_start_versions(&blocking, None, page_size)?;
     }
-    let oldest = match (config.start_after_version, first_versions.first()) {
+    let oldest = match (config.start_after_version, start_versions.first()) {
         (None, first) => first.copied(),
-        (Some(_), _) => oldest_first_version(&blocking, page_size)?,
+        (Some(_), _) => oldest_start_version(&blocking, page_size)?,
     };
     let Some(oldest_version) = oldest else {
         return Ok(RecoveredLog::default());
     };
-    let (valid, orphans) = walk_back(&blocking, &first_versions, config)?;
-    Ok(assemble(
-        oldest_version,
-        valid,
-        orphans,
-        first_versions.len(),
-    ))
+    let (valid, orphans) = walk_back(&blocking, &start_versions, config)?;
+    Ok(assemble(oldest_version, valid, orphans, start_versions.len()))
 }
 
 fn assemble(
@@ -149,11 +137,9 @@ fn assemble(
     objects_listed: usize,
 ) -> RecoveredLog {
     let tail = valid.first().map(|batch| batch.tail.clone());
-    let mut recent_transactions: Vec<RecentTransaction> =
-        valid.into_iter().flat_map(|batch| batch.recent).collect();
+    let mut recent_transactions: Vec<RecentTransaction> = valid.into_iter().flat_map(|batch| batch.recent).collect();
     recent_transactions.reverse();
-    let mut orphaned_objects: Vec<String> =
-        orphans.into_iter().map(|batch| batch.tail.name).collect();
+    let mut orphaned_objects: Vec<String> = orphans.into_iter().map(|batch| batch.tail.name).collect();
     orphaned_objects.reverse();
     RecoveredLog {
         oldest_version,
@@ -167,33 +153,30 @@ fn assemble(
 
 /// First versions of every batch object after `start_after_version`, in
 /// order. Other names under the log prefix are skipped with a warning.
-fn list_first_versions(
+fn list_start_versions(
     blocking: &Blocking<'_>,
     start_after_version: Option<u64>,
     page_size: usize,
 ) -> Result<Vec<u64>, StoreError> {
     let start_after = start_after_version.map(batch_name);
     let names = blocking.list_all(LOG_PREFIX, start_after.as_deref(), page_size)?;
-    let mut first_versions = Vec::with_capacity(names.len());
+    let mut start_versions = Vec::with_capacity(names.len());
     for name in names {
         match parse_batch_name(&name) {
-            Some(first_version) => first_versions.push(first_version),
+            Some(start_version) => start_versions.push(start_version),
             None => tracing::warn!(%name, "ignoring an object in the log that is not a batch"),
         }
     }
-    Ok(first_versions)
+    Ok(start_versions)
 }
 
 /// The first version of the oldest batch object, without listing them all.
-fn oldest_first_version(
-    blocking: &Blocking<'_>,
-    page_size: usize,
-) -> Result<Option<u64>, StoreError> {
+fn oldest_start_version(blocking: &Blocking<'_>, page_size: usize) -> Result<Option<u64>, StoreError> {
     let mut start_after: Option<String> = None;
     loop {
         let page = blocking.list(LOG_PREFIX, start_after.as_deref(), page_size)?;
-        if let Some(first_version) = page.names.iter().find_map(|name| parse_batch_name(name)) {
-            return Ok(Some(first_version));
+        if let Some(start_version) = page.names.iter().find_map(|name| parse_batch_name(name)) {
+            return Ok(Some(start_version));
         }
         if !page.truncated || page.names.is_empty() {
             return Ok(None);
@@ -207,20 +190,20 @@ fn oldest_first_version(
 /// the orphans, both newest first.
 fn walk_back(
     blocking: &Blocking<'_>,
-    first_versions: &[u64],
+    start_versions: &[u64],
     config: &RecoveryConfig,
 ) -> Result<(Vec<ReadBatch>, Vec<ReadBatch>), RecoveryError> {
     let mut valid: Vec<ReadBatch> = Vec::new();
     let mut orphans: Vec<ReadBatch> = Vec::new();
     let mut wanted = config.recent_transactions;
-    for &first_version in first_versions.iter().rev() {
+    for &start_version in start_versions.iter().rev() {
         let enough_checked = valid.len() + orphans.len() >= config.chain_check_objects.max(1);
         if enough_checked && wanted == 0 {
             break;
         }
-        let name = batch_name(first_version);
+        let name = batch_name(start_version);
         let bytes = blocking.get(&name, None)?;
-        let view = verified_view(&name, &bytes, first_version)?;
+        let view = verified_view(&name, &bytes, start_version)?;
         if let Some(newer) = valid.last() {
             if chains_with_a_hole(&view, &newer.tail)? {
                 orphans.append(&mut valid);
@@ -232,7 +215,7 @@ fn walk_back(
         let tail = TailBatch {
             name,
             leader_id: view.leader_id.to_owned(),
-            first_version,
+            first_version: view.first_version,
             last_version: view.last_version,
             prev_version: view.prev_version,
         };
@@ -242,20 +225,10 @@ fn walk_back(
 }
 
 /// Parses and verifies a batch and checks that its name matches it.
-fn verified_view<'a>(
-    name: &str,
-    bytes: &'a [u8],
-    first_version: u64,
-) -> Result<BatchView<'a>, RecoveryError> {
-    let view = BatchView::parse(bytes).map_err(|source| RecoveryError::Corrupt {
-        name: name.to_owned(),
-        source,
-    })?;
-    if view.first_version != first_version {
-        return Err(RecoveryError::Misnamed {
-            name: name.to_owned(),
-            first_version: view.first_version,
-        });
+fn verified_view<'a>(name: &str, bytes: &'a [u8], start_version: u64) -> Result<BatchView<'a>, RecoveryError> {
+    let view = BatchView::parse(bytes).map_err(|source| RecoveryError::Corrupt { name: name.to_owned(), source })?;
+    if view.prev_version + 1 != start_version {
+        return Err(RecoveryError::Misnamed { name: name.to_owned(), prev_version: view.prev_version });
     }
     Ok(view)
 }

@@ -40,17 +40,10 @@ pub enum ObjectOp {
     PutIfAbsent { name: String, bytes: ObjectBytes },
     /// Reads `name`, or only the bytes of `range` (clamped to the object's
     /// size; empty when it starts at or after the end).
-    Get {
-        name: String,
-        range: Option<Range<u64>>,
-    },
+    Get { name: String, range: Option<Range<u64>> },
     /// Names starting with `prefix`, `> start_after`, in byte order, at most
     /// `limit` of them (`limit >= 1`).
-    List {
-        prefix: String,
-        start_after: Option<String>,
-        limit: usize,
-    },
+    List { prefix: String, start_after: Option<String>, limit: usize },
     /// Deletes every name given; a name that does not exist is not an error.
     Delete { names: Vec<String> },
 }
@@ -101,15 +94,11 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn transient(message: impl Into<String>) -> Self {
-        StoreError::Transient {
-            message: message.into(),
-        }
+        StoreError::Transient { message: message.into() }
     }
 
     pub fn permanent(message: impl Into<String>) -> Self {
-        StoreError::Permanent {
-            message: message.into(),
-        }
+        StoreError::Permanent { message: message.into() }
     }
 
     pub fn is_transient(&self) -> bool {
@@ -127,11 +116,7 @@ pub trait ObjectStore: Send + Sync {
 /// Checks a name against the rules of [`ObjectOp`]; every backend applies
 /// the same rules so that names valid on disk are valid on S3 and back.
 pub fn validate_name(name: &str) -> Result<(), StoreError> {
-    let invalid = |why: &str| {
-        Err(StoreError::permanent(format!(
-            "invalid object name {name:?}: {why}"
-        )))
-    };
+    let invalid = |why: &str| Err(StoreError::permanent(format!("invalid object name {name:?}: {why}")));
     if name.is_empty() {
         return invalid("empty");
     }
@@ -182,22 +167,12 @@ impl<'a> Blocking<'a> {
     }
 
     pub fn put_if_absent(&self, name: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
-        let op = ObjectOp::PutIfAbsent {
-            name: name.to_owned(),
-            bytes: Arc::new(bytes),
-        };
-        self.run(op).and_then(|output| {
-            expect_output(output, "put", |o| {
-                matches!(o, OpOutput::Created).then_some(())
-            })
-        })
+        let op = ObjectOp::PutIfAbsent { name: name.to_owned(), bytes: Arc::new(bytes) };
+        self.run(op).and_then(|output| expect_output(output, "put", |o| matches!(o, OpOutput::Created).then_some(())))
     }
 
     pub fn get(&self, name: &str, range: Option<Range<u64>>) -> Result<Vec<u8>, StoreError> {
-        let op = ObjectOp::Get {
-            name: name.to_owned(),
-            range,
-        };
+        let op = ObjectOp::Get { name: name.to_owned(), range };
         self.run(op).and_then(|output| {
             expect_output(output, "get", |o| match o {
                 OpOutput::Bytes(bytes) => Some(bytes),
@@ -206,17 +181,8 @@ impl<'a> Blocking<'a> {
         })
     }
 
-    pub fn list(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> Result<ListPage, StoreError> {
-        let op = ObjectOp::List {
-            prefix: prefix.to_owned(),
-            start_after: start_after.map(str::to_owned),
-            limit,
-        };
+    pub fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<ListPage, StoreError> {
+        let op = ObjectOp::List { prefix: prefix.to_owned(), start_after: start_after.map(str::to_owned), limit };
         self.run(op).and_then(|output| {
             expect_output(output, "list", |o| match o {
                 OpOutput::Listed(page) => Some(page),
@@ -247,11 +213,8 @@ impl<'a> Blocking<'a> {
     }
 
     pub fn delete(&self, names: Vec<String>) -> Result<(), StoreError> {
-        self.run(ObjectOp::Delete { names }).and_then(|output| {
-            expect_output(output, "delete", |o| {
-                matches!(o, OpOutput::Deleted).then_some(())
-            })
-        })
+        self.run(ObjectOp::Delete { names })
+            .and_then(|output| expect_output(output, "delete", |o| matches!(o, OpOutput::Deleted).then_some(())))
     }
 }
 
@@ -262,11 +225,8 @@ fn expect_output<T>(
     operation: &str,
     pick: impl FnOnce(OpOutput) -> Option<T>,
 ) -> Result<T, StoreError> {
-    pick(output).ok_or_else(|| {
-        StoreError::permanent(format!(
-            "the store answered a {operation} with another kind of output"
-        ))
-    })
+    pick(output)
+        .ok_or_else(|| StoreError::permanent(format!("the store answered a {operation} with another kind of output")))
 }
 
 #[cfg(test)]
@@ -279,21 +239,8 @@ mod tests {
             assert_eq!(validate_name(good), Ok(()), "{good}");
         }
         let long = "a".repeat(NAME_BYTES_MAX + 1);
-        for bad in [
-            "",
-            "/a",
-            "a/",
-            "a//b",
-            ".tmp",
-            "a/.b",
-            "a/../b",
-            "a\0b",
-            long.as_str(),
-        ] {
-            assert!(
-                matches!(validate_name(bad), Err(StoreError::Permanent { .. })),
-                "{bad}"
-            );
+        for bad in ["", "/a", "a/", "a//b", ".tmp", "a/.b", "a/../b", "a\0b", long.as_str()] {
+            assert!(matches!(validate_name(bad), Err(StoreError::Permanent { .. })), "{bad}");
         }
     }
 }

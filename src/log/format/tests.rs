@@ -9,12 +9,7 @@ fn encode(leader_id: &str, prev_version: u64, transactions: &[LoggedTransaction]
     let mut encoder = BatchEncoder::new(leader_id, prev_version);
     for transaction in transactions {
         let operations = transaction.operations.iter().map(Operation::as_ref);
-        encoder.push(
-            transaction.version,
-            &transaction.request_id,
-            transaction.timestamp_ms,
-            operations,
-        );
+        encoder.push(transaction.version, &transaction.request_id, transaction.timestamp_ms, operations);
     }
     encoder.finish()
 }
@@ -25,10 +20,7 @@ fn small_batch() -> Vec<u8> {
             version: 7,
             request_id: "a".into(),
             timestamp_ms: 1,
-            operations: vec![Operation::Write {
-                key: b"k".to_vec(),
-                value: b"v".to_vec(),
-            }],
+            operations: vec![Operation::Write { key: b"k".to_vec(), value: b"v".to_vec() }],
         },
         LoggedTransaction {
             version: 9,
@@ -36,18 +28,10 @@ fn small_batch() -> Vec<u8> {
             timestamp_ms: 2,
             operations: vec![
                 Operation::Delete { key: b"d".to_vec() },
-                Operation::RangeDelete {
-                    begin: b"a".to_vec(),
-                    end: b"b".to_vec(),
-                },
+                Operation::RangeDelete { begin: b"a".to_vec(), end: b"b".to_vec() },
             ],
         },
-        LoggedTransaction {
-            version: 12,
-            request_id: "c".into(),
-            timestamp_ms: 3,
-            operations: vec![],
-        },
+        LoggedTransaction { version: 12, request_id: "c".into(), timestamp_ms: 3, operations: vec![] },
     ];
     encode("leader", 5, &transactions).bytes
 }
@@ -64,14 +48,7 @@ fn small_batch_round_trips_with_header_fields() {
     let bytes = small_batch();
     let decoded = decode_batch(&bytes).unwrap();
     assert_eq!(decoded.leader_id, "leader");
-    assert_eq!(
-        (
-            decoded.first_version,
-            decoded.last_version,
-            decoded.prev_version
-        ),
-        (7, 12, 5)
-    );
+    assert_eq!((decoded.first_version, decoded.last_version, decoded.prev_version), (7, 12, 5));
     let versions: Vec<u64> = decoded.transactions.iter().map(|t| t.version).collect();
     assert_eq!(versions, [7, 9, 12]);
     let view = BatchView::parse(&bytes).unwrap();
@@ -84,10 +61,7 @@ fn small_batch_round_trips_with_header_fields() {
 fn every_truncation_is_detected() {
     let bytes = small_batch();
     for length in 0..bytes.len() {
-        assert!(
-            BatchView::parse(&bytes[..length]).is_err(),
-            "truncated to {length}"
-        );
+        assert!(BatchView::parse(&bytes[..length]).is_err(), "truncated to {length}");
     }
 }
 
@@ -98,10 +72,7 @@ fn every_flipped_bit_and_byte_is_detected() {
         for mask in [1u8, 2, 4, 8, 16, 32, 64, 128, 0xFF] {
             let mut damaged = bytes.clone();
             damaged[index] ^= mask;
-            assert!(
-                BatchView::parse(&damaged).is_err(),
-                "byte {index} xor {mask:#x}"
-            );
+            assert!(BatchView::parse(&damaged).is_err(), "byte {index} xor {mask:#x}");
         }
     }
 }
@@ -142,30 +113,19 @@ fn operation_strategy() -> impl Strategy<Value = Operation> {
 }
 
 fn transactions_strategy() -> impl Strategy<Value = (u64, Vec<LoggedTransaction>)> {
-    let transaction = (
-        1u64..1000,
-        "[A-Za-z0-9._:-]{1,128}",
-        any::<u64>(),
-        proptest::collection::vec(operation_strategy(), 0..6),
-    );
-    (0u64..1 << 40, proptest::collection::vec(transaction, 1..8)).prop_map(
-        |(prev_version, parts)| {
-            let mut version = prev_version;
-            let transactions = parts
-                .into_iter()
-                .map(|(gap, request_id, timestamp_ms, operations)| {
-                    version += gap;
-                    LoggedTransaction {
-                        version,
-                        request_id,
-                        timestamp_ms,
-                        operations,
-                    }
-                })
-                .collect();
-            (prev_version, transactions)
-        },
-    )
+    let transaction =
+        (1u64..1000, "[A-Za-z0-9._:-]{1,128}", any::<u64>(), proptest::collection::vec(operation_strategy(), 0..6));
+    (0u64..1 << 40, proptest::collection::vec(transaction, 1..8)).prop_map(|(prev_version, parts)| {
+        let mut version = prev_version;
+        let transactions = parts
+            .into_iter()
+            .map(|(gap, request_id, timestamp_ms, operations)| {
+                version += gap;
+                LoggedTransaction { version, request_id, timestamp_ms, operations }
+            })
+            .collect();
+        (prev_version, transactions)
+    })
 }
 
 proptest! {

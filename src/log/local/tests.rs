@@ -14,100 +14,50 @@ fn put_if_absent_then_get_and_ranges() {
     let directory = tempfile::tempdir().unwrap();
     let store = open(directory.path());
     let blocking = Blocking::new(&store);
-    blocking
-        .put_if_absent("log/a", b"0123456789".to_vec())
-        .unwrap();
+    blocking.put_if_absent("log/a", b"0123456789".to_vec()).unwrap();
     assert_eq!(blocking.get("log/a", None).unwrap(), b"0123456789");
     assert_eq!(blocking.get("log/a", Some(2..5)).unwrap(), b"234");
     assert_eq!(blocking.get("log/a", Some(8..100)).unwrap(), b"89");
     assert_eq!(blocking.get("log/a", Some(20..30)).unwrap(), b"");
     let (start, end) = (5, 2);
-    assert_eq!(
-        blocking.get("log/a", Some(start..end)).unwrap(),
-        b"",
-        "a reversed range"
-    );
-    assert!(matches!(
-        blocking.put_if_absent("log/a", b"other".to_vec()),
-        Err(StoreError::AlreadyExists { .. })
-    ));
-    assert_eq!(
-        blocking.get("log/a", None).unwrap(),
-        b"0123456789",
-        "the loser changes nothing"
-    );
-    assert!(matches!(
-        blocking.get("log/b", None),
-        Err(StoreError::NotFound { .. })
-    ));
+    assert_eq!(blocking.get("log/a", Some(start..end)).unwrap(), b"", "a reversed range");
+    assert!(matches!(blocking.put_if_absent("log/a", b"other".to_vec()), Err(StoreError::AlreadyExists { .. })));
+    assert_eq!(blocking.get("log/a", None).unwrap(), b"0123456789", "the loser changes nothing");
+    assert!(matches!(blocking.get("log/b", None), Err(StoreError::NotFound { .. })));
+    assert!(matches!(blocking.get("log", None), Err(StoreError::NotFound { .. })), "a directory is not an object");
+    assert!(matches!(blocking.put_if_absent("../escape", vec![]), Err(StoreError::Permanent { .. })));
     assert!(
-        matches!(blocking.get("log", None), Err(StoreError::NotFound { .. })),
-        "a directory is not an object"
-    );
-    assert!(matches!(
-        blocking.put_if_absent("../escape", vec![]),
-        Err(StoreError::Permanent { .. })
-    ));
-    assert!(
-        matches!(
-            blocking.put_if_absent("log", vec![]),
-            Err(StoreError::Permanent { .. })
-        ),
+        matches!(blocking.put_if_absent("log", vec![]), Err(StoreError::Permanent { .. })),
         "a directory of objects"
     );
-    assert!(
-        matches!(
-            blocking.put_if_absent("log/a/b", vec![]),
-            Err(StoreError::Permanent { .. })
-        ),
-        "under an object"
-    );
+    assert!(matches!(blocking.put_if_absent("log/a/b", vec![]), Err(StoreError::Permanent { .. })), "under an object");
 }
 
 #[test]
 fn racing_puts_of_one_name_have_one_winner_across_instances() {
     let directory = tempfile::tempdir().unwrap();
-    let stores = [
-        Arc::new(open(directory.path())),
-        Arc::new(open(directory.path())),
-    ];
+    let stores = [Arc::new(open(directory.path())), Arc::new(open(directory.path()))];
     for round in 0..20 {
         let name = format!("race/{round:03}");
         let threads = 8;
         let barrier = Arc::new(Barrier::new(threads));
         let handles: Vec<_> = (0..threads)
             .map(|index| {
-                let (store, barrier, name) = (
-                    Arc::clone(&stores[index % 2]),
-                    Arc::clone(&barrier),
-                    name.clone(),
-                );
+                let (store, barrier, name) = (Arc::clone(&stores[index % 2]), Arc::clone(&barrier), name.clone());
                 std::thread::spawn(move || {
                     barrier.wait();
-                    Blocking::new(store.as_ref())
-                        .put_if_absent(&name, vec![index as u8; 4096])
-                        .map(|()| index)
+                    Blocking::new(store.as_ref()).put_if_absent(&name, vec![index as u8; 4096]).map(|()| index)
                 })
             })
             .collect();
-        let results: Vec<_> = handles
-            .into_iter()
-            .map(|handle| handle.join().unwrap())
-            .collect();
-        let winners: Vec<usize> = results
-            .iter()
-            .filter_map(|result| result.as_ref().ok().copied())
-            .collect();
+        let results: Vec<_> = handles.into_iter().map(|handle| handle.join().unwrap()).collect();
+        let winners: Vec<usize> = results.iter().filter_map(|result| result.as_ref().ok().copied()).collect();
         assert_eq!(winners.len(), 1, "round {round}: {results:?}");
-        assert!(results
-            .iter()
-            .all(|result| matches!(result, Ok(_) | Err(StoreError::AlreadyExists { .. }))));
+        assert!(results.iter().all(|result| matches!(result, Ok(_) | Err(StoreError::AlreadyExists { .. }))));
         let stored = Blocking::new(stores[0].as_ref()).get(&name, None).unwrap();
         assert_eq!(stored, vec![winners[0] as u8; 4096]);
     }
-    let leftovers = fs::read_dir(directory.path().join(TEMP_DIRECTORY))
-        .unwrap()
-        .count();
+    let leftovers = fs::read_dir(directory.path().join(TEMP_DIRECTORY)).unwrap().count();
     assert_eq!(leftovers, 0, "temporary files are removed");
 }
 
@@ -129,47 +79,23 @@ fn listing_is_in_byte_order_across_directories_with_paging() {
         "log/00000000000000000010.batch",
     ];
     for name in &names {
-        blocking
-            .put_if_absent(name, name.as_bytes().to_vec())
-            .unwrap();
+        blocking.put_if_absent(name, name.as_bytes().to_vec()).unwrap();
     }
     fs::write(directory.path().join(".tmp").join("torn"), b"partial").unwrap();
     fs::write(directory.path().join("log").join(".hidden"), b"x").unwrap();
     names.sort_unstable();
     assert_eq!(blocking.list_all("", None, 1000).unwrap(), names);
     for page_size in 1..5 {
-        assert_eq!(
-            blocking.list_all("", None, page_size).unwrap(),
-            names,
-            "page size {page_size}"
-        );
+        assert_eq!(blocking.list_all("", None, page_size).unwrap(), names, "page size {page_size}");
     }
-    assert_eq!(
-        blocking.list_all("a/", None, 2).unwrap(),
-        ["a/b", "a/b0/x", "a/c/d", "a/c0"]
-    );
-    assert_eq!(
-        blocking.list_all("a/c", None, 2).unwrap(),
-        ["a/c/d", "a/c0"]
-    );
-    assert_eq!(
-        blocking.list_all("", Some("a/b0/x"), 2).unwrap(),
-        ["a/c/d", "a/c0", "ab", "b", names[7], names[8]]
-    );
-    assert_eq!(
-        blocking.list_all("", Some("a/b0"), 100).unwrap()[0],
-        "a/b0/x"
-    );
+    assert_eq!(blocking.list_all("a/", None, 2).unwrap(), ["a/b", "a/b0/x", "a/c/d", "a/c0"]);
+    assert_eq!(blocking.list_all("a/c", None, 2).unwrap(), ["a/c/d", "a/c0"]);
+    assert_eq!(blocking.list_all("", Some("a/b0/x"), 2).unwrap(), ["a/c/d", "a/c0", "ab", "b", names[7], names[8]]);
+    assert_eq!(blocking.list_all("", Some("a/b0"), 100).unwrap()[0], "a/b0/x");
     let page = blocking.list("log/", None, 1).unwrap();
-    assert_eq!(
-        (page.names, page.truncated),
-        (vec![names[7].to_owned()], true)
-    );
+    assert_eq!((page.names, page.truncated), (vec![names[7].to_owned()], true));
     let page = blocking.list("log/", Some(names[7]), 1).unwrap();
-    assert_eq!(
-        (page.names, page.truncated),
-        (vec![names[8].to_owned()], false)
-    );
+    assert_eq!((page.names, page.truncated), (vec![names[8].to_owned()], false));
     assert!(blocking.list("zzz", None, 10).unwrap().names.is_empty());
 }
 
@@ -181,9 +107,7 @@ fn delete_removes_a_batch_and_ignores_missing_names() {
     for name in ["x/1", "x/2", "x/3"] {
         blocking.put_if_absent(name, vec![1]).unwrap();
     }
-    blocking
-        .delete(vec!["x/1".into(), "x/3".into(), "x/missing".into()])
-        .unwrap();
+    blocking.delete(vec!["x/1".into(), "x/3".into(), "x/missing".into()]).unwrap();
     assert_eq!(blocking.list_all("x/", None, 10).unwrap(), ["x/2"]);
     blocking.put_if_absent("x/1", vec![2]).unwrap();
     assert_eq!(blocking.get("x/1", None).unwrap(), [2]);
@@ -195,10 +119,7 @@ fn many_operations_in_flight_from_one_thread() {
     let store = open(directory.path());
     let (reply, completions) = crossbeam_channel::unbounded();
     for op_id in 0..100u64 {
-        let op = ObjectOp::PutIfAbsent {
-            name: format!("n/{op_id:03}"),
-            bytes: Arc::new(vec![op_id as u8]),
-        };
+        let op = ObjectOp::PutIfAbsent { name: format!("n/{op_id:03}"), bytes: Arc::new(vec![op_id as u8]) };
         store.submit(op_id, op, &reply);
     }
     let mut seen: Vec<OpId> = (0..100)
@@ -215,28 +136,14 @@ fn many_operations_in_flight_from_one_thread() {
 #[test]
 fn a_full_queue_answers_transient() {
     let directory = tempfile::tempdir().unwrap();
-    let options = LocalStoreOptions {
-        io_threads: 1,
-        queue_depth: 1,
-        sync: true,
-    };
+    let options = LocalStoreOptions { io_threads: 1, queue_depth: 1, sync: true };
     let store = LocalStore::open(directory.path(), options).unwrap();
     let (reply, completions) = crossbeam_channel::unbounded();
     for op_id in 0..50u64 {
-        let op = ObjectOp::PutIfAbsent {
-            name: format!("q/{op_id}"),
-            bytes: Arc::new(vec![0; 1024]),
-        };
+        let op = ObjectOp::PutIfAbsent { name: format!("q/{op_id}"), bytes: Arc::new(vec![0; 1024]) };
         store.submit(op_id, op, &reply);
     }
-    let results: Vec<_> = (0..50)
-        .map(|_| completions.recv().unwrap().result)
-        .collect();
-    assert!(results
-        .iter()
-        .any(|result| matches!(result, Err(StoreError::Transient { .. }))));
-    assert!(results.iter().all(|result| matches!(
-        result,
-        Ok(OpOutput::Created) | Err(StoreError::Transient { .. })
-    )));
+    let results: Vec<_> = (0..50).map(|_| completions.recv().unwrap().result).collect();
+    assert!(results.iter().any(|result| matches!(result, Err(StoreError::Transient { .. }))));
+    assert!(results.iter().all(|result| matches!(result, Ok(OpOutput::Created) | Err(StoreError::Transient { .. }))));
 }

@@ -22,12 +22,7 @@ fn batch(prev_version: u64, first: u64, last: u64, leader_id: &str) -> EncodedBa
     let mut encoder = BatchEncoder::new(leader_id, prev_version);
     for version in first..=last {
         let key = version.to_le_bytes();
-        encoder.push(
-            version,
-            &format!("r{version}"),
-            0,
-            [OperationRef::Delete { key: &key }],
-        );
+        encoder.push(version, &format!("r{version}"), 0, [OperationRef::Delete { key: &key }]);
     }
     encoder.finish()
 }
@@ -53,9 +48,7 @@ fn durable_versions(actions: &[Action]) -> Vec<u64> {
     actions
         .iter()
         .filter_map(|action| match action {
-            Action::DurableAdvanced {
-                durable_version, ..
-            } => Some(*durable_version),
+            Action::DurableAdvanced { durable_version, .. } => Some(*durable_version),
             _ => None,
         })
         .collect()
@@ -74,9 +67,7 @@ fn durable_version_advances_in_order_despite_out_of_order_completions() {
     let mut persister = Persister::new(config(4), 10);
     let mut ids = Vec::new();
     for (prev, first, last) in [(10, 11, 12), (12, 13, 15), (15, 16, 16)] {
-        persister
-            .batch_ready(batch(prev, first, last, "a"))
-            .unwrap();
+        persister.batch_ready(batch(prev, first, last, "a")).unwrap();
         ids.push(submitted(&drain(&mut persister)));
     }
     persister.completed(done(ids[2], Ok(OpOutput::Created)), 0);
@@ -85,10 +76,7 @@ fn durable_version_advances_in_order_despite_out_of_order_completions() {
     assert_eq!(persister.durable_version(), 10);
     persister.completed(done(ids[0], Ok(OpOutput::Created)), 0);
     assert_eq!(durable_versions(&drain(&mut persister)), [12, 15, 16]);
-    assert_eq!(
-        (persister.durable_version(), persister.in_flight()),
-        (16, 0)
-    );
+    assert_eq!((persister.durable_version(), persister.in_flight()), (16, 0));
 }
 
 #[test]
@@ -99,15 +87,9 @@ fn in_flight_is_bounded_and_waiting_retries_count() {
     persister.batch_ready(batch(1, 2, 2, "a")).unwrap();
     drain(&mut persister);
     assert!(!persister.can_accept());
-    assert_eq!(
-        persister.batch_ready(batch(2, 3, 3, "a")),
-        Err(Rejected::Full)
-    );
+    assert_eq!(persister.batch_ready(batch(2, 3, 3, "a")), Err(Rejected::Full));
     persister.completed(done(first, Err(transient())), 0);
-    assert!(
-        !persister.can_accept(),
-        "a batch waiting to retry is still in flight"
-    );
+    assert!(!persister.can_accept(), "a batch waiting to retry is still in flight");
     let retry_at_ms = persister.next_retry_at_ms().unwrap();
     persister.tick(retry_at_ms);
     let op_id = submitted(&drain(&mut persister));
@@ -122,24 +104,12 @@ fn transient_failures_retry_with_growing_jittered_backoff() {
     persister.batch_ready(batch(0, 1, 1, "a")).unwrap();
     let mut op_id = submitted(&drain(&mut persister));
     let mut now_ms = 1_000;
-    for (attempt, capped_ms) in [
-        (1u32, 100u64),
-        (2, 200),
-        (3, 400),
-        (4, 800),
-        (5, 1_000),
-        (6, 1_000),
-    ] {
+    for (attempt, capped_ms) in [(1u32, 100u64), (2, 200), (3, 400), (4, 800), (5, 1_000), (6, 1_000)] {
         persister.completed(done(op_id, Err(transient())), now_ms);
         let actions = drain(&mut persister);
-        let [Action::RetryAt { at_ms }] = actions.as_slice() else {
-            panic!("attempt {attempt}: {actions:?}")
-        };
+        let [Action::RetryAt { at_ms }] = actions.as_slice() else { panic!("attempt {attempt}: {actions:?}") };
         let delay_ms = at_ms - now_ms;
-        assert!(
-            (capped_ms / 2..=capped_ms).contains(&delay_ms),
-            "attempt {attempt}: {delay_ms} ms"
-        );
+        assert!((capped_ms / 2..=capped_ms).contains(&delay_ms), "attempt {attempt}: {delay_ms} ms");
         persister.tick(at_ms - 1);
         assert!(drain(&mut persister).is_empty(), "not before its time");
         now_ms = *at_ms;
@@ -152,13 +122,7 @@ fn transient_failures_retry_with_growing_jittered_backoff() {
 
 #[test]
 fn running_out_of_attempts_or_a_permanent_error_fails() {
-    let mut persister = Persister::new(
-        PersisterConfig {
-            attempts_max: 2,
-            ..config(2)
-        },
-        0,
-    );
+    let mut persister = Persister::new(PersisterConfig { attempts_max: 2, ..config(2) }, 0);
     persister.batch_ready(batch(0, 1, 1, "a")).unwrap();
     let op_id = submitted(&drain(&mut persister));
     persister.completed(done(op_id, Err(transient())), 0);
@@ -166,23 +130,14 @@ fn running_out_of_attempts_or_a_permanent_error_fails() {
     persister.tick(u64::MAX);
     let op_id = submitted(&drain(&mut persister));
     persister.completed(done(op_id, Err(transient())), 0);
-    assert!(matches!(
-        drain(&mut persister).as_slice(),
-        [Action::Failed {
-            first_version: 1,
-            ..
-        }]
-    ));
+    assert!(matches!(drain(&mut persister).as_slice(), [Action::Failed { first_version: 1, .. }]));
     assert!(persister.is_stopped());
 
     let mut persister = Persister::new(config(2), 0);
     persister.batch_ready(batch(0, 1, 1, "a")).unwrap();
     let op_id = submitted(&drain(&mut persister));
     persister.completed(done(op_id, Err(StoreError::permanent("denied"))), 0);
-    assert!(matches!(
-        drain(&mut persister).as_slice(),
-        [Action::Failed { .. }]
-    ));
+    assert!(matches!(drain(&mut persister).as_slice(), [Action::Failed { .. }]));
 }
 
 #[test]
@@ -193,42 +148,18 @@ fn another_leaders_object_fences_and_nothing_more_is_durable() {
     persister.batch_ready(batch(1, 2, 2, "a")).unwrap();
     let second = submitted(&drain(&mut persister));
     persister.completed(done(second, Ok(OpOutput::Created)), 0);
-    persister.completed(
-        done(
-            first,
-            Err(StoreError::AlreadyExists {
-                name: batch_name(1),
-            }),
-        ),
-        0,
-    );
+    persister.completed(done(first, Err(StoreError::AlreadyExists { name: batch_name(1) })), 0);
     let actions = drain(&mut persister);
-    let [Action::Submit {
-        op_id: verify,
-        op: ObjectOp::Get { name, range: None },
-    }] = actions.as_slice()
-    else {
+    let [Action::Submit { op_id: verify, op: ObjectOp::Get { name, range: None } }] = actions.as_slice() else {
         panic!("{actions:?}")
     };
     assert_eq!(name, &batch_name(1));
     let theirs = batch(0, 1, 1, "b").bytes;
     persister.completed(done(*verify, Ok(OpOutput::Bytes(theirs))), 0);
     let actions = drain(&mut persister);
-    assert!(
-        matches!(
-            actions.as_slice(),
-            [Action::Fenced {
-                first_version: 1,
-                ..
-            }]
-        ),
-        "{actions:?}"
-    );
+    assert!(matches!(actions.as_slice(), [Action::Fenced { first_version: 1, .. }]), "{actions:?}");
     assert_eq!(persister.durable_version(), 0);
-    assert_eq!(
-        persister.batch_ready(batch(2, 3, 3, "a")),
-        Err(Rejected::Stopped)
-    );
+    assert_eq!(persister.batch_ready(batch(2, 3, 3, "a")), Err(Rejected::Stopped));
     persister.completed(done(first, Ok(OpOutput::Created)), 0);
     assert!(drain(&mut persister).is_empty());
 }
@@ -238,11 +169,7 @@ fn a_retry_that_finds_its_own_lost_write_succeeds() {
     let mut persister = Persister::new(config(1), 0);
     persister.batch_ready(batch(0, 1, 3, "a")).unwrap();
     let actions = drain(&mut persister);
-    let [Action::Submit {
-        op_id,
-        op: ObjectOp::PutIfAbsent { bytes: ours, .. },
-    }] = actions.as_slice()
-    else {
+    let [Action::Submit { op_id, op: ObjectOp::PutIfAbsent { bytes: ours, .. } }] = actions.as_slice() else {
         panic!()
     };
     // The put happened but its reply was lost.
@@ -250,15 +177,7 @@ fn a_retry_that_finds_its_own_lost_write_succeeds() {
     drain(&mut persister);
     persister.tick(u64::MAX);
     let retry = submitted(&drain(&mut persister));
-    persister.completed(
-        done(
-            retry,
-            Err(StoreError::AlreadyExists {
-                name: batch_name(1),
-            }),
-        ),
-        0,
-    );
+    persister.completed(done(retry, Err(StoreError::AlreadyExists { name: batch_name(1) })), 0);
     let verify = submitted(&drain(&mut persister));
     persister.completed(done(verify, Err(transient())), 0);
     drain(&mut persister);
@@ -292,16 +211,8 @@ impl ModelRun {
     fn complete(&mut self, persister: &mut Persister) {
         let index = (self.random.next_u64() % self.pending.len() as u64) as usize;
         let (op_id, op) = self.pending.swap_remove(index);
-        let result = if self.chance(15) {
-            Err(transient())
-        } else {
-            self.apply(op.clone())
-        };
-        let result = if result.is_ok() && self.chance(10) {
-            Err(transient())
-        } else {
-            result
-        };
+        let result = if self.chance(15) { Err(transient()) } else { self.apply(op.clone()) };
+        let result = if result.is_ok() && self.chance(10) { Err(transient()) } else { result };
         persister.completed(Completion { op_id, result }, self.now_ms);
     }
 
@@ -309,21 +220,16 @@ impl ModelRun {
         match op {
             ObjectOp::PutIfAbsent { name, bytes } => match self.objects.entry(name) {
                 std::collections::btree_map::Entry::Occupied(entry) => {
-                    Err(StoreError::AlreadyExists {
-                        name: entry.key().clone(),
-                    })
+                    Err(StoreError::AlreadyExists { name: entry.key().clone() })
                 }
                 std::collections::btree_map::Entry::Vacant(entry) => {
                     entry.insert(bytes.to_vec());
                     Ok(OpOutput::Created)
                 }
             },
-            ObjectOp::Get { name, .. } => self
-                .objects
-                .get(&name)
-                .cloned()
-                .map(OpOutput::Bytes)
-                .ok_or(StoreError::NotFound { name }),
+            ObjectOp::Get { name, .. } => {
+                self.objects.get(&name).cloned().map(OpOutput::Bytes).ok_or(StoreError::NotFound { name })
+            }
             other => panic!("the persister only puts and gets: {other:?}"),
         }
     }
@@ -332,28 +238,17 @@ impl ModelRun {
         while let Some(action) = persister.next_action() {
             match action {
                 Action::Submit { op_id, op } => self.pending.push((op_id, op)),
-                Action::DurableAdvanced {
-                    first_version,
-                    durable_version,
-                    bytes,
-                } => {
+                Action::DurableAdvanced { first_version, durable_version, bytes } => {
                     assert!(!self.stopped, "durable after a stop");
                     let previous = self.durable.last().map_or(0, |entry| entry.1);
                     assert!(first_version > previous);
-                    assert_eq!(
-                        self.objects.get(&batch_name(first_version)),
-                        Some(&*bytes),
-                        "durable means stored"
-                    );
+                    assert_eq!(self.objects.get(&batch_name(first_version)), Some(&*bytes), "durable means stored");
                     self.durable.push((first_version, durable_version, bytes));
                 }
                 Action::RetryAt { at_ms } => assert!(at_ms > self.now_ms),
                 Action::Fenced { name, .. } => {
                     self.stopped = true;
-                    assert!(
-                        self.objects.contains_key(&name),
-                        "fenced by an object that exists"
-                    );
+                    assert!(self.objects.contains_key(&name), "fenced by an object that exists");
                 }
                 Action::Failed { error, .. } => {
                     panic!("no permanent errors in this model: {error}")
@@ -366,9 +261,7 @@ impl ModelRun {
     /// Another leader writes the batch we are about to write.
     fn intrude(&mut self) {
         let first = self.next_version;
-        self.objects
-            .entry(batch_name(first))
-            .or_insert_with(|| batch(first - 1, first, first, "intruder").bytes);
+        self.objects.entry(batch_name(first)).or_insert_with(|| batch(first - 1, first, first, "intruder").bytes);
     }
 
     fn step(&mut self, persister: &mut Persister) {
@@ -376,9 +269,7 @@ impl ModelRun {
         if choice < 30 && persister.can_accept() {
             let length = 1 + self.random.next_u64() % 3;
             let (first, last) = (self.next_version, self.next_version + length - 1);
-            persister
-                .batch_ready(batch(first - 1, first, last, "us"))
-                .unwrap();
+            persister.batch_ready(batch(first - 1, first, last, "us")).unwrap();
             self.next_version = last + 1;
         } else if choice < 80 && !self.pending.is_empty() {
             self.complete(persister);
@@ -394,10 +285,7 @@ impl ModelRun {
     /// Every batch reported durable is still stored with our bytes.
     fn check_durable_stays(&self) {
         for (first_version, _, bytes) in &self.durable {
-            assert_eq!(
-                self.objects.get(&batch_name(*first_version)),
-                Some(&**bytes)
-            );
+            assert_eq!(self.objects.get(&batch_name(*first_version)), Some(&**bytes));
         }
     }
 }
@@ -418,26 +306,14 @@ fn random_runs_against_a_failing_model_keep_durability_promises() {
         }
     }
     // The runs cover both endings and make real progress.
-    assert!(
-        (20..180).contains(&fenced_runs),
-        "{fenced_runs} fenced runs"
-    );
-    assert!(
-        durable_batches > 200 * 20,
-        "{durable_batches} durable batches"
-    );
+    assert!((20..180).contains(&fenced_runs), "{fenced_runs} fenced runs");
+    assert!(durable_batches > 200 * 20, "{durable_batches} durable batches");
 }
 
 /// Returns whether the run was fenced and how many batches became durable.
 fn run_model(seed: u64) -> (bool, usize) {
     let max_in_flight = 1 + (seed % 5) as usize;
-    let mut persister = Persister::new(
-        PersisterConfig {
-            jitter_seed: seed,
-            ..config(max_in_flight)
-        },
-        0,
-    );
+    let mut persister = Persister::new(PersisterConfig { jitter_seed: seed, ..config(max_in_flight) }, 0);
     let mut run = ModelRun {
         random: SplitMix64::new(seed),
         objects: BTreeMap::new(),
@@ -454,10 +330,7 @@ fn run_model(seed: u64) -> (bool, usize) {
     }
     assert_eq!(persister.is_stopped(), run.stopped);
     if !run.stopped {
-        assert_eq!(
-            run.durable.last().map_or(0, |entry| entry.1),
-            persister.durable_version()
-        );
+        assert_eq!(run.durable.last().map_or(0, |entry| entry.1), persister.durable_version());
     }
     (run.stopped, run.durable.len())
 }

@@ -13,14 +13,7 @@ use crate::log::local::{LocalStore, LocalStoreOptions};
 use crate::log::persister::{Action, Persister, PersisterConfig};
 
 fn unsynced_store(directory: &std::path::Path) -> LocalStore {
-    LocalStore::open(
-        directory,
-        LocalStoreOptions {
-            sync: false,
-            ..LocalStoreOptions::default()
-        },
-    )
-    .unwrap()
+    LocalStore::open(directory, LocalStoreOptions { sync: false, ..LocalStoreOptions::default() }).unwrap()
 }
 
 /// Versions `first..first + count`, request ids `r{version}`.
@@ -32,10 +25,7 @@ fn batch(prev_version: u64, first: u64, count: u64) -> EncodedBatch {
             version,
             &format!("r{version}"),
             1_700_000_000_000,
-            [OperationRef::Write {
-                key: &key,
-                value: b"v",
-            }],
+            [OperationRef::Write { key: &key, value: b"v" }],
         );
     }
     encoder.finish()
@@ -47,20 +37,14 @@ fn write_log(store: &dyn ObjectStore, batches: u64, per_batch: u64) {
     for index in 0..batches {
         let first = 1 + index * per_batch;
         let encoded = batch(first - 1, first, per_batch);
-        blocking
-            .put_if_absent(&batch_name(first), encoded.bytes)
-            .unwrap();
+        blocking.put_if_absent(&batch_name(first), encoded.bytes).unwrap();
     }
 }
 
 #[test]
 fn an_empty_log_recovers_to_zero() {
     let directory = tempfile::tempdir().unwrap();
-    let recovered = recover(
-        &unsynced_store(directory.path()),
-        &RecoveryConfig::default(),
-    )
-    .unwrap();
+    let recovered = recover(&unsynced_store(directory.path()), &RecoveryConfig::default()).unwrap();
     assert_eq!(recovered, RecoveredLog::default());
 }
 
@@ -69,13 +53,7 @@ fn a_long_log_recovers_its_tail_state_with_any_page_size_and_hint() {
     let directory = tempfile::tempdir().unwrap();
     let store = unsynced_store(directory.path());
     write_log(&store, 120, 5);
-    for (page_size, hint) in [
-        (1000, None),
-        (7, None),
-        (1, None),
-        (10, Some(300)),
-        (10, Some(100_000)),
-    ] {
+    for (page_size, hint) in [(1000, None), (7, None), (1, None), (10, Some(300)), (10, Some(100_000))] {
         let config = RecoveryConfig {
             recent_transactions: 12,
             list_page_size: page_size,
@@ -83,30 +61,12 @@ fn a_long_log_recovers_its_tail_state_with_any_page_size_and_hint() {
             start_after_version: hint,
         };
         let recovered = recover(&store, &config).unwrap();
-        assert_eq!(
-            (recovered.oldest_version, recovered.last_version),
-            (1, 600),
-            "page size {page_size}"
-        );
+        assert_eq!((recovered.oldest_version, recovered.last_version), (1, 600), "page size {page_size}");
         let tail = recovered.tail.unwrap();
-        assert_eq!(
-            (
-                tail.first_version,
-                tail.prev_version,
-                tail.leader_id.as_str()
-            ),
-            (596, 595, "old-leader")
-        );
-        let versions: Vec<u64> = recovered
-            .recent_transactions
-            .iter()
-            .map(|t| t.version)
-            .collect();
+        assert_eq!((tail.first_version, tail.prev_version, tail.leader_id.as_str()), (596, 595, "old-leader"));
+        let versions: Vec<u64> = recovered.recent_transactions.iter().map(|t| t.version).collect();
         assert_eq!(versions, (589..=600).collect::<Vec<_>>());
-        assert!(recovered
-            .recent_transactions
-            .iter()
-            .all(|t| t.request_id == format!("r{}", t.version)));
+        assert!(recovered.recent_transactions.iter().all(|t| t.request_id == format!("r{}", t.version)));
         assert!(recovered.orphaned_objects.is_empty());
         let listed = if hint == Some(300) { 60 } else { 120 };
         assert_eq!(recovered.objects_listed, listed);
@@ -118,19 +78,9 @@ fn crash_leftovers_and_foreign_names_are_ignored() {
     let directory = tempfile::tempdir().unwrap();
     let store = unsynced_store(directory.path());
     write_log(&store, 3, 2);
-    std::fs::write(
-        directory.path().join(".tmp/torn-batch"),
-        b"STOATLOG\x01 torn",
-    )
-    .unwrap();
-    std::fs::write(
-        directory.path().join("log/.00000000000000000099.batch.tmp"),
-        b"torn",
-    )
-    .unwrap();
-    Blocking::new(&store)
-        .put_if_absent("log/zz-notes", b"not a batch".to_vec())
-        .unwrap();
+    std::fs::write(directory.path().join(".tmp/torn-batch"), b"STOATLOG\x01 torn").unwrap();
+    std::fs::write(directory.path().join("log/.00000000000000000099.batch.tmp"), b"torn").unwrap();
+    Blocking::new(&store).put_if_absent("log/zz-notes", b"not a batch".to_vec()).unwrap();
     let recovered = recover(&store, &RecoveryConfig::default()).unwrap();
     assert_eq!((recovered.last_version, recovered.objects_listed), (6, 3));
 }
@@ -152,17 +102,13 @@ fn a_corrupt_final_object_is_a_typed_error() {
     );
     assert!(!error.is_transient());
     std::fs::write(&path, &bytes[..middle]).unwrap();
+    assert!(matches!(recover(&store, &RecoveryConfig::default()), Err(RecoveryError::Corrupt { .. })));
+    // A batch that continues from version 6 stored under the name of the
+    // batch that continues from 4.
+    std::fs::write(&path, batch(6, 7, 1).bytes).unwrap();
     assert!(matches!(
         recover(&store, &RecoveryConfig::default()),
-        Err(RecoveryError::Corrupt { .. })
-    ));
-    std::fs::write(&path, batch(4, 7, 1).bytes).unwrap();
-    assert!(matches!(
-        recover(&store, &RecoveryConfig::default()),
-        Err(RecoveryError::Misnamed {
-            first_version: 7,
-            ..
-        })
+        Err(RecoveryError::Misnamed { prev_version: 6, .. })
     ));
 }
 
@@ -173,36 +119,20 @@ fn batches_behind_a_hole_are_orphans_and_overlaps_are_errors() {
     let blocking = Blocking::new(&store);
     write_log(&store, 4, 10); // versions 1..=40
                               // A crashed leader's batch 41..=50 never landed; 51..=60 and 61..=70 did.
-    blocking
-        .put_if_absent(&batch_name(51), batch(50, 51, 10).bytes)
-        .unwrap();
-    blocking
-        .put_if_absent(&batch_name(61), batch(60, 61, 10).bytes)
-        .unwrap();
-    let config = RecoveryConfig {
-        recent_transactions: 3,
-        ..RecoveryConfig::default()
-    };
+    blocking.put_if_absent(&batch_name(51), batch(50, 51, 10).bytes).unwrap();
+    blocking.put_if_absent(&batch_name(61), batch(60, 61, 10).bytes).unwrap();
+    let config = RecoveryConfig { recent_transactions: 3, ..RecoveryConfig::default() };
     let recovered = recover(&store, &config).unwrap();
     assert_eq!(recovered.last_version, 40);
     assert_eq!(recovered.orphaned_objects, [batch_name(51), batch_name(61)]);
-    let versions: Vec<u64> = recovered
-        .recent_transactions
-        .iter()
-        .map(|t| t.version)
-        .collect();
+    let versions: Vec<u64> = recovered.recent_transactions.iter().map(|t| t.version).collect();
     assert_eq!(versions, [38, 39, 40]);
 
-    blocking
-        .put_if_absent(&batch_name(71), batch(65, 71, 1).bytes)
-        .unwrap();
+    // A writer that continued from 65 (named 66) overlaps the batch 61..=70.
+    blocking.put_if_absent(&batch_name(66), batch(65, 71, 1).bytes).unwrap();
     assert!(matches!(
         recover(&store, &config),
-        Err(RecoveryError::Overlap {
-            prev_version: 65,
-            previous_last_version: 70,
-            ..
-        })
+        Err(RecoveryError::Overlap { prev_version: 65, previous_last_version: 70, .. })
     ));
 }
 
@@ -211,22 +141,11 @@ fn storage_failures_during_recovery_are_transient_errors() {
     let directory = tempfile::tempdir().unwrap();
     let local: Arc<dyn ObjectStore> = Arc::new(unsynced_store(directory.path()));
     write_log(local.as_ref(), 5, 3);
-    let failing = FailingStore::new(
-        local,
-        FaultPlan {
-            fail_after_ops: Some(2),
-            ..FaultPlan::default()
-        },
-    );
+    let failing = FailingStore::new(local, FaultPlan { fail_after_ops: Some(2), ..FaultPlan::default() });
     let error = recover(&failing, &RecoveryConfig::default()).unwrap_err();
     assert!(error.is_transient(), "{error}");
     failing.set_plan(FaultPlan::default());
-    assert_eq!(
-        recover(&failing, &RecoveryConfig::default())
-            .unwrap()
-            .last_version,
-        15
-    );
+    assert_eq!(recover(&failing, &RecoveryConfig::default()).unwrap().last_version, 15);
 }
 
 /// A stage-2 loop as the pipeline will run it: batches in, store
@@ -236,12 +155,7 @@ fn storage_failures_during_recovery_are_transient_errors() {
 fn a_persister_driven_through_a_failing_store_then_recovered() {
     let directory = tempfile::tempdir().unwrap();
     let local: Arc<dyn ObjectStore> = Arc::new(unsynced_store(directory.path()));
-    let plan = FaultPlan {
-        seed: 11,
-        fail_after_ops: None,
-        fail_before_ppm: 200_000,
-        lose_reply_ppm: 200_000,
-    };
+    let plan = FaultPlan { seed: 11, fail_after_ops: None, fail_before_ppm: 200_000, lose_reply_ppm: 200_000 };
     let store = FailingStore::new(Arc::clone(&local), plan);
     let config = PersisterConfig {
         max_in_flight: 4,
@@ -258,47 +172,44 @@ fn a_persister_driven_through_a_failing_store_then_recovered() {
     while durable_version < 200 {
         assert!(started.elapsed() < Duration::from_secs(20), "no progress");
         while persister.can_accept() && next_version <= 200 {
-            persister
-                .batch_ready(batch(next_version - 1, next_version, 10))
-                .unwrap();
+            persister.batch_ready(batch(next_version - 1, next_version, 10)).unwrap();
             next_version += 10;
         }
         while let Some(action) = persister.next_action() {
             match action {
                 Action::Submit { op_id, op } => store.submit(op_id, op, &reply),
-                Action::DurableAdvanced {
-                    durable_version: version,
-                    ..
-                } => durable_version = version,
+                Action::DurableAdvanced { durable_version: version, .. } => durable_version = version,
                 Action::RetryAt { .. } => {}
                 other => panic!("{other:?}"),
             }
         }
         let wait = persister
             .next_retry_at_ms()
-            .map_or(Duration::from_millis(100), |at_ms| {
-                Duration::from_millis(at_ms.saturating_sub(now_ms()))
-            });
+            .map_or(Duration::from_millis(100), |at_ms| Duration::from_millis(at_ms.saturating_sub(now_ms())));
         if let Ok(completion) = completions.recv_timeout(wait) {
             persister.completed(completion, now_ms());
         }
         persister.tick(now_ms());
     }
-    let recovered = recover(
-        local.as_ref(),
-        &RecoveryConfig {
-            recent_transactions: 5,
-            ..RecoveryConfig::default()
-        },
-    )
-    .unwrap();
+    let recovered =
+        recover(local.as_ref(), &RecoveryConfig { recent_transactions: 5, ..RecoveryConfig::default() }).unwrap();
     assert_eq!(recovered.last_version, 200);
-    assert_eq!(
-        recovered
-            .recent_transactions
-            .last()
-            .map(|t| t.request_id.as_str()),
-        Some("r200")
-    );
+    assert_eq!(recovered.recent_transactions.last().map(|t| t.request_id.as_str()), Some("r200"));
     assert!(recovered.orphaned_objects.is_empty());
+}
+
+#[test]
+fn a_batch_is_named_by_the_version_it_continues_from_even_after_a_gap() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = unsynced_store(directory.path());
+    let blocking = Blocking::new(&store);
+    write_log(&store, 1, 10); // versions 1..=10
+                              // Versions 11 and 12 went to transactions that did not commit: the next
+                              // batch continues from 10 and is named 11, though it starts at 13.
+    blocking.put_if_absent(&batch_name(11), batch(10, 13, 2).bytes).unwrap();
+    let recovered = recover(&store, &RecoveryConfig::default()).unwrap();
+    assert_eq!(recovered.last_version, 14);
+    assert!(recovered.orphaned_objects.is_empty());
+    let tail = recovered.tail.unwrap();
+    assert_eq!((tail.name.as_str(), tail.first_version, tail.prev_version), (batch_name(11).as_str(), 13, 10));
 }
