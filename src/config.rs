@@ -34,6 +34,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub pipeline: PipelineConfig,
     pub commit: CommitConfig,
+    pub persist: PersistConfig,
     pub storage: StorageConfig,
     pub log: LogConfig,
 }
@@ -122,6 +123,36 @@ impl Default for CommitConfig {
             conflict_window_versions: 1_000_000,
             request_index_capacity: 100_000,
             batch_transactions_max: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersistConfig {
+    /// After the first request of a batch, wait this long for more before
+    /// closing it (0: a batch is whatever is queued).
+    pub batch_timeout_ms: u64,
+    /// A batch object is closed once it holds this many bytes.
+    pub batch_bytes_max: usize,
+    /// Batch writes outstanding at most; more commits wait (backpressure).
+    pub max_in_flight: usize,
+    /// First retry delay of a failed write; doubles up to `retry_max_ms`.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// Threads doing local-disk IO.
+    pub io_threads: usize,
+}
+
+impl Default for PersistConfig {
+    fn default() -> Self {
+        PersistConfig {
+            batch_timeout_ms: 0,
+            batch_bytes_max: 1024 * 1024,
+            max_in_flight: 8,
+            retry_initial_ms: 50,
+            retry_max_ms: 5000,
+            io_threads: 2,
         }
     }
 }

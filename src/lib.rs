@@ -10,4 +10,3 @@ pub mod log;
 pub mod ops;
 pub mod pipeline;
 pub mod server;
-pub mod storage_probe;

@@ -8,10 +8,13 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use stoat::config::{Config, Overrides, Settings};
+use stoat::config::{Config, Overrides, Settings, StorageUrl};
+use stoat::log::local::{LocalStore, LocalStoreOptions};
+use stoat::log::store::ObjectStore;
 use stoat::ops::logging::LogHandle;
 use stoat::ops::metrics::Metrics;
 use stoat::pipeline::published::Published;
+use stoat::pipeline::StoreOpener;
 use stoat::server::{Server, ServerContext};
 
 #[derive(Parser)]
@@ -74,10 +77,13 @@ fn serve(args: ServeArgs) -> ExitCode {
     check_open_files_limit(settings.config.server.max_connections);
 
     let published = Arc::new(Published::new(uuid::Uuid::new_v4().to_string()));
-    if let Err(message) = stoat::storage_probe::start(&settings.storage, published.clone()) {
-        eprintln!("stoat: config error: {message}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
+    let open_store = match store_opener(&settings) {
+        Ok(open_store) => open_store,
+        Err(message) => {
+            eprintln!("stoat: config error: {message}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     // Installed before the server starts, so that a signal that arrives
     // during start-up is handled like any other.
     let signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
@@ -88,10 +94,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     let metrics = Arc::new(Metrics::new());
-    // The log is kept in memory until the durable log lands: every start
-    // begins an empty log.
-    let recovered = stoat::commit::sequencer::Recovered::default();
-    let server = match Server::start(ServerContext::new(settings, metrics, published.clone()), recovered) {
+    let server = match Server::start(ServerContext::new(settings, metrics, published.clone()), open_store) {
         Ok(server) => server,
         Err(error) => {
             eprintln!("stoat: cannot start the server: {error}");
@@ -104,6 +107,23 @@ fn serve(args: ServeArgs) -> ExitCode {
     server.shutdown();
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// How stage 2 opens the configured storage (retried until it works).
+fn store_opener(settings: &Settings) -> Result<StoreOpener, String> {
+    match &settings.storage {
+        StorageUrl::File(directory) => {
+            let directory = directory.clone();
+            let options = LocalStoreOptions { io_threads: settings.config.persist.io_threads, ..Default::default() };
+            Ok(Box::new(move || {
+                let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::open(directory.clone(), options.clone())?);
+                Ok(store)
+            }))
+        }
+        StorageUrl::S3 { .. } => {
+            Err("storage.url: s3:// storage is not available yet in this build; use file:DIR".into())
+        }
+    }
 }
 
 fn load_settings(args: &ServeArgs) -> Result<Settings, String> {

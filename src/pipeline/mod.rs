@@ -16,6 +16,7 @@
 //! - Every channel is bounded; a full stage blocks the one before it, and a
 //!   full input queue is answered 429 by the reactors.
 
+mod history;
 mod persist;
 pub mod published;
 mod reply;
@@ -23,18 +24,23 @@ mod sequence;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
-use crate::commit::sequencer::{Recovered, Sequencer, SequencerConfig};
-use crate::config::CommitConfig;
+use crate::commit::sequencer::SequencerConfig;
+use crate::config::{CommitConfig, PersistConfig};
+use crate::log::format::EncodedBatch;
 use crate::ops::metrics::Metrics;
 use crate::server::connection::Connection;
 use crate::server::ReactorHandles;
+pub use persist::StoreOpener;
 use published::Published;
 
-/// Batches that may wait between the sequencer and persistence.
-const PERSIST_QUEUE_DEPTH: usize = 64;
+/// Batches that may wait between the sequencer and persistence. Small on
+/// purpose: while persistence is busy, requests wait in the input queue
+/// instead, and the sequencer's next batch takes all of them at once.
+const PERSIST_QUEUE_DEPTH: usize = 4;
 /// Replies that may wait for the reply stage.
 const REPLY_QUEUE_DEPTH: usize = 4096;
 
@@ -50,7 +56,8 @@ pub enum StageMessage {
 pub struct PipelineParts {
     pub queue_depth: usize,
     pub commit: CommitConfig,
-    pub recovered: Recovered,
+    pub persist: PersistConfig,
+    pub open_store: StoreOpener,
     pub published: Arc<Published>,
     pub metrics: Arc<Metrics>,
 }
@@ -62,36 +69,51 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Starts the stage threads; replies go back through `reactors`.
+    /// Starts the stage threads; replies go back through `reactors`. Stage 2
+    /// recovers the log first; until then requests are answered 503.
     pub fn start(parts: PipelineParts, reactors: Arc<ReactorHandles>) -> std::io::Result<Pipeline> {
         let (sender, requests) = crossbeam_channel::bounded(parts.queue_depth);
         let (to_persist, persist_inbox) = crossbeam_channel::bounded(PERSIST_QUEUE_DEPTH);
         let (to_reply, reply_inbox) = crossbeam_channel::bounded(REPLY_QUEUE_DEPTH);
+        let (to_history, history_requests) = crossbeam_channel::bounded(history::QUEUE_DEPTH);
+        let (to_sequencer, recovered) = crossbeam_channel::bounded(1);
         let config = SequencerConfig {
             conflict_window_ms: parts.commit.conflict_window_ms,
             conflict_window_versions: parts.commit.conflict_window_versions,
             request_index_capacity: parts.commit.request_index_capacity,
         };
-        parts.published.set_committed_version(parts.recovered.committed_version);
-        parts.published.set_durable_version(parts.recovered.committed_version);
-        let sequencer = Sequencer::new(config, parts.published.leader_id.clone(), parts.recovered);
         let stage1 = sequence::SequenceStage {
             requests,
-            to_persist,
+            to_persist: to_persist.clone(),
             to_reply: to_reply.clone(),
-            sequencer,
+            to_history,
+            recovered,
+            config,
             published: parts.published.clone(),
             metrics: parts.metrics.clone(),
             batch_max: parts.commit.batch_transactions_max,
+            batch_timeout: Duration::from_millis(parts.persist.batch_timeout_ms),
+            batch_bytes_max: parts.persist.batch_bytes_max,
         };
-        let stage2 =
-            persist::PersistStage::new(persist_inbox, to_reply, parts.published.clone(), parts.metrics.clone());
+        let stage2 = persist::PersistStage {
+            inbox: persist_inbox,
+            to_reply: to_reply.clone(),
+            to_sequencer,
+            history_requests,
+            history_to_persist: to_persist,
+            open_store: parts.open_store,
+            request_ids_recovered: parts.commit.request_index_capacity,
+            config: parts.persist,
+            published: parts.published.clone(),
+            metrics: parts.metrics.clone(),
+        };
         let stage3 = reply::ReplyStage {
             inbox: reply_inbox,
             reactors,
             leader_id: parts.published.leader_id.clone(),
             metrics: parts.metrics.clone(),
         };
+        drop(to_reply);
         let threads = vec![
             spawn("stoat-sequence", move || stage1.run())?,
             spawn("stoat-persist", move || stage2.run())?,
@@ -135,23 +157,15 @@ pub(crate) struct ReplyMessage {
 
 /// Messages stage 2 takes.
 pub(crate) enum PersistMessage {
-    /// Committed transactions in version order, and the commits that wait
-    /// for them to be durable.
+    /// A batch object of committed transactions, and the commits that wait
+    /// for it to be durable.
     Batch {
-        transactions: Vec<crate::commit::transaction::LoggedTransaction>,
+        batch: EncodedBatch,
         waiting: Vec<ReplyMessage>,
     },
     /// Answer once the durable version reaches `version`.
     AwaitDurable {
         message: ReplyMessage,
-        version: u64,
-    },
-    /// A status lookup for an id older than the sequencer remembers.
-    SearchLog {
-        connection: Box<Connection>,
-        request_id: String,
-        min_version: u64,
-        below: u64,
         version: u64,
     },
     Shutdown,

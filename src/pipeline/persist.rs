@@ -1,129 +1,352 @@
-//! Stage 2: makes committed batches durable, publishes the durable version,
-//! and releases replies once the versions they name are durable.
+//! Stage 2: recovers the log at start, then makes committed batches durable
+//! through the `Persister`, publishes the durable version, and releases the
+//! replies whose versions are durable.
 //!
-//! The log here is an in-memory stand-in: a batch is durable as soon as it is
-//! stored. The durable log (object storage) replaces `MemoryLog` behind the
-//! same messages.
+//! Start-up: the store is opened and the log's tail recovered, retried with
+//! backoff for as long as it takes (the server listens meanwhile and
+//! `/readyz` is 503). The recovered state goes to stage 1, which answers
+//! "recovering" until then. If recovery found batches behind a hole (left by
+//! a crashed leader), only one batch is written until it is durable: that
+//! batch takes the hole's name, so the old leader can no longer fill it, and
+//! only then are the orphans deleted (before this leader's versions could
+//! reach their names).
+//!
+//! Invariants:
+//! - A reply waiting on version v is released only once `durable_version >= v`.
+//! - After fencing or a permanent storage failure nothing more is released
+//!   as durable: every waiting reply is answered 503 (its outcome is unknown
+//!   here; the next leader's `/v1/status` knows).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{select, Receiver, Sender};
 
+use super::history::{self, SearchRequest};
 use super::published::Published;
 use super::{PersistMessage, Reply, ReplyMessage};
-use crate::commit::transaction::LoggedTransaction;
+use crate::commit::sequencer::Recovered;
+use crate::config::PersistConfig;
+use crate::log::persister::{Action, Persister, PersisterConfig};
+use crate::log::recovery::{recover, RecoveredLog, RecoveryConfig};
+use crate::log::store::{Blocking, Completion, ObjectStore};
 use crate::ops::metrics::Metrics;
+use crate::server::response::ApiError;
+
+/// Opens the configured store; called (and retried) by stage 2 at start.
+pub type StoreOpener = Box<dyn Fn() -> std::io::Result<Arc<dyn ObjectStore>> + Send>;
+
+const RECOVERY_BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const RECOVERY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long a stopping server waits for batch writes already in flight.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 
 pub(super) struct PersistStage {
-    inbox: Receiver<PersistMessage>,
-    to_reply: Sender<ReplyMessage>,
-    published: Arc<Published>,
-    metrics: Arc<Metrics>,
-    log: MemoryLog,
-    durable_version: u64,
-    /// Replies waiting for the durable version to reach their key.
-    awaiting: BTreeMap<u64, Vec<ReplyMessage>>,
+    pub inbox: Receiver<PersistMessage>,
+    pub to_reply: Sender<ReplyMessage>,
+    pub to_sequencer: Sender<Recovered>,
+    pub history_requests: Receiver<SearchRequest>,
+    pub history_to_persist: Sender<PersistMessage>,
+    pub open_store: StoreOpener,
+    pub config: PersistConfig,
+    pub request_ids_recovered: usize,
+    pub published: Arc<Published>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl PersistStage {
-    pub fn new(
-        inbox: Receiver<PersistMessage>,
-        to_reply: Sender<ReplyMessage>,
-        published: Arc<Published>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        let durable_version = published.durable_version();
-        PersistStage {
-            inbox,
-            to_reply,
-            published,
-            metrics,
-            log: MemoryLog::default(),
+    pub fn run(self) {
+        let Some((store, recovered)) = self.recover_with_backoff() else { return };
+        let history = history::spawn(store.clone(), self.history_requests.clone(), self.history_to_persist.clone());
+        if let Err(error) = history {
+            tracing::error!(%error, "cannot start the history reader; old status lookups will fail");
+        }
+        let oldest = recovered.oldest_version.saturating_sub(1);
+        self.published.set_committed_version(recovered.last_version);
+        self.published.set_durable_version(recovered.last_version);
+        self.published.set_oldest_version(oldest);
+        let orphans = recovered.orphaned_objects.clone();
+        if self.to_sequencer.send(sequencer_state(&recovered, self.request_ids_recovered)).is_err() {
+            return;
+        }
+        self.published.set_ready(true);
+        tracing::info!(
+            last_version = recovered.last_version,
+            objects = recovered.objects_listed,
+            orphans = orphans.len(),
+            "log recovered; serving"
+        );
+        let persister = Persister::new(self.persister_config(), recovered.last_version);
+        Driver::new(self, store, persister, orphans).run();
+    }
+
+    fn persister_config(&self) -> PersisterConfig {
+        PersisterConfig {
+            max_in_flight: self.config.max_in_flight,
+            backoff_initial_ms: self.config.retry_initial_ms,
+            backoff_max_ms: self.config.retry_max_ms,
+            attempts_max: u32::MAX,
+            jitter_seed: std::process::id() as u64 ^ unix_ms(),
+        }
+    }
+
+    /// Opens the store and recovers the log, retrying with backoff; `None`
+    /// if the pipeline is told to stop first.
+    fn recover_with_backoff(&self) -> Option<(Arc<dyn ObjectStore>, RecoveredLog)> {
+        let config = RecoveryConfig {
+            recent_transactions: self.request_ids_recovered,
+            chain_check_objects: self.config.max_in_flight.max(16),
+            ..RecoveryConfig::default()
+        };
+        let mut backoff = RECOVERY_BACKOFF_FIRST;
+        loop {
+            let attempt = (self.open_store)()
+                .map_err(|error| format!("cannot open the store: {error}"))
+                .and_then(|store| recover(&*store, &config).map(|log| (store, log)).map_err(|error| error.to_string()));
+            match attempt {
+                Ok(result) => return Some(result),
+                Err(error) => {
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "log recovery failed");
+                }
+            }
+            // Wait, but stop at once if told to.
+            match self.inbox.recv_timeout(backoff) {
+                Ok(PersistMessage::Shutdown) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
+                _ => {}
+            }
+            backoff = (backoff * 2).min(RECOVERY_BACKOFF_MAX);
+        }
+    }
+}
+
+/// The sequencer's starting state from the recovered log.
+fn sequencer_state(log: &RecoveredLog, asked: usize) -> Recovered {
+    let recent: Vec<(String, u64)> =
+        log.recent_transactions.iter().map(|t| (t.request_id.clone(), t.version)).collect();
+    // Fewer ids than asked for means every transaction of the log is there.
+    let request_ids_from_version = match recent.first() {
+        Some(&(_, first)) if recent.len() >= asked => first,
+        _ => 0,
+    };
+    Recovered {
+        committed_version: log.last_version,
+        recent_request_ids: recent,
+        request_ids_from_version,
+        last_timestamp_ms: 0,
+    }
+}
+
+/// The running loop of stage 2 after recovery.
+struct Driver {
+    stage: PersistStage,
+    store: Arc<dyn ObjectStore>,
+    persister: Persister,
+    started: Instant,
+    completions: (Sender<Completion>, Receiver<Completion>),
+    durable_version: u64,
+    /// Replies waiting for the durable version to reach their key.
+    awaiting: BTreeMap<u64, Vec<ReplyMessage>>,
+    /// When each accepted batch (by last version) was handed over.
+    accepted_at: BTreeMap<u64, Instant>,
+    orphans: Vec<String>,
+    /// The version the log ended at when recovered; orphans go once the
+    /// durable version passes it.
+    recovered_version: u64,
+    batches_accepted: u64,
+    stopped: bool,
+    shutting_down: Option<Instant>,
+}
+
+impl Driver {
+    fn new(stage: PersistStage, store: Arc<dyn ObjectStore>, persister: Persister, orphans: Vec<String>) -> Self {
+        let durable_version = persister.durable_version();
+        Driver {
+            stage,
+            store,
+            persister,
+            started: Instant::now(),
+            completions: crossbeam_channel::unbounded(),
             durable_version,
             awaiting: BTreeMap::new(),
+            accepted_at: BTreeMap::new(),
+            orphans,
+            recovered_version: durable_version,
+            batches_accepted: 0,
+            stopped: false,
+            shutting_down: None,
         }
     }
 
-    pub fn run(mut self) {
-        while let Ok(message) = self.inbox.recv() {
-            match message {
-                PersistMessage::Batch { transactions, waiting } => self.persist(transactions, waiting),
-                PersistMessage::AwaitDurable { message, version } => self.await_durable(message, version),
-                PersistMessage::SearchLog { connection, request_id, min_version, below, version } => {
-                    let found = self.log.find(&request_id, min_version, below);
-                    let reply = match found {
-                        Some(committed_at) => Reply::Status { committed: true, version: committed_at },
-                        None => Reply::Status { committed: false, version },
-                    };
-                    self.await_durable(ReplyMessage { connection, reply }, version);
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn run(mut self) {
+        loop {
+            while let Some(action) = self.persister.next_action() {
+                self.act(action);
+            }
+            if !self.orphans.is_empty() && self.durable_version > self.recovered_version {
+                self.delete_orphans();
+            }
+            if let Some(deadline) = self.shutting_down {
+                if self.persister.in_flight() == 0 || Instant::now() >= deadline || self.stopped {
+                    return;
                 }
-                PersistMessage::Shutdown => break,
+            }
+            self.wait();
+            let now_ms = self.now_ms();
+            self.persister.tick(now_ms);
+        }
+    }
+
+    /// Waits for a message, a completion, or the next retry time. Batches
+    /// are taken only while the persister can accept them (backpressure).
+    fn wait(&mut self) {
+        let timeout = match self.persister.next_retry_at_ms() {
+            Some(at_ms) => Duration::from_millis(at_ms.saturating_sub(self.now_ms())),
+            None => Duration::from_millis(500),
+        };
+        let completions = self.completions.1.clone();
+        if self.accepting() {
+            let inbox = self.stage.inbox.clone();
+            select! {
+                recv(inbox) -> message => match message {
+                    Ok(message) => self.handle(message),
+                    Err(_) => self.begin_shutdown(),
+                },
+                recv(completions) -> completion => self.complete(completion),
+                default(timeout) => {}
+            }
+        } else {
+            select! {
+                recv(completions) -> completion => self.complete(completion),
+                default(timeout) => {}
             }
         }
-        // Everything still waiting names versions that were never made
-        // durable (there are none with the in-memory log); dropping the
-        // connections closes them unanswered, which is what a crash does.
     }
 
-    fn persist(&mut self, transactions: Vec<LoggedTransaction>, waiting: Vec<ReplyMessage>) {
-        let started = Instant::now();
-        let Some(last) = transactions.last().map(|transaction| transaction.version) else {
-            return;
-        };
-        self.log.append(transactions);
-        self.metrics.stage_seconds("durable_wait").observe(started.elapsed().as_secs_f64());
-        for message in waiting {
-            self.awaiting.entry(last).or_default().push(message);
+    fn accepting(&self) -> bool {
+        // With orphans to remove, the first batch must be durable before any
+        // other is written (see the module documentation).
+        let orphans_block = !self.orphans.is_empty() && self.batches_accepted > 0;
+        self.shutting_down.is_none() && (self.stopped || (self.persister.can_accept() && !orphans_block))
+    }
+
+    fn complete(&mut self, completion: Result<Completion, crossbeam_channel::RecvError>) {
+        if let Ok(completion) = completion {
+            let now_ms = self.now_ms();
+            self.persister.completed(completion, now_ms);
         }
-        self.advance_durable(last);
+    }
+
+    fn handle(&mut self, message: PersistMessage) {
+        match message {
+            PersistMessage::Batch { batch, waiting } => {
+                if self.stopped {
+                    self.answer_unavailable(waiting);
+                    return;
+                }
+                let last_version = batch.last_version;
+                match self.persister.batch_ready(batch) {
+                    Ok(()) => {
+                        self.batches_accepted += 1;
+                        self.accepted_at.insert(last_version, Instant::now());
+                        self.awaiting.entry(last_version).or_default().extend(waiting);
+                    }
+                    Err(_) => self.answer_unavailable(waiting),
+                }
+            }
+            PersistMessage::AwaitDurable { message, version } => {
+                if version <= self.durable_version {
+                    self.send(message);
+                } else if self.stopped {
+                    self.answer_unavailable(vec![message]);
+                } else {
+                    self.awaiting.entry(version).or_default().push(message);
+                }
+            }
+            PersistMessage::Shutdown => self.begin_shutdown(),
+        }
+    }
+
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::Submit { op_id, op } => self.store.submit(op_id, op, &self.completions.0),
+            Action::DurableAdvanced { durable_version, .. } => self.advance_durable(durable_version),
+            Action::RetryAt { .. } => {}
+            Action::Fenced { first_version, name } => {
+                tracing::error!(first_version, %name, "fenced: another leader wrote the next batch; this server stops committing");
+                self.stop();
+            }
+            Action::Failed { first_version, error } => {
+                tracing::error!(first_version, %error, "a batch write failed for good; this server stops committing");
+                self.stop();
+            }
+        }
     }
 
     fn advance_durable(&mut self, version: u64) {
-        assert!(version >= self.durable_version, "durable version must not go back");
         self.durable_version = version;
-        self.published.set_durable_version(version);
+        self.stage.published.set_durable_version(version);
+        let still_accepted = self.accepted_at.split_off(&(version + 1));
+        let done = std::mem::replace(&mut self.accepted_at, still_accepted);
+        let wait_seconds = self.stage.metrics.stage_seconds("durable_wait");
+        for (_, accepted) in done {
+            wait_seconds.observe(accepted.elapsed().as_secs_f64());
+        }
         let still_waiting = self.awaiting.split_off(&(version + 1));
         for (_, messages) in std::mem::replace(&mut self.awaiting, still_waiting) {
             for message in messages {
-                let _ = self.to_reply.send(message);
+                self.send(message);
             }
         }
     }
 
-    fn await_durable(&mut self, message: ReplyMessage, version: u64) {
-        if version <= self.durable_version {
-            let _ = self.to_reply.send(message);
-        } else {
-            self.awaiting.entry(version).or_default().push(message);
+    /// This server can no longer commit: answer everything waiting.
+    fn stop(&mut self) {
+        self.stopped = true;
+        self.stage.published.stop_leading();
+        let waiting: Vec<ReplyMessage> = std::mem::take(&mut self.awaiting).into_values().flatten().collect();
+        self.answer_unavailable(waiting);
+    }
+
+    fn answer_unavailable(&self, messages: Vec<ReplyMessage>) {
+        for mut message in messages {
+            message.reply = Reply::Error(ApiError::Unavailable(
+                "this server is no longer the leader; the outcome of this commit is unknown here: \
+                 ask /v1/status on the current leader"
+                    .into(),
+            ));
+            self.send(message);
         }
     }
-}
 
-/// The stand-in log: every committed transaction, in version order.
-#[derive(Default)]
-struct MemoryLog {
-    transactions: Vec<LoggedTransaction>,
-}
+    fn send(&self, message: ReplyMessage) {
+        // The reply stage outlives this one; a failed send means it crashed,
+        // and dropping the connection closes it unanswered.
+        let _ = self.stage.to_reply.send(message);
+    }
 
-impl MemoryLog {
-    fn append(&mut self, transactions: Vec<LoggedTransaction>) {
-        for transaction in transactions {
-            if let Some(last) = self.transactions.last() {
-                assert!(transaction.version > last.version, "the log's versions must increase");
+    fn begin_shutdown(&mut self) {
+        self.shutting_down.get_or_insert(Instant::now() + SHUTDOWN_DRAIN);
+    }
+
+    fn delete_orphans(&mut self) {
+        let orphans = std::mem::take(&mut self.orphans);
+        match Blocking::new(&*self.store).delete(orphans.clone()) {
+            Ok(()) => tracing::info!(count = orphans.len(), "deleted batches a crashed leader left behind a hole"),
+            Err(error) => {
+                // Until they are gone this leader's versions must not reach
+                // their names: stop rather than risk fencing ourselves.
+                tracing::error!(%error, "cannot delete orphaned batches; this server stops committing");
+                self.stop();
             }
-            self.transactions.push(transaction);
         }
     }
+}
 
-    /// The version at which `request_id` committed, if in `[min_version, below)`.
-    fn find(&self, request_id: &str, min_version: u64, below: u64) -> Option<u64> {
-        let start = self.transactions.partition_point(|t| t.version < min_version);
-        self.transactions[start..]
-            .iter()
-            .take_while(|t| t.version < below)
-            .find(|t| t.request_id == request_id)
-            .map(|t| t.version)
-    }
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -14,6 +14,9 @@ pub struct Published {
     durable_version: AtomicU64,
     oldest_version: AtomicU64,
     ready: AtomicBool,
+    /// False once another leader has taken over (this one was fenced) or
+    /// storage failed for good: nothing more is committed here.
+    leading: AtomicBool,
 }
 
 impl Published {
@@ -24,6 +27,7 @@ impl Published {
             durable_version: AtomicU64::new(0),
             oldest_version: AtomicU64::new(0),
             ready: AtomicBool::new(false),
+            leading: AtomicBool::new(true),
         }
     }
 
@@ -55,9 +59,26 @@ impl Published {
         debug_assert!(version <= self.committed_version());
     }
 
+    /// The oldest version from which the retained log continues: history
+    /// after it is complete.
+    pub fn set_oldest_version(&self, version: u64) {
+        let previous = self.oldest_version.swap(version, Ordering::AcqRel);
+        assert!(previous <= version, "oldest version went back from {previous} to {version}");
+    }
+
     /// True when this server is the leader, recovered, and its storage works.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && self.is_leading()
+    }
+
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(Ordering::Acquire)
+    }
+
+    /// Called once this server must stop committing (fenced, or storage
+    /// failed for good). Never undone: a new leadership is a new process.
+    pub fn stop_leading(&self) {
+        self.leading.store(false, Ordering::Release);
     }
 
     pub fn set_ready(&self, ready: bool) {

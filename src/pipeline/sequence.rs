@@ -1,15 +1,22 @@
 //! Stage 1: takes requests in arrival order, decides them in batches with the
-//! sequencer core, and sends each on to persistence or straight to a reply.
+//! sequencer core, encodes the committed transactions into batch objects, and
+//! sends each request on: to persistence, to the history reader, or straight
+//! to a reply.
+//!
+//! Until stage 2 has recovered the log there is no sequencer: requests are
+//! answered 503 "recovering". Once this server stops leading (fenced), they
+//! are answered 503, or 409 leader_changed for commits that name a leader.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{select, Receiver, Sender, TrySendError};
 
+use super::history::SearchRequest;
 use super::published::Published;
 use super::{PersistMessage, Reply, ReplyMessage, StageMessage};
-use crate::commit::sequencer::{Decision, Input, Sequencer};
-use crate::commit::transaction::LoggedTransaction;
+use crate::commit::sequencer::{Decision, Input, Recovered, Sequencer, SequencerConfig};
+use crate::log::format::{BatchEncoder, EncodedBatch};
 use crate::ops::metrics::Metrics;
 use crate::server::connection::Connection;
 use crate::server::response::ApiError;
@@ -19,32 +26,38 @@ pub(super) struct SequenceStage {
     pub requests: Receiver<StageMessage>,
     pub to_persist: Sender<PersistMessage>,
     pub to_reply: Sender<ReplyMessage>,
-    pub sequencer: Sequencer,
+    pub to_history: Sender<SearchRequest>,
+    pub recovered: Receiver<Recovered>,
+    pub config: SequencerConfig,
     pub published: Arc<Published>,
     pub metrics: Arc<Metrics>,
     pub batch_max: usize,
+    pub batch_timeout: Duration,
+    pub batch_bytes_max: usize,
+}
+
+/// Stage 1's state once the log is recovered.
+struct Sequencing {
+    sequencer: Sequencer,
+    /// The last version in the log (committed in an earlier batch): the
+    /// next batch object continues from it.
+    log_version: u64,
 }
 
 impl SequenceStage {
-    pub fn run(mut self) {
-        while let Ok(first) = self.requests.recv() {
-            let mut connections = Vec::new();
-            let mut stopping = false;
-            match first {
-                StageMessage::Request(connection) => connections.push(connection),
-                StageMessage::Shutdown => stopping = true,
-            }
-            // Take whatever else is waiting, up to the batch limit: batches
-            // form from load, without waiting.
-            while !stopping && connections.len() < self.batch_max {
-                match self.requests.try_recv() {
-                    Ok(StageMessage::Request(connection)) => connections.push(connection),
-                    Ok(StageMessage::Shutdown) => stopping = true,
-                    Err(_) => break,
-                }
-            }
+    pub fn run(self) {
+        let Some(mut sequencing) = self.wait_for_recovery() else {
+            let _ = self.to_persist.send(PersistMessage::Shutdown);
+            return;
+        };
+        loop {
+            let (connections, stopping) = self.collect_batch();
             if !connections.is_empty() {
-                self.decide(connections);
+                if self.published.is_leading() {
+                    self.decide(&mut sequencing, connections);
+                } else {
+                    connections.into_iter().for_each(|connection| self.refuse_not_leader(connection));
+                }
             }
             if stopping {
                 let _ = self.to_persist.send(PersistMessage::Shutdown);
@@ -53,10 +66,57 @@ impl SequenceStage {
         }
     }
 
+    /// Answers requests 503 until stage 2 sends the recovered state; `None`
+    /// if told to stop first.
+    fn wait_for_recovery(&self) -> Option<Sequencing> {
+        loop {
+            select! {
+                recv(self.recovered) -> recovered => {
+                    let recovered = recovered.ok()?;
+                    let log_version = recovered.committed_version;
+                    let sequencer = Sequencer::new(self.config, self.published.leader_id.clone(), recovered);
+                    return Some(Sequencing { sequencer, log_version });
+                }
+                recv(self.requests) -> message => match message {
+                    Ok(StageMessage::Request(connection)) => {
+                        let error = ApiError::Unavailable("recovering: the log is being read from storage".into());
+                        self.reply(ReplyMessage { connection, reply: Reply::Error(error) });
+                    }
+                    Ok(StageMessage::Shutdown) | Err(_) => return None,
+                },
+            }
+        }
+    }
+
+    /// The next batch of requests: whatever is queued (up to the limit), or,
+    /// with a batch timeout, whatever arrives within it. The flag says a
+    /// shutdown was received.
+    fn collect_batch(&self) -> (Vec<Box<Connection>>, bool) {
+        let mut connections = Vec::new();
+        match self.requests.recv() {
+            Ok(StageMessage::Request(connection)) => connections.push(connection),
+            Ok(StageMessage::Shutdown) | Err(_) => return (connections, true),
+        }
+        let deadline = Instant::now() + self.batch_timeout;
+        while connections.len() < self.batch_max {
+            let message = if self.batch_timeout.is_zero() {
+                self.requests.try_recv().ok()
+            } else {
+                self.requests.recv_deadline(deadline).ok()
+            };
+            match message {
+                Some(StageMessage::Request(connection)) => connections.push(connection),
+                Some(StageMessage::Shutdown) => return (connections, true),
+                None => break,
+            }
+        }
+        (connections, false)
+    }
+
     // The boxes are the connections' identity between threads: each one
     // moves on, alone, to the stage that answers it.
     #[allow(clippy::vec_box)]
-    fn decide(&mut self, connections: Vec<Box<Connection>>) {
+    fn decide(&self, sequencing: &mut Sequencing, connections: Vec<Box<Connection>>) {
         let started = Instant::now();
         let queue_seconds = self.metrics.stage_seconds("queue");
         for connection in &connections {
@@ -65,34 +125,29 @@ impl SequenceStage {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let decisions = {
             let inputs: Vec<Input<'_>> = connections.iter().map(|connection| input_of(connection)).collect();
-            self.sequencer.decide(now_ms, self.published.oldest_version(), &inputs)
+            sequencing.sequencer.decide(now_ms, self.published.oldest_version(), &inputs)
         };
-        self.published.set_committed_version(self.sequencer.committed_version());
-        let timestamp_ms = self.sequencer.last_timestamp_ms();
-        let mut transactions = Vec::new();
-        let mut waiting = Vec::new();
-        let mut after_batch = Vec::new();
+        self.published.set_committed_version(sequencing.sequencer.committed_version());
+        let timestamp_ms = sequencing.sequencer.last_timestamp_ms();
+        let mut batches = BatchBuilder::new(sequencing, self.batch_bytes_max);
+        let mut after_batches = Vec::new();
         for (connection, decision) in connections.into_iter().zip(decisions) {
             if let Some(outcome) = outcome_label(&decision) {
                 self.metrics.record_commit_outcome(outcome);
             }
             match decision {
-                Decision::Committed { version } => {
-                    transactions.push(logged(&connection, version, timestamp_ms));
-                    waiting.push(ReplyMessage { connection, reply: Reply::Committed { version, duplicate: false } });
-                }
+                Decision::Committed { version } => batches.push(connection, version, timestamp_ms),
                 Decision::Duplicate { version } => {
                     let message = ReplyMessage { connection, reply: Reply::Committed { version, duplicate: true } };
-                    after_batch.push(PersistMessage::AwaitDurable { message, version });
+                    after_batches.push(PersistMessage::AwaitDurable { message, version });
                 }
                 Decision::StatusCommitted { version } | Decision::StatusNotCommitted { version } => {
                     let committed = matches!(decision, Decision::StatusCommitted { .. });
                     let message = ReplyMessage { connection, reply: Reply::Status { committed, version } };
-                    after_batch.push(PersistMessage::AwaitDurable { message, version });
+                    after_batches.push(PersistMessage::AwaitDurable { message, version });
                 }
                 Decision::StatusSearchLog { min_version, below, version } => {
-                    let request_id = connection.status_query().request_id.clone();
-                    after_batch.push(PersistMessage::SearchLog { connection, request_id, min_version, below, version });
+                    self.search_history(connection, min_version, below, version);
                 }
                 Decision::NotCommitted { reason, conflicts, version } => {
                     let reply = Reply::NotCommitted { reason: reason.as_str(), conflicts, version };
@@ -103,26 +158,92 @@ impl SequenceStage {
                 }
                 Decision::VersionTooOld { oldest_version } => {
                     let message =
-                        format!("min_version is older than the retained log, which starts at {oldest_version}");
+                        format!("min_version is older than the retained log, which starts after {oldest_version}");
                     let reply = Reply::Error(ApiError::VersionTooOld { message, oldest_version });
                     self.reply(ReplyMessage { connection, reply });
                 }
             }
         }
-        self.metrics.batch_transactions.observe(transactions.len() as f64);
-        if !transactions.is_empty() {
-            let _ = self.to_persist.send(PersistMessage::Batch { transactions, waiting });
+        // Batches first, then what waits on them, so stage 2 sees them in order.
+        for (batch, waiting) in batches.finish() {
+            self.metrics.batch_transactions.observe(f64::from(batch.transaction_count));
+            let _ = self.to_persist.send(PersistMessage::Batch { batch, waiting });
         }
-        for message in after_batch {
+        for message in after_batches {
             let _ = self.to_persist.send(message);
         }
         self.metrics.stage_seconds("decide").observe(started.elapsed().as_secs_f64());
+    }
+
+    fn search_history(&self, connection: Box<Connection>, min_version: u64, below: u64, version: u64) {
+        let request_id = connection.status_query().request_id.clone();
+        let request = SearchRequest { connection, request_id, min_version, below, version };
+        if let Err(TrySendError::Full(request) | TrySendError::Disconnected(request)) =
+            self.to_history.try_send(request)
+        {
+            let error = ApiError::Unavailable("too many status lookups in the log at once; retry shortly".into());
+            self.reply(ReplyMessage { connection: request.connection, reply: Reply::Error(error) });
+        }
+    }
+
+    fn refuse_not_leader(&self, connection: Box<Connection>) {
+        let reply = if connection.route() == Route::Commit && connection.commit().leader_id().is_some() {
+            Reply::NotCommitted {
+                reason: "leader_changed",
+                conflicts: Vec::new(),
+                version: self.published.durable_version(),
+            }
+        } else {
+            Reply::Error(ApiError::Unavailable("this server is no longer the leader".into()))
+        };
+        self.reply(ReplyMessage { connection, reply });
     }
 
     fn reply(&self, message: ReplyMessage) {
         // The reply stage outlives this one (it stops after us), so a send
         // can only fail if it crashed; the connection is then dropped.
         let _ = self.to_reply.send(message);
+    }
+}
+
+/// Encodes committed transactions into batch objects of at most
+/// `bytes_max` (one transaction may exceed it alone), each with the replies
+/// that wait for it.
+struct BatchBuilder<'s> {
+    sequencing: &'s mut Sequencing,
+    bytes_max: usize,
+    current: Option<(BatchEncoder, Vec<ReplyMessage>)>,
+    done: Vec<(EncodedBatch, Vec<ReplyMessage>)>,
+}
+
+impl<'s> BatchBuilder<'s> {
+    fn new(sequencing: &'s mut Sequencing, bytes_max: usize) -> Self {
+        BatchBuilder { sequencing, bytes_max, current: None, done: Vec::new() }
+    }
+
+    fn push(&mut self, connection: Box<Connection>, version: u64, timestamp_ms: u64) {
+        let leader_id = self.sequencing.sequencer.leader_id();
+        let log_version = self.sequencing.log_version;
+        let (encoder, waiting) =
+            self.current.get_or_insert_with(|| (BatchEncoder::new(leader_id, log_version), Vec::new()));
+        let commit = connection.commit();
+        encoder.push(version, commit.request_id(), timestamp_ms, commit.operations());
+        waiting.push(ReplyMessage { connection, reply: Reply::Committed { version, duplicate: false } });
+        self.sequencing.log_version = version;
+        if encoder.len_bytes() >= self.bytes_max {
+            self.close();
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some((encoder, waiting)) = self.current.take() {
+            self.done.push((encoder.finish(), waiting));
+        }
+    }
+
+    fn finish(mut self) -> Vec<(EncodedBatch, Vec<ReplyMessage>)> {
+        self.close();
+        self.done
     }
 }
 
@@ -144,15 +265,5 @@ fn input_of(connection: &Connection) -> Input<'_> {
             Input::Status { request_id: &query.request_id, min_version: query.min_version }
         }
         _ => Input::Commit(connection.commit()),
-    }
-}
-
-fn logged(connection: &Connection, version: u64, timestamp_ms: u64) -> LoggedTransaction {
-    let commit = connection.commit();
-    LoggedTransaction {
-        version,
-        request_id: commit.request_id().to_string(),
-        timestamp_ms,
-        operations: commit.operations().map(|operation| operation.to_owned()).collect(),
     }
 }

@@ -29,11 +29,10 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::commit::sequencer::Recovered;
 use crate::config::Settings;
 use crate::ops::metrics::Metrics;
 use crate::pipeline::published::Published;
-use crate::pipeline::{Pipeline, PipelineParts, StageMessage};
+use crate::pipeline::{Pipeline, PipelineParts, StageMessage, StoreOpener};
 use connection::Connection;
 
 /// What the reactors share: read-only settings and the published state.
@@ -143,8 +142,8 @@ pub struct Server {
 
 impl Server {
     /// Binds the listener and starts the reactors and the pipeline, which
-    /// continues the log from `recovered`.
-    pub fn start(context: ServerContext, recovered: Recovered) -> std::io::Result<Server> {
+    /// recovers the log from the store `open_store` opens.
+    pub fn start(context: ServerContext, open_store: StoreOpener) -> std::io::Result<Server> {
         let context = Arc::new(context);
         let listener = TcpListener::bind(context.settings.listen)?;
         let local_addr = listener.local_addr()?;
@@ -164,7 +163,8 @@ impl Server {
         let parts = PipelineParts {
             queue_depth: context.settings.config.pipeline.queue_depth,
             commit: context.settings.config.commit.clone(),
-            recovered,
+            persist: context.settings.config.persist.clone(),
+            open_store,
             published: context.published.clone(),
             metrics: context.metrics.clone(),
         };

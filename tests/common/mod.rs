@@ -49,7 +49,7 @@ impl Stoat {
         let line = stoat.wait_for_log("listening on http://");
         let addr = line.split("listening on http://").nth(1).unwrap().split_whitespace().next().unwrap();
         stoat.addr = addr.parse().unwrap();
-        stoat.wait_for_log("storage is writable");
+        stoat.wait_for_log("log recovered; serving");
         stoat
     }
 
