@@ -113,9 +113,6 @@ impl SequenceStage {
         (connections, false)
     }
 
-    // The boxes are the connections' identity between threads: each one
-    // moves on, alone, to the stage that answers it.
-    #[allow(clippy::vec_box)]
     fn decide(&self, sequencing: &mut Sequencing, connections: Vec<Box<Connection>>) {
         let started = Instant::now();
         let queue_seconds = self.metrics.stage_seconds("queue");
