@@ -135,8 +135,6 @@ pub struct PersistConfig {
     pub batch_timeout_ms: u64,
     /// A batch object is closed once it holds this many bytes.
     pub batch_bytes_max: usize,
-    /// Batch writes outstanding at most; more commits wait (backpressure).
-    pub max_in_flight: usize,
     /// First retry delay of a failed write; doubles up to `retry_max_ms`.
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
@@ -149,7 +147,6 @@ impl Default for PersistConfig {
         PersistConfig {
             batch_timeout_ms: 0,
             batch_bytes_max: 1024 * 1024,
-            max_in_flight: 8,
             retry_initial_ms: 50,
             retry_max_ms: 5000,
             io_threads: 2,

@@ -39,6 +39,16 @@ pub type StoreOpener = Box<dyn Fn() -> std::io::Result<Arc<dyn ObjectStore>> + S
 
 const RECOVERY_BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const RECOVERY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Batch writes outstanding at once. One, for safety: with more, a fenced
+/// leader's later batches can land after its earlier one lost the race for
+/// its name, and such an orphan (named by the version it continues from)
+/// would chain onto the winner's log if the winner's batches ever ended at
+/// that version. With one write at a time no orphan can exist. Throughput
+/// comes from batch size instead: while a batch is written, every request
+/// that arrives joins the next one. Writing several batches at once needs
+/// batches that name their predecessor's checksum, so that an orphan is
+/// recognisable as foreign (see docs/architecture.md).
+const BATCH_WRITES_IN_FLIGHT: usize = 1;
 /// How long a stopping server waits for batch writes already in flight.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 
@@ -83,7 +93,7 @@ impl PersistStage {
 
     fn persister_config(&self) -> PersisterConfig {
         PersisterConfig {
-            max_in_flight: self.config.max_in_flight,
+            max_in_flight: BATCH_WRITES_IN_FLIGHT,
             backoff_initial_ms: self.config.retry_initial_ms,
             backoff_max_ms: self.config.retry_max_ms,
             attempts_max: u32::MAX,
@@ -96,7 +106,7 @@ impl PersistStage {
     fn recover_with_backoff(&self) -> Option<(Arc<dyn ObjectStore>, RecoveredLog)> {
         let config = RecoveryConfig {
             recent_transactions: self.request_ids_recovered,
-            chain_check_objects: self.config.max_in_flight.max(16),
+            chain_check_objects: 16,
             ..RecoveryConfig::default()
         };
         let mut backoff = RECOVERY_BACKOFF_FIRST;

@@ -17,7 +17,8 @@ pub struct Stoat {
     pub addr: SocketAddr,
     log: Receiver<String>,
     pub log_seen: Vec<String>,
-    _data: tempfile::TempDir,
+    _data: Option<tempfile::TempDir>,
+    _config: tempfile::NamedTempFile,
 }
 
 impl Stoat {
@@ -25,13 +26,23 @@ impl Stoat {
     /// `config` (TOML text) as its configuration file.
     pub fn start(config: &str) -> Stoat {
         let data = tempfile::tempdir().unwrap();
-        let config_path = data.path().join("config.toml");
-        std::fs::write(&config_path, config).unwrap();
+        let path = data.path().to_path_buf();
+        Stoat::spawn(config, &path, Some(data))
+    }
+
+    /// Starts `stoat serve` on an existing data directory (kept afterwards).
+    pub fn start_at(config: &str, data_dir: &std::path::Path) -> Stoat {
+        Stoat::spawn(config, data_dir, None)
+    }
+
+    fn spawn(config: &str, data_dir: &std::path::Path, owned: Option<tempfile::TempDir>) -> Stoat {
+        let config_file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(config_file.path(), config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_stoat"))
             .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "info", "--config"])
-            .arg(&config_path)
+            .arg(config_file.path())
             .arg("--data-dir")
-            .arg(data.path())
+            .arg(data_dir)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -45,7 +56,14 @@ impl Stoat {
                 }
             }
         });
-        let mut stoat = Stoat { child, addr: "0.0.0.0:0".parse().unwrap(), log, log_seen: Vec::new(), _data: data };
+        let mut stoat = Stoat {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            log,
+            log_seen: Vec::new(),
+            _data: owned,
+            _config: config_file,
+        };
         let line = stoat.wait_for_log("listening on http://");
         let addr = line.split("listening on http://").nth(1).unwrap().split_whitespace().next().unwrap();
         stoat.addr = addr.parse().unwrap();
@@ -75,6 +93,12 @@ impl Stoat {
                 }
             }
         }
+    }
+
+    /// Kills the process with SIGKILL (a crash) and waits for it.
+    pub fn crash(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn connect(&self) -> Client {
@@ -142,6 +166,32 @@ pub struct Client {
 }
 
 impl Client {
+    /// Connects, or `None` if nothing accepts (e.g. the server was killed).
+    pub fn try_connect(addr: SocketAddr) -> Option<Client> {
+        let stream = TcpStream::connect(addr).ok()?;
+        stream.set_read_timeout(Some(DEADLINE)).ok()?;
+        stream.set_nodelay(true).ok()?;
+        Some(Client { stream, buffer: Vec::new() })
+    }
+
+    /// Sends a request and reads its response; `None` if the connection
+    /// fails on the way (the outcome is then unknown).
+    pub fn try_post(&mut self, path: &str, body: &str) -> Option<Response> {
+        let request = format!("POST {path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        self.stream.write_all(request.as_bytes()).ok()?;
+        loop {
+            if let Some((response, used)) = parse_response(&self.buffer) {
+                self.buffer.drain(..used);
+                return Some(response);
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(read) => self.buffer.extend_from_slice(&chunk[..read]),
+            }
+        }
+    }
+
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
@@ -210,4 +260,58 @@ fn parse_response(buffer: &[u8]) -> Option<(Response, usize)> {
     }
     let body = buffer[head_len..head_len + length].to_vec();
     Some((Response { status, headers, body }, head_len + length))
+}
+
+/// One batch object of the log, as read back from a data directory.
+pub struct LoggedBatch {
+    pub name: String,
+    pub prev_version: u64,
+    pub last_version: u64,
+    pub leader_id: String,
+    pub transactions: Vec<(u64, String)>,
+}
+
+/// Every batch in a data directory's log, in log order, decoded and verified.
+pub fn read_log(data_dir: &std::path::Path) -> Vec<LoggedBatch> {
+    use stoat::log::format::decode_batch;
+    use stoat::log::local::{LocalStore, LocalStoreOptions};
+    use stoat::log::names::LOG_PREFIX;
+    use stoat::log::store::Blocking;
+    let store = LocalStore::open(data_dir.join("log"), LocalStoreOptions::default()).unwrap();
+    let blocking = Blocking::new(&store);
+    let names = blocking.list_all(LOG_PREFIX, None, 1000).unwrap();
+    names
+        .into_iter()
+        .map(|name| {
+            let bytes = blocking.get(&name, None).unwrap();
+            let batch = decode_batch(&bytes).unwrap_or_else(|error| panic!("{name}: {error}"));
+            LoggedBatch {
+                name,
+                prev_version: batch.prev_version,
+                last_version: batch.last_version,
+                leader_id: batch.leader_id,
+                transactions: batch.transactions.into_iter().map(|t| (t.version, t.request_id)).collect(),
+            }
+        })
+        .collect()
+}
+
+/// Checks that the batches form one gapless chain and returns every
+/// transaction's (version, request id), asserting request ids are unique.
+pub fn check_chain(batches: &[LoggedBatch]) -> std::collections::HashMap<String, u64> {
+    let mut previous_last = 0;
+    let mut by_request_id = std::collections::HashMap::new();
+    for batch in batches {
+        assert_eq!(batch.prev_version, previous_last, "{} does not continue the chain", batch.name);
+        let mut version = batch.prev_version;
+        for (transaction_version, request_id) in &batch.transactions {
+            assert!(*transaction_version > version, "{}: versions must increase", batch.name);
+            version = *transaction_version;
+            let earlier = by_request_id.insert(request_id.clone(), *transaction_version);
+            assert!(earlier.is_none(), "request id {request_id} is in the log twice");
+        }
+        assert_eq!(version, batch.last_version);
+        previous_last = batch.last_version;
+    }
+    by_request_id
 }

@@ -1,0 +1,139 @@
+//! Nothing acknowledged is lost and the log never forks: crashes under load
+//! (SIGKILL, restart on the same storage) and two leaders on one storage.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{check_chain, read_log, Client, Stoat, DEADLINE};
+
+/// Commits blind writes with ids `{prefix}-{n}` until `stop` is set or the
+/// connection fails; returns the acknowledged (request id, version) pairs.
+fn commit_until_stopped(
+    addr: SocketAddr,
+    prefix: String,
+    stop: Arc<AtomicBool>,
+    acknowledged_count: Arc<AtomicUsize>,
+) -> Vec<(String, u64)> {
+    let mut acknowledged = Vec::new();
+    let Some(mut client) = Client::try_connect(addr) else { return acknowledged };
+    for n in 0.. {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let request_id = format!("{prefix}-{n}");
+        let body = format!(
+            r#"{{"request_id":"{request_id}","operations":[{{"type":"write","key":"aw==","value":"dmFsdWU="}}]}}"#
+        );
+        let Some(response) = client.try_post("/v1/commit", &body) else { break };
+        match response.status {
+            200 => {
+                let version = response.json()["version"].as_u64().unwrap();
+                acknowledged.push((request_id, version));
+                acknowledged_count.fetch_add(1, Ordering::Relaxed);
+            }
+            // Not leading (fenced) or stopping: no more commits here.
+            503 => break,
+            other => panic!("unexpected {other}: {}", response.text()),
+        }
+    }
+    acknowledged
+}
+
+/// Starts `clients` committing threads against `addr`.
+fn start_load(
+    addr: SocketAddr,
+    label: &str,
+    clients: usize,
+    stop: &Arc<AtomicBool>,
+    count: &Arc<AtomicUsize>,
+) -> Vec<std::thread::JoinHandle<Vec<(String, u64)>>> {
+    (0..clients)
+        .map(|client| {
+            let (stop, count) = (stop.clone(), count.clone());
+            let prefix = format!("{label}-c{client}");
+            std::thread::spawn(move || commit_until_stopped(addr, prefix, stop, count))
+        })
+        .collect()
+}
+
+fn wait_until(condition: impl Fn() -> bool, what: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn acknowledged_commits_survive_repeated_kill_9_under_load() {
+    let data = tempfile::tempdir().unwrap();
+    let mut acknowledged: Vec<(String, u64)> = Vec::new();
+    for round in 0..4 {
+        let mut stoat = Stoat::start_at("", data.path());
+        // The restarted server continues where the durable log ends.
+        let expected_start = acknowledged.iter().map(|(_, version)| *version).max().unwrap_or(0);
+        let version = stoat.connect().get("/v1/version").json()["version"].as_u64().unwrap();
+        assert!(
+            version >= expected_start,
+            "round {round}: log ends at {version}, before acknowledged {expected_start}"
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicUsize::new(0));
+        let threads = start_load(stoat.addr, &format!("r{round}"), 6, &stop, &count);
+        wait_until(|| count.load(Ordering::Relaxed) >= 150, "commits to be acknowledged");
+        // Crash with commits in flight.
+        stoat.crash();
+        stop.store(true, Ordering::Relaxed);
+        for thread in threads {
+            acknowledged.extend(thread.join().unwrap());
+        }
+    }
+    let logged = check_chain(&read_log(data.path()));
+    for (request_id, version) in &acknowledged {
+        assert_eq!(
+            logged.get(request_id),
+            Some(version),
+            "acknowledged {request_id} at {version} is not in the log there"
+        );
+    }
+    assert!(acknowledged.len() >= 600);
+}
+
+#[test]
+fn two_leaders_on_one_storage_never_fork_the_log() {
+    let data = tempfile::tempdir().unwrap();
+    let mut first = Stoat::start_at("", data.path());
+    let mut second = Stoat::start_at("", data.path());
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicUsize::new(0));
+    let mut threads = start_load(first.addr, "a", 3, &stop, &count);
+    threads.extend(start_load(second.addr, "b", 3, &stop, &count));
+    // Both are sent commits until one of them has lost leadership.
+    let ready = |stoat: &Stoat| Client::connect(stoat.addr).get("/readyz").status == 200;
+    wait_until(|| !ready(&first) || !ready(&second), "one server to be fenced");
+    wait_until(|| count.load(Ordering::Relaxed) >= 200, "commits to be acknowledged by the leader");
+    stop.store(true, Ordering::Relaxed);
+    let mut acknowledged = Vec::new();
+    for thread in threads {
+        acknowledged.extend(thread.join().unwrap());
+    }
+    assert!(ready(&first) != ready(&second), "exactly one server must still lead");
+    first.crash();
+    second.crash();
+    let logged = check_chain(&read_log(data.path()));
+    let mut acknowledged_at: HashMap<u64, String> = HashMap::new();
+    for (request_id, version) in &acknowledged {
+        assert_eq!(
+            logged.get(request_id),
+            Some(version),
+            "acknowledged {request_id} at {version} is not in the log there"
+        );
+        let other = acknowledged_at.insert(*version, request_id.clone());
+        assert!(other.is_none(), "version {version} was acknowledged twice: {other:?} and {request_id}");
+    }
+}
