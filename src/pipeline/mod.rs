@@ -37,10 +37,10 @@ use crate::server::ReactorHandles;
 pub use persist::StoreOpener;
 use published::Published;
 
-/// Batches that may wait between the sequencer and persistence. Small on
-/// purpose: while persistence is busy, requests wait in the input queue
-/// instead, and the sequencer's next batch takes all of them at once.
-const PERSIST_QUEUE_DEPTH: usize = 4;
+/// Messages that may wait between the sequencer and persistence. Batches do
+/// not pile up here: the sequencer decides a batch only when persistence has
+/// asked for one (see `sequence.rs`).
+const PERSIST_QUEUE_DEPTH: usize = 16;
 /// Replies that may wait for the reply stage.
 const REPLY_QUEUE_DEPTH: usize = 4096;
 
@@ -62,9 +62,14 @@ pub struct PipelineParts {
     pub metrics: Arc<Metrics>,
 }
 
+/// How long stopping waits for the stages to finish what they have.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// The running stages and the sending side of their input queue.
 pub struct Pipeline {
     sender: Sender<StageMessage>,
+    /// Disconnects when every stage thread has ended.
+    stages_running: crossbeam_channel::Receiver<()>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -77,6 +82,7 @@ impl Pipeline {
         let (to_reply, reply_inbox) = crossbeam_channel::bounded(REPLY_QUEUE_DEPTH);
         let (to_history, history_requests) = crossbeam_channel::bounded(history::QUEUE_DEPTH);
         let (to_sequencer, recovered) = crossbeam_channel::bounded(1);
+        let (ready_for_batch, batch_wanted) = crossbeam_channel::bounded(1);
         let config = SequencerConfig {
             conflict_window_ms: parts.commit.conflict_window_ms,
             conflict_window_versions: parts.commit.conflict_window_versions,
@@ -88,6 +94,7 @@ impl Pipeline {
             to_reply: to_reply.clone(),
             to_history,
             recovered,
+            batch_wanted,
             config,
             published: parts.published.clone(),
             metrics: parts.metrics.clone(),
@@ -99,6 +106,7 @@ impl Pipeline {
             inbox: persist_inbox,
             to_reply: to_reply.clone(),
             to_sequencer,
+            ready_for_batch,
             history_requests,
             history_to_persist: to_persist,
             open_store: parts.open_store,
@@ -114,12 +122,23 @@ impl Pipeline {
             metrics: parts.metrics.clone(),
         };
         drop(to_reply);
+        let (running, stages_running) = crossbeam_channel::bounded::<()>(0);
+        let (running1, running2, running3) = (running.clone(), running.clone(), running);
         let threads = vec![
-            spawn("stoat-sequence", move || stage1.run())?,
-            spawn("stoat-persist", move || stage2.run())?,
-            spawn("stoat-reply", move || stage3.run())?,
+            spawn("stoat-sequence", move || {
+                stage1.run();
+                drop(running1);
+            })?,
+            spawn("stoat-persist", move || {
+                stage2.run();
+                drop(running2);
+            })?,
+            spawn("stoat-reply", move || {
+                stage3.run();
+                drop(running3);
+            })?,
         ];
-        Ok(Pipeline { sender, threads })
+        Ok(Pipeline { sender, stages_running, threads })
     }
 
     /// A sender for reactors; `try_send` on a full queue fails at once.
@@ -127,11 +146,22 @@ impl Pipeline {
         self.sender.clone()
     }
 
-    /// Asks the stages to finish what they have and waits for them.
+    /// Asks the stages to finish what they have and waits for them, for at
+    /// most `STOP_TIMEOUT` (a stage stuck on storage must not hold the
+    /// process; nothing unacknowledged is lost by exiting).
     pub fn stop(self) {
-        let _ = self.sender.send(StageMessage::Shutdown);
-        for thread in self.threads {
-            let _ = thread.join();
+        let deadline = std::time::Instant::now() + STOP_TIMEOUT;
+        if self.sender.send_deadline(StageMessage::Shutdown, deadline).is_err() {
+            tracing::warn!("the pipeline did not take the shutdown in time");
+            return;
+        }
+        match self.stages_running.recv_deadline(deadline) {
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                for thread in self.threads {
+                    let _ = thread.join();
+                }
+            }
+            _ => tracing::warn!("the pipeline did not stop in time; exiting anyway"),
         }
     }
 }

@@ -56,6 +56,8 @@ pub(super) struct PersistStage {
     pub inbox: Receiver<PersistMessage>,
     pub to_reply: Sender<ReplyMessage>,
     pub to_sequencer: Sender<Recovered>,
+    /// Tells stage 1 that the next batch can be written now.
+    pub ready_for_batch: Sender<()>,
     pub history_requests: Receiver<SearchRequest>,
     pub history_to_persist: Sender<PersistMessage>,
     pub open_store: StoreOpener,
@@ -164,6 +166,8 @@ struct Driver {
     /// durable version passes it.
     recovered_version: u64,
     batches_accepted: u64,
+    /// A "ready for a batch" is with stage 1 and not yet answered by one.
+    batch_asked: bool,
     stopped: bool,
     shutting_down: Option<Instant>,
 }
@@ -183,6 +187,7 @@ impl Driver {
             orphans,
             recovered_version: durable_version,
             batches_accepted: 0,
+            batch_asked: false,
             stopped: false,
             shutting_down: None,
         }
@@ -200,6 +205,7 @@ impl Driver {
             if !self.orphans.is_empty() && self.durable_version > self.recovered_version {
                 self.delete_orphans();
             }
+            self.ask_for_batch();
             if let Some(deadline) = self.shutting_down {
                 if self.persister.in_flight() == 0 || Instant::now() >= deadline || self.stopped {
                     return;
@@ -237,6 +243,14 @@ impl Driver {
         }
     }
 
+    /// Asks stage 1 for its next batch once one can be written. Stage 1
+    /// decides only then, so everything that arrived meanwhile is in it.
+    fn ask_for_batch(&mut self) {
+        if !self.batch_asked && self.accepting() && self.shutting_down.is_none() {
+            self.batch_asked = self.stage.ready_for_batch.try_send(()).is_ok();
+        }
+    }
+
     fn accepting(&self) -> bool {
         // With orphans to remove, the first batch must be durable before any
         // other is written (see the module documentation).
@@ -259,6 +273,7 @@ impl Driver {
                     return;
                 }
                 let last_version = batch.last_version;
+                self.batch_asked = false;
                 match self.persister.batch_ready(batch) {
                     Ok(()) => {
                         self.batches_accepted += 1;

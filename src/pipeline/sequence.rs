@@ -28,6 +28,8 @@ pub(super) struct SequenceStage {
     pub to_reply: Sender<ReplyMessage>,
     pub to_history: Sender<SearchRequest>,
     pub recovered: Receiver<Recovered>,
+    /// Stage 2 asks for a batch when it can write one.
+    pub batch_wanted: Receiver<()>,
     pub config: SequencerConfig,
     pub published: Arc<Published>,
     pub metrics: Arc<Metrics>,
@@ -39,6 +41,8 @@ pub(super) struct SequenceStage {
 /// Stage 1's state once the log is recovered.
 struct Sequencing {
     sequencer: Sequencer,
+    /// Stage 2 has asked for a batch that has not been sent yet.
+    batch_wanted: bool,
     /// The last version in the log (committed in an earlier batch): the
     /// next batch object continues from it.
     log_version: u64,
@@ -46,12 +50,25 @@ struct Sequencing {
 
 impl SequenceStage {
     pub fn run(self) {
-        let Some(mut sequencing) = self.wait_for_recovery() else {
+        let Some((mut sequencing, mut first)) = self.wait_for_recovery() else {
             let _ = self.to_persist.send(PersistMessage::Shutdown);
             return;
         };
         loop {
-            let (connections, stopping) = self.collect_batch();
+            let (mut connections, mut stopping) = match first.take() {
+                Some(connection) => {
+                    let mut connections = vec![connection];
+                    let stopping = self.take_queued(&mut connections);
+                    (connections, stopping)
+                }
+                None => self.collect_batch(),
+            };
+            if !stopping && !connections.is_empty() && !sequencing.batch_wanted {
+                // Decide as late as possible: wait until the batch can be
+                // written, then take everything that queued meanwhile.
+                stopping = self.wait_until_wanted(&mut sequencing, &mut connections);
+                stopping |= self.take_queued(&mut connections);
+            }
             if !connections.is_empty() {
                 if self.published.is_leading() {
                     self.decide(&mut sequencing, connections);
@@ -67,18 +84,22 @@ impl SequenceStage {
     }
 
     /// Answers requests 503 until stage 2 sends the recovered state; `None`
-    /// if told to stop first.
-    fn wait_for_recovery(&self) -> Option<Sequencing> {
+    /// if told to stop first. A request that arrives with the state already
+    /// there is kept for the first batch, not refused.
+    fn wait_for_recovery(&self) -> Option<(Sequencing, Option<Box<Connection>>)> {
+        let start = |recovered: Recovered| {
+            let log_version = recovered.committed_version;
+            let sequencer = Sequencer::new(self.config, self.published.leader_id.clone(), recovered);
+            Sequencing { sequencer, batch_wanted: false, log_version }
+        };
         loop {
             select! {
-                recv(self.recovered) -> recovered => {
-                    let recovered = recovered.ok()?;
-                    let log_version = recovered.committed_version;
-                    let sequencer = Sequencer::new(self.config, self.published.leader_id.clone(), recovered);
-                    return Some(Sequencing { sequencer, log_version });
-                }
+                recv(self.recovered) -> recovered => return Some((start(recovered.ok()?), None)),
                 recv(self.requests) -> message => match message {
                     Ok(StageMessage::Request(connection)) => {
+                        if let Ok(recovered) = self.recovered.try_recv() {
+                            return Some((start(recovered), Some(connection)));
+                        }
                         let error = ApiError::Unavailable("recovering: the log is being read from storage".into());
                         self.reply(ReplyMessage { connection, reply: Reply::Error(error) });
                     }
@@ -111,6 +132,42 @@ impl SequenceStage {
             }
         }
         (connections, false)
+    }
+
+    /// Waits until stage 2 asks for a batch, taking requests into the batch
+    /// meanwhile (up to its limit); true if a shutdown arrived instead.
+    fn wait_until_wanted(&self, sequencing: &mut Sequencing, connections: &mut Vec<Box<Connection>>) -> bool {
+        while !sequencing.batch_wanted {
+            if connections.len() >= self.batch_max {
+                select! {
+                    recv(self.batch_wanted) -> _ => sequencing.batch_wanted = true,
+                    default(Duration::from_millis(100)) => {}
+                }
+                continue;
+            }
+            select! {
+                // Disconnected means stage 2 is gone: stop waiting for it.
+                recv(self.batch_wanted) -> _ => sequencing.batch_wanted = true,
+                recv(self.requests) -> message => match message {
+                    Ok(StageMessage::Request(connection)) => connections.push(connection),
+                    Ok(StageMessage::Shutdown) | Err(_) => return true,
+                },
+            }
+        }
+        false
+    }
+
+    /// Adds what is queued (up to the batch limit) without waiting; true if
+    /// a shutdown was among it.
+    fn take_queued(&self, connections: &mut Vec<Box<Connection>>) -> bool {
+        while connections.len() < self.batch_max {
+            match self.requests.try_recv() {
+                Ok(StageMessage::Request(connection)) => connections.push(connection),
+                Ok(StageMessage::Shutdown) => return true,
+                Err(_) => break,
+            }
+        }
+        false
     }
 
     fn decide(&self, sequencing: &mut Sequencing, connections: Vec<Box<Connection>>) {
@@ -162,7 +219,11 @@ impl SequenceStage {
             }
         }
         // Batches first, then what waits on them, so stage 2 sees them in order.
-        for (batch, waiting) in batches.finish() {
+        let batches = batches.finish();
+        if !batches.is_empty() {
+            sequencing.batch_wanted = false;
+        }
+        for (batch, waiting) in batches {
             self.metrics.batch_transactions.observe(f64::from(batch.transaction_count));
             let _ = self.to_persist.send(PersistMessage::Batch { batch, waiting });
         }
