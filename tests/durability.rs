@@ -137,3 +137,26 @@ fn two_leaders_on_one_storage_never_fork_the_log() {
         assert!(other.is_none(), "version {version} was acknowledged twice: {other:?} and {request_id}");
     }
 }
+
+#[test]
+fn unreachable_storage_at_start_is_retried_and_not_ready_until_it_works() {
+    let data = tempfile::tempdir().unwrap();
+    // The log directory cannot be created: a file stands in its place.
+    let log_path = data.path().join("log");
+    std::fs::write(&log_path, b"not a directory").unwrap();
+    let mut stoat = Stoat::start_listening_at("", data.path());
+    stoat.wait_for_log("log recovery failed");
+    let mut client = stoat.connect();
+    assert_eq!(client.get("/healthz").status, 200);
+    let ready = client.get("/readyz");
+    assert_eq!((ready.status, ready.error_code().as_str()), (503, "unavailable"));
+    let commit = client.post("/v1/commit", "{}");
+    assert_eq!(commit.status, 503, "{}", commit.text());
+    assert!(commit.text().contains("recovering"), "{}", commit.text());
+    assert!(commit.header("retry-after").is_some());
+    // Once storage works, the server recovers on its own and serves.
+    std::fs::remove_file(&log_path).unwrap();
+    stoat.wait_for_log("log recovered; serving");
+    wait_until(|| Client::connect(stoat.addr).get("/readyz").status == 200, "readiness");
+    assert_eq!(client.post("/v1/commit", "{}").status, 200);
+}

@@ -27,11 +27,20 @@ impl Stoat {
     pub fn start(config: &str) -> Stoat {
         let data = tempfile::tempdir().unwrap();
         let path = data.path().to_path_buf();
-        Stoat::spawn(config, &path, Some(data))
+        let mut stoat = Stoat::spawn(config, &path, Some(data));
+        stoat.wait_for_log("log recovered; serving");
+        stoat
     }
 
     /// Starts `stoat serve` on an existing data directory (kept afterwards).
     pub fn start_at(config: &str, data_dir: &std::path::Path) -> Stoat {
+        let mut stoat = Stoat::spawn(config, data_dir, None);
+        stoat.wait_for_log("log recovered; serving");
+        stoat
+    }
+
+    /// Starts `stoat serve` and returns once it listens, recovered or not.
+    pub fn start_listening_at(config: &str, data_dir: &std::path::Path) -> Stoat {
         Stoat::spawn(config, data_dir, None)
     }
 
@@ -67,7 +76,6 @@ impl Stoat {
         let line = stoat.wait_for_log("listening on http://");
         let addr = line.split("listening on http://").nth(1).unwrap().split_whitespace().next().unwrap();
         stoat.addr = addr.parse().unwrap();
-        stoat.wait_for_log("log recovered; serving");
         stoat
     }
 
