@@ -130,9 +130,9 @@ impl Default for CommitConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PersistConfig {
-    /// After the first request of a batch, wait this long for more before
-    /// closing it (0: a batch is whatever is queued).
-    pub batch_timeout_ms: u64,
+    /// After the first request of a batch, wait this many microseconds for
+    /// more before closing it (0: a batch is whatever is queued).
+    pub batch_timeout_us: u64,
     /// A batch object is closed once it holds this many bytes.
     pub batch_bytes_max: usize,
     /// First retry delay of a failed write; doubles up to `retry_max_ms`.
@@ -145,7 +145,7 @@ pub struct PersistConfig {
 impl Default for PersistConfig {
     fn default() -> Self {
         PersistConfig {
-            batch_timeout_ms: 0,
+            batch_timeout_us: 0,
             batch_bytes_max: 1024 * 1024,
             retry_initial_ms: 50,
             retry_max_ms: 5000,

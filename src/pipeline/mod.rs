@@ -99,7 +99,7 @@ impl Pipeline {
             published: parts.published.clone(),
             metrics: parts.metrics.clone(),
             batch_max: parts.commit.batch_transactions_max,
-            batch_timeout: Duration::from_millis(parts.persist.batch_timeout_ms),
+            batch_timeout: Duration::from_micros(parts.persist.batch_timeout_us),
             batch_bytes_max: parts.persist.batch_bytes_max,
         };
         let stage2 = persist::PersistStage {
