@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use stoat::commit::conflict::reference::ReferenceConflictSet;
-use stoat::commit::conflict::{ConflictSet, KeyRange, Outcome, ReadRange, TransactionRef};
+use stoat::commit::conflict::{
+    ConflictSet, KeyRange, Outcome, PrefetchMode, ReadRange, TransactionRef,
+};
 
 #[derive(Parser, Debug)]
 #[command(about = "Stoat benchmarks")]
@@ -47,6 +49,9 @@ struct ConflictArgs {
     micro_operations: usize,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Instead of the report, compare prefetch settings (interleaved runs, medians).
+    #[arg(long)]
+    tune_prefetch: bool,
 }
 
 fn main() {
@@ -364,6 +369,9 @@ mod conflict {
 
     fn run_sized<const CAP: usize>(args: &ConflictArgs) {
         let batches = generate(args);
+        if args.tune_prefetch {
+            return tune_prefetch::<CAP>(args, &batches);
+        }
         let capacity = args.chunk_capacity;
         println!(
             "resolver workload: {} batches x {} transactions, 1 read + 1 write range each, 16-byte keys, median of {} runs",
@@ -401,6 +409,38 @@ mod conflict {
             "conflict-set: {:.0} txn/s on the FoundationDB resolver workload",
             chunked.transactions_per_second()
         );
+    }
+
+    /// Runs every prefetch setting `runs` times, interleaved so that machine noise spreads
+    /// evenly, and prints the median of each.
+    fn tune_prefetch<const CAP: usize>(args: &ConflictArgs, batches: &[Batch]) {
+        let settings = [
+            (0, PrefetchMode::Off),
+            (1, PrefetchMode::Touch),
+            (2, PrefetchMode::Touch),
+            (4, PrefetchMode::Touch),
+            (1, PrefetchMode::Instruction),
+            (2, PrefetchMode::Instruction),
+            (4, PrefetchMode::Instruction),
+            (8, PrefetchMode::Instruction),
+        ];
+        let mut seconds = vec![Vec::new(); settings.len()];
+        for _ in 0..args.runs.max(1) {
+            for (setting, (lookahead, mode)) in settings.iter().enumerate() {
+                let mut set = ConflictSet::<CAP>::with_oldest_version(0);
+                set.set_prefetch(*lookahead, *mode);
+                seconds[setting].push(run_workload(&mut set, batches).elapsed.as_secs_f64());
+            }
+        }
+        for (setting, (lookahead, mode)) in settings.iter().enumerate() {
+            seconds[setting].sort_by(f64::total_cmp);
+            let median = seconds[setting][seconds[setting].len() / 2];
+            let transactions = batches.len() * args.transactions_per_batch;
+            println!(
+                "lookahead {lookahead} {mode:?}: {:.0} txn/s",
+                transactions as f64 / median
+            );
+        }
     }
 
     /// The reference is quadratic, so both run only the first batches: the ratio compares

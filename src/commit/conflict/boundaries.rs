@@ -25,6 +25,17 @@ use std::cmp::Ordering;
 
 use super::key::Probe;
 
+/// How `check_batch` prefetches the chunks of upcoming transactions (a benchmark knob).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrefetchMode {
+    Off,
+    /// Plain loads of one word per line: safe, but they hold up retirement until they land.
+    Touch,
+    /// Prefetch instructions, which retire at once.
+    Instruction,
+}
+
 /// First heads per sample of the top level.
 const SAMPLE_STRIDE: usize = 32;
 
@@ -375,6 +386,16 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         first_greater(heads_before, heads_at_or_before, |chunk| {
             self.chunks[chunk].cmp_at(0, probe)
         }) - 1
+    }
+
+    /// Starts loading the chunk where `key` would be found.
+    pub(super) fn prefetch(&self, key: &[u8], mode: PrefetchMode) {
+        let chunk = &self.chunks[self.chunk_at_or_before(&Probe::new(key))];
+        match mode {
+            PrefetchMode::Off => {}
+            PrefetchMode::Touch => chunk.touch_slots(),
+            PrefetchMode::Instruction => super::prefetch::prefetch_bytes(&chunk.slots),
+        }
     }
 
     /// Position of the last boundary whose key is `<= probe`.

@@ -24,6 +24,7 @@
 
 mod boundaries;
 mod key;
+mod prefetch;
 #[doc(hidden)]
 pub mod reference;
 #[cfg(test)]
@@ -99,7 +100,14 @@ pub struct ConflictSet<const CHUNK_CAPACITY: usize = DEFAULT_CHUNK_CAPACITY> {
     newest_version: Option<u64>,
     gc_cursor_chunk: usize,
     gc_debt_boundaries: isize,
+    lookahead_transactions: usize,
+    prefetch_mode: PrefetchMode,
 }
+
+pub use boundaries::PrefetchMode;
+
+/// Ranges of one upcoming transaction prefetched at most.
+const PREFETCH_RANGES_MAX: usize = 4;
 
 impl ConflictSet {
     pub fn new(oldest_version: u64) -> Self {
@@ -116,6 +124,8 @@ impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
             newest_version: None,
             gc_cursor_chunk: 0,
             gc_debt_boundaries: 0,
+            lookahead_transactions: 4,
+            prefetch_mode: PrefetchMode::Instruction,
         }
     }
 
@@ -193,10 +203,32 @@ impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
         // least `first_version`, so reading as of `first_version - 1` at the latest sees exactly
         // the history newer than the read plus all earlier committed writes of the batch.
         let latest_read_version = first_version - 1;
-        batch
-            .iter()
-            .map(|(transaction, version)| self.decide(transaction, *version, latest_read_version))
-            .collect()
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (index, (transaction, version)) in batch.iter().enumerate() {
+            if let Some((upcoming, _)) = batch.get(index + self.lookahead_transactions) {
+                self.prefetch(upcoming);
+            }
+            outcomes.push(self.decide(transaction, *version, latest_read_version));
+        }
+        outcomes
+    }
+
+    /// Starts loading the chunks an upcoming transaction will search, so that their memory
+    /// latency overlaps with deciding the transactions before it.
+    fn prefetch(&self, transaction: &TransactionRef<'_>) {
+        let reads = transaction.reads.iter().map(|read| &read.range);
+        for range in reads.chain(transaction.writes).take(PREFETCH_RANGES_MAX) {
+            if !range.is_empty() {
+                self.boundaries.prefetch(range.begin, self.prefetch_mode);
+            }
+        }
+    }
+
+    /// Benchmark knob: how far ahead `check_batch` prefetches, and how.
+    #[doc(hidden)]
+    pub fn set_prefetch(&mut self, lookahead_transactions: usize, mode: PrefetchMode) {
+        self.lookahead_transactions = lookahead_transactions;
+        self.prefetch_mode = mode;
     }
 
     fn decide(
