@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use stoat::commit::conflict::reference::ReferenceConflictSet;
-use stoat::commit::conflict::{
-    ConflictSet, KeyRange, Outcome, PrefetchMode, ReadRange, TransactionRef,
-};
+use stoat::commit::conflict::{ConflictSet, KeyRange, Outcome, ReadRange, TransactionRef};
 
 #[derive(Parser, Debug)]
 #[command(about = "Stoat benchmarks")]
@@ -414,30 +412,21 @@ mod conflict {
     /// Runs every prefetch setting `runs` times, interleaved so that machine noise spreads
     /// evenly, and prints the median of each.
     fn tune_prefetch<const CAP: usize>(args: &ConflictArgs, batches: &[Batch]) {
-        let settings = [
-            (0, PrefetchMode::Off),
-            (1, PrefetchMode::Touch),
-            (2, PrefetchMode::Touch),
-            (4, PrefetchMode::Touch),
-            (1, PrefetchMode::Instruction),
-            (2, PrefetchMode::Instruction),
-            (4, PrefetchMode::Instruction),
-            (8, PrefetchMode::Instruction),
-        ];
+        let settings = [0, 1, 2, 4, 8, 16];
         let mut seconds = vec![Vec::new(); settings.len()];
         for _ in 0..args.runs.max(1) {
-            for (setting, (lookahead, mode)) in settings.iter().enumerate() {
+            for (setting, lookahead) in settings.iter().enumerate() {
                 let mut set = ConflictSet::<CAP>::with_oldest_version(0);
-                set.set_prefetch(*lookahead, *mode);
+                set.set_prefetch_lookahead(*lookahead);
                 seconds[setting].push(run_workload(&mut set, batches).elapsed.as_secs_f64());
             }
         }
-        for (setting, (lookahead, mode)) in settings.iter().enumerate() {
+        for (setting, lookahead) in settings.iter().enumerate() {
             seconds[setting].sort_by(f64::total_cmp);
             let median = seconds[setting][seconds[setting].len() / 2];
             let transactions = batches.len() * args.transactions_per_batch;
             println!(
-                "lookahead {lookahead} {mode:?}: {:.0} txn/s",
+                "lookahead {lookahead}: {:.0} txn/s",
                 transactions as f64 / median
             );
         }

@@ -25,17 +25,6 @@ use std::cmp::Ordering;
 
 use super::key::Probe;
 
-/// How `check_batch` prefetches the chunks of upcoming transactions (a benchmark knob).
-#[doc(hidden)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PrefetchMode {
-    Off,
-    /// Plain loads of one word per line: safe, but they hold up retirement until they land.
-    Touch,
-    /// Prefetch instructions, which retire at once.
-    Instruction,
-}
-
 /// First heads per sample of the top level.
 const SAMPLE_STRIDE: usize = 32;
 
@@ -388,19 +377,53 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         }) - 1
     }
 
-    /// Starts loading the chunk where `key` would be found.
-    pub(super) fn prefetch(&self, key: &[u8], mode: PrefetchMode) {
-        let chunk = &self.chunks[self.chunk_at_or_before(&Probe::new(key))];
-        match mode {
-            PrefetchMode::Off => {}
-            PrefetchMode::Touch => chunk.touch_slots(),
-            PrefetchMode::Instruction => super::prefetch::prefetch_bytes(&chunk.slots),
+    /// Starts loading the stride of first heads that a search for `key` will count.
+    pub(super) fn prefetch_top_level(&self, key: &[u8]) {
+        let stride_start = self.stride_start(Probe::new(key).head);
+        let stride_end = (stride_start + SAMPLE_STRIDE).min(self.first_heads.len());
+        super::prefetch::prefetch_bytes(&self.first_heads[stride_start..stride_end]);
+    }
+
+    /// Starts loading the slots of the chunk where `key` would be found; returns that chunk.
+    pub(super) fn prefetch_chunk(&self, key: &[u8]) -> usize {
+        let chunk = self.chunk_at_or_before(&Probe::new(key));
+        super::prefetch::prefetch_bytes(&self.chunks[chunk].slots);
+        chunk
+    }
+
+    /// `chunk_at_or_before`, trusting `hint` when it is still right: chunks split and merge
+    /// between a prefetch and the search it prepares, so the hint is checked, never assumed.
+    fn chunk_at_or_before_hinted(&self, probe: &Probe<'_>, hint: usize) -> usize {
+        let starts_at_or_before = |chunk: usize| match self.first_heads[chunk].cmp(&probe.head) {
+            Ordering::Less => true,
+            Ordering::Greater => false,
+            Ordering::Equal => self.chunks[chunk].cmp_at(0, probe) != Ordering::Greater,
+        };
+        let hint_is_right = hint < self.chunks.len()
+            && starts_at_or_before(hint)
+            && (hint + 1 == self.chunks.len() || !starts_at_or_before(hint + 1));
+        match hint_is_right {
+            true => hint,
+            false => self.chunk_at_or_before(probe),
         }
+    }
+
+    /// Index in `first_heads` of the stride (of `SAMPLE_STRIDE`) where `head` falls.
+    fn stride_start(&self, head: u128) -> usize {
+        let samples_at_or_before = self
+            .first_head_samples
+            .partition_point(|&first| first <= head);
+        (samples_at_or_before - 1) * SAMPLE_STRIDE
     }
 
     /// Position of the last boundary whose key is `<= probe`.
     fn last_at_or_before(&self, probe: &Probe<'_>) -> Position {
-        let chunk = self.chunk_at_or_before(probe);
+        self.last_at_or_before_hinted(probe, usize::MAX)
+    }
+
+    /// `last_at_or_before`, starting from chunk `hint` if it is still right.
+    fn last_at_or_before_hinted(&self, probe: &Probe<'_>, hint: usize) -> Position {
+        let chunk = self.chunk_at_or_before_hinted(probe, hint);
         let index = self.chunks[chunk].count_at_or_before(probe) - 1;
         Position { chunk, index }
     }
@@ -432,10 +455,17 @@ impl<const CAP: usize> BoundaryMap<CAP> {
 
     /// True iff some boundary intersecting `[begin, end)` has a version above `read_version`.
     /// Requires `begin < end`.
-    pub(super) fn any_newer_than(&self, begin: &[u8], end: &[u8], read_version: u64) -> bool {
+    /// `chunk_hint`: the chunk where `begin` was last seen, if known (else any value).
+    pub(super) fn any_newer_than(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        read_version: u64,
+        chunk_hint: usize,
+    ) -> bool {
         let begin = Probe::new(begin);
         let end = Probe::new(end);
-        let start = self.last_at_or_before(&begin);
+        let start = self.last_at_or_before_hinted(&begin, chunk_hint);
         let chunk = &self.chunks[start.chunk];
         if chunk.max_version > read_version
             && Self::scan_newer(chunk, start.index, &end, read_version)
@@ -471,10 +501,11 @@ impl<const CAP: usize> BoundaryMap<CAP> {
 
     /// Records a write of `[begin, end)` at `version`, which must be `>=` every stored version.
     /// Requires `begin < end`.
-    pub(super) fn write(&mut self, begin: &[u8], end: &[u8], version: u64) {
+    /// `chunk_hint`: the chunk where `end` was last seen, if known (else any value).
+    pub(super) fn write(&mut self, begin: &[u8], end: &[u8], version: u64, chunk_hint: usize) {
         let begin = Probe::new(begin);
         let end = Probe::new(end);
-        let at_end = self.last_at_or_before(&end);
+        let at_end = self.last_at_or_before_hinted(&end, chunk_hint);
         let version_at_end = self.version_at(at_end);
         let at_begin = self.last_at_or_before_near(&begin, at_end.chunk);
         let begin_exists =

@@ -101,10 +101,12 @@ pub struct ConflictSet<const CHUNK_CAPACITY: usize = DEFAULT_CHUNK_CAPACITY> {
     gc_cursor_chunk: usize,
     gc_debt_boundaries: isize,
     lookahead_transactions: usize,
-    prefetch_mode: PrefetchMode,
+    /// Per transaction of the current batch, the chunks its searches start from (reused).
+    chunk_hints: Vec<[usize; PREFETCH_RANGES_MAX]>,
 }
 
-pub use boundaries::PrefetchMode;
+/// A chunk hint meaning "not known".
+const NO_HINT: usize = usize::MAX;
 
 /// Ranges of one upcoming transaction prefetched at most.
 const PREFETCH_RANGES_MAX: usize = 4;
@@ -125,7 +127,7 @@ impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
             gc_cursor_chunk: 0,
             gc_debt_boundaries: 0,
             lookahead_transactions: 4,
-            prefetch_mode: PrefetchMode::Instruction,
+            chunk_hints: Vec::new(),
         }
     }
 
@@ -142,7 +144,7 @@ impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
     pub fn check_read(&self, read: &ReadRange<'_>) -> ReadOutcome {
         if read.read_version < self.oldest_version {
             ReadOutcome::TooOld
-        } else if self.intersects_newer(&read.range, read.read_version) {
+        } else if self.intersects_newer(&read.range, read.read_version, NO_HINT) {
             ReadOutcome::Conflict
         } else {
             ReadOutcome::Ok
@@ -154,20 +156,28 @@ impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
         reads.iter().map(|read| self.check_read(read)).collect()
     }
 
-    fn intersects_newer(&self, range: &KeyRange<'_>, read_version: u64) -> bool {
+    /// `chunk_hint`: where `range.begin` was last seen (`NO_HINT` if unknown).
+    fn intersects_newer(&self, range: &KeyRange<'_>, read_version: u64, chunk_hint: usize) -> bool {
         !range.is_empty()
-            && self
-                .boundaries
-                .any_newer_than(range.begin, range.end, read_version)
+            && (self.boundaries).any_newer_than(range.begin, range.end, read_version, chunk_hint)
     }
 
     /// Records `writes` at `version`, which must exceed every earlier write version and the
     /// oldest version.
     pub fn add_writes(&mut self, writes: &[KeyRange<'_>], version: u64) {
+        self.add_writes_hinted(writes, version, &[]);
+    }
+
+    /// `chunk_hints[i]`: where `writes[i].end` was last seen (missing or `NO_HINT`: unknown).
+    fn add_writes_hinted(&mut self, writes: &[KeyRange<'_>], version: u64, chunk_hints: &[usize]) {
         self.assert_next_version(version);
         self.newest_version = Some(version);
-        for write in writes.iter().filter(|write| !write.is_empty()) {
-            self.boundaries.write(write.begin, write.end, version);
+        for (index, write) in writes.iter().enumerate() {
+            if !write.is_empty() {
+                let chunk_hint = chunk_hints.get(index).copied().unwrap_or(NO_HINT);
+                self.boundaries
+                    .write(write.begin, write.end, version, chunk_hint);
+            }
         }
         self.gc_debt_boundaries += GC_EXAMINED_PER_WRITE * writes.len() as isize;
         self.collect_garbage_step();
@@ -203,39 +213,71 @@ impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
         // least `first_version`, so reading as of `first_version - 1` at the latest sees exactly
         // the history newer than the read plus all earlier committed writes of the batch.
         let latest_read_version = first_version - 1;
+        let lookahead = self.lookahead_transactions;
+        let mut chunk_hints = std::mem::take(&mut self.chunk_hints);
+        chunk_hints.clear();
+        chunk_hints.resize(batch.len(), [NO_HINT; PREFETCH_RANGES_MAX]);
         let mut outcomes = Vec::with_capacity(batch.len());
         for (index, (transaction, version)) in batch.iter().enumerate() {
-            if let Some((upcoming, _)) = batch.get(index + self.lookahead_transactions) {
-                self.prefetch(upcoming);
+            if lookahead > 0 {
+                if let Some((far, _)) = batch.get(index + 2 * lookahead) {
+                    self.prefetch_top_level(far);
+                }
+                if let Some((near, _)) = batch.get(index + lookahead) {
+                    chunk_hints[index + lookahead] = self.prefetch_chunks(near);
+                }
             }
-            outcomes.push(self.decide(transaction, *version, latest_read_version));
+            let hints = &chunk_hints[index];
+            outcomes.push(self.decide(transaction, *version, latest_read_version, hints));
         }
+        self.chunk_hints = chunk_hints;
         outcomes
     }
 
-    /// Starts loading the chunks an upcoming transaction will search, so that their memory
-    /// latency overlaps with deciding the transactions before it.
-    fn prefetch(&self, transaction: &TransactionRef<'_>) {
-        let reads = transaction.reads.iter().map(|read| &read.range);
-        for range in reads.chain(transaction.writes).take(PREFETCH_RANGES_MAX) {
-            if !range.is_empty() {
-                self.boundaries.prefetch(range.begin, self.prefetch_mode);
-            }
+    /// The keys whose chunks are prefetched for a transaction: the begin of its first reads,
+    /// then the end of its first writes (the key each search starts from).
+    fn prefetch_keys<'a>(transaction: &TransactionRef<'a>) -> impl Iterator<Item = &'a [u8]> {
+        let reads = transaction
+            .reads
+            .iter()
+            .map(|read| (read.range, read.range.begin));
+        let writes = transaction.writes.iter().map(|write| (*write, write.end));
+        (reads.chain(writes).take(PREFETCH_RANGES_MAX)).map(|(range, key)| match range.is_empty() {
+            true => &[][..],
+            false => key,
+        })
+    }
+
+    /// First stage of the prefetch pipeline: the part of the top level that the second stage
+    /// will search.
+    fn prefetch_top_level(&self, transaction: &TransactionRef<'_>) {
+        for key in Self::prefetch_keys(transaction) {
+            self.boundaries.prefetch_top_level(key);
         }
     }
 
-    /// Benchmark knob: how far ahead `check_batch` prefetches, and how.
-    #[doc(hidden)]
-    pub fn set_prefetch(&mut self, lookahead_transactions: usize, mode: PrefetchMode) {
-        self.lookahead_transactions = lookahead_transactions;
-        self.prefetch_mode = mode;
+    /// Second stage: the chunks themselves; returns them as hints for the final search.
+    fn prefetch_chunks(&self, transaction: &TransactionRef<'_>) -> [usize; PREFETCH_RANGES_MAX] {
+        let mut hints = [NO_HINT; PREFETCH_RANGES_MAX];
+        for (hint, key) in hints.iter_mut().zip(Self::prefetch_keys(transaction)) {
+            *hint = self.boundaries.prefetch_chunk(key);
+        }
+        hints
     }
 
+    /// Benchmark knob: how many transactions ahead `check_batch` prefetches (0: never).
+    #[doc(hidden)]
+    pub fn set_prefetch_lookahead(&mut self, lookahead_transactions: usize) {
+        self.lookahead_transactions = lookahead_transactions;
+    }
+
+    /// `chunk_hints`: where the keys of `prefetch_keys` were seen, if they were.
     fn decide(
         &mut self,
         transaction: &TransactionRef<'_>,
         version: u64,
         latest_read_version: u64,
+        chunk_hints: &[usize; PREFETCH_RANGES_MAX],
     ) -> Outcome {
         if transaction
             .reads
@@ -245,14 +287,16 @@ impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
             return Outcome::TooOld;
         }
         let read_indices: Vec<usize> = (transaction.reads.iter().enumerate())
-            .filter(|(_, read)| {
+            .filter(|(index, read)| {
                 let read_version = read.read_version.min(latest_read_version);
-                self.intersects_newer(&read.range, read_version)
+                let chunk_hint = chunk_hints.get(*index).copied().unwrap_or(NO_HINT);
+                self.intersects_newer(&read.range, read_version, chunk_hint)
             })
             .map(|(index, _)| index)
             .collect();
         if read_indices.is_empty() {
-            self.add_writes(transaction.writes, version);
+            let write_hints = chunk_hints.get(transaction.reads.len()..).unwrap_or(&[]);
+            self.add_writes_hinted(transaction.writes, version, write_hints);
             Outcome::Committed
         } else {
             Outcome::Conflict { read_indices }
