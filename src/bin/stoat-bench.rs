@@ -47,9 +47,10 @@ struct ConflictArgs {
     micro_operations: usize,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Instead of the report, compare prefetch settings (interleaved runs, medians).
+    /// Instead of the report, compare chunk capacities and prefetch lookaheads (interleaved
+    /// runs, medians).
     #[arg(long)]
-    tune_prefetch: bool,
+    tune: bool,
 }
 
 fn main() {
@@ -334,7 +335,7 @@ mod conflict {
         let mut results: Vec<RunResult> = (0..runs.max(1))
             .map(|_| run_workload(make().as_mut(), batches))
             .collect();
-        results.sort_by(|a, b| a.elapsed.cmp(&b.elapsed));
+        results.sort_by_key(|result| result.elapsed);
         let conflicts = results[0].conflicts;
         assert!(
             results.iter().all(|result| result.conflicts == conflicts),
@@ -367,8 +368,8 @@ mod conflict {
 
     fn run_sized<const CAP: usize>(args: &ConflictArgs) {
         let batches = generate(args);
-        if args.tune_prefetch {
-            return tune_prefetch::<CAP>(args, &batches);
+        if args.tune {
+            return tune(args, &batches);
         }
         let capacity = args.chunk_capacity;
         println!(
@@ -409,27 +410,45 @@ mod conflict {
         );
     }
 
-    /// Runs every prefetch setting `runs` times, interleaved so that machine noise spreads
-    /// evenly, and prints the median of each.
-    fn tune_prefetch<const CAP: usize>(args: &ConflictArgs, batches: &[Batch]) {
-        let settings = [0, 1, 2, 4, 8, 16];
+    /// Runs every (chunk capacity, prefetch lookahead) setting `runs` times, interleaved so
+    /// that machine noise spreads evenly, and prints the median of each.
+    fn tune(args: &ConflictArgs, batches: &[Batch]) {
+        let capacities = [32, 48, 64, 96];
+        let lookaheads = [0, 1, 2, 4];
+        let settings: Vec<(usize, usize)> = (capacities.iter())
+            .flat_map(|&capacity| {
+                lookaheads
+                    .iter()
+                    .map(move |&lookahead| (capacity, lookahead))
+            })
+            .collect();
         let mut seconds = vec![Vec::new(); settings.len()];
         for _ in 0..args.runs.max(1) {
-            for (setting, lookahead) in settings.iter().enumerate() {
-                let mut set = ConflictSet::<CAP>::with_oldest_version(0);
-                set.set_prefetch_lookahead(*lookahead);
-                seconds[setting].push(run_workload(&mut set, batches).elapsed.as_secs_f64());
+            for (setting, &(capacity, lookahead)) in settings.iter().enumerate() {
+                let elapsed = match capacity {
+                    32 => time_workload::<32>(lookahead, batches),
+                    48 => time_workload::<48>(lookahead, batches),
+                    64 => time_workload::<64>(lookahead, batches),
+                    _ => time_workload::<96>(lookahead, batches),
+                };
+                seconds[setting].push(elapsed.as_secs_f64());
             }
         }
-        for (setting, lookahead) in settings.iter().enumerate() {
+        let transactions = (batches.len() * args.transactions_per_batch) as f64;
+        for (setting, &(capacity, lookahead)) in settings.iter().enumerate() {
             seconds[setting].sort_by(f64::total_cmp);
             let median = seconds[setting][seconds[setting].len() / 2];
-            let transactions = batches.len() * args.transactions_per_batch;
             println!(
-                "lookahead {lookahead}: {:.0} txn/s",
-                transactions as f64 / median
+                "chunk capacity {capacity:>3}, prefetch lookahead {lookahead:>2}: {:>9.0} txn/s",
+                transactions / median
             );
         }
+    }
+
+    fn time_workload<const CAP: usize>(lookahead: usize, batches: &[Batch]) -> Duration {
+        let mut set = ConflictSet::<CAP>::with_oldest_version(0);
+        set.set_prefetch_lookahead(lookahead);
+        run_workload(&mut set, batches).elapsed
     }
 
     /// The reference is quadratic, so both run only the first batches: the ratio compares

@@ -576,7 +576,7 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         }
         let head = self.chunks[chunk].head(0);
         self.first_heads[chunk] = head;
-        if chunk % SAMPLE_STRIDE == 0 {
+        if chunk.is_multiple_of(SAMPLE_STRIDE) {
             self.first_head_samples[chunk / SAMPLE_STRIDE] = head;
         }
     }

@@ -126,7 +126,7 @@ impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
             newest_version: None,
             gc_cursor_chunk: 0,
             gc_debt_boundaries: 0,
-            lookahead_transactions: 4,
+            lookahead_transactions: 2,
             chunk_hints: Vec::new(),
         }
     }
