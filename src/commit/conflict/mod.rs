@@ -21,6 +21,14 @@
 //! - history at or before the oldest version is forgotten incrementally, a few chunks per write,
 //!   so memory follows the live window rather than all history;
 //! - no client input can make it panic: empty, inverted and long ranges are all accepted.
+//!
+//! Structure (see `boundaries.rs`): a sorted array of chunks of range boundaries
+//! `(key, version of [key, next key))`, each chunk with its exact max version; a lookup counts
+//! linearly within one stride of the top level and one chunk, because on the target machines a
+//! cache miss (~150 ns) costs more than comparing a whole chunk. `check_batch` hides most misses
+//! by prefetching, two transactions ahead, the chunks that each transaction will search
+//! (`prefetch.rs` holds the module's only `unsafe`: the prefetch instruction).
+//! `reference` is the naive oracle used by the tests and the benchmark, not production code.
 
 mod boundaries;
 mod key;
@@ -82,7 +90,7 @@ pub enum Outcome {
     TooOld,
 }
 
-/// Boundaries per chunk: chosen by measurement (see `stoat-bench conflict --chunk-capacity`).
+/// Boundary slots per chunk: chosen by measurement (`stoat-bench conflict --tune`).
 pub const DEFAULT_CHUNK_CAPACITY: usize = 64;
 
 /// Boundaries examined by the incremental garbage collector per range written. A write adds at
@@ -108,7 +116,7 @@ pub struct ConflictSet<const CHUNK_CAPACITY: usize = DEFAULT_CHUNK_CAPACITY> {
 /// A chunk hint meaning "not known".
 const NO_HINT: usize = usize::MAX;
 
-/// Ranges of one upcoming transaction prefetched at most.
+/// Ranges of one upcoming transaction prefetched at most (its first reads, then writes).
 const PREFETCH_RANGES_MAX: usize = 4;
 
 impl ConflictSet {
