@@ -384,11 +384,18 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         super::prefetch::prefetch_bytes(&self.first_heads[stride_start..stride_end]);
     }
 
-    /// Starts loading the slots of the chunk where `key` would be found; returns that chunk.
+    /// Starts loading the chunk where `key` would be found; returns that chunk.
     pub(super) fn prefetch_chunk(&self, key: &[u8]) -> usize {
         let chunk = self.chunk_at_or_before(&Probe::new(key));
-        super::prefetch::prefetch_bytes(&self.chunks[chunk].slots);
+        self.prefetch_chunk_at(chunk);
         chunk
+    }
+
+    /// Starts loading chunk `chunk` (slots and key lengths), if it exists.
+    pub(super) fn prefetch_chunk_at(&self, chunk: usize) {
+        if let Some(chunk) = self.chunks.get(chunk) {
+            super::prefetch::prefetch_bytes(&**chunk);
+        }
     }
 
     /// `chunk_at_or_before`, trusting `hint` when it is still right: chunks split and merge

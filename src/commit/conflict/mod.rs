@@ -324,6 +324,8 @@ impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
             self.gc_debt_boundaries -= examined.max(1) as isize;
             self.gc_cursor_chunk += 1;
         }
+        // The next chunk to collect is cold; have it arrive while other writes proceed.
+        self.boundaries.prefetch_chunk_at(self.gc_cursor_chunk);
     }
 
     /// Number of range boundaries stored (each costs about 48 bytes plus key bytes beyond 16).
