@@ -5,10 +5,10 @@
 //! into arrays: `first_heads[c]` is the head of chunk `c`'s first key, and every
 //! `SAMPLE_STRIDE`-th of them is copied into `first_head_samples`, small enough to stay in L1.
 //!
-//! The layout is chosen for memory latency, which dominates (a miss costs ~150 ns on the
-//! benchmark machine, about 40 comparisons): a lookup binary-searches the samples, then counts
-//! the first heads of one stride and the slots of one chunk *linearly*. Linear counts issue all
-//! their loads at once, where a binary search waits for each load before choosing the next.
+//! The layout is chosen for memory latency (a miss costs ~150 ns on the benchmark machine): a
+//! lookup binary-searches the samples (in L1), one stride of first heads, then the slots of one
+//! chunk, whose lines `check_batch` has prefetched a few transactions earlier. The searches are
+//! branch-free, so that random keys cause no mispredictions.
 //!
 //! Invariants (checked by `assert_invariants` in tests):
 //! - the first boundary of the first chunk is the empty key, so every key has a boundary at or
@@ -46,7 +46,7 @@ struct Slot {
     version: u64,
 }
 
-/// Unused slots: the largest head, so that linear counts of heads `<= x` can ignore the length.
+/// Unused slots: the largest head and no version, so that they sort after every real slot.
 const EMPTY_SLOT: Slot = Slot {
     head_high: u64::MAX,
     head_low: u64::MAX,
@@ -76,12 +76,42 @@ type Tails<const CAP: usize> = [Box<[u8]>; CAP];
 /// in `tails`, allocated only once the chunk holds a key longer than 16 bytes, so that with
 /// short keys a write moves nothing but slots and lengths.
 #[derive(Debug)]
+#[repr(C)] // Header first, then slots: a read's prefetch covers one contiguous span.
 struct Chunk<const CAP: usize> {
     len: usize,
     max_version: u64,
     slots: [Slot; CAP],
     key_lens: [u32; CAP],
     tails: Option<Box<Tails<CAP>>>,
+}
+
+/// Which heads `count_heads` counts.
+#[derive(Clone, Copy)]
+enum HeadBound {
+    Before,
+    AtOrBefore,
+}
+
+/// Number of the sorted heads `head_at(0..len)` that are `< head` or `<= head`, by a binary
+/// search without data-dependent branches: the loop runs `log2(len)` times whatever the heads,
+/// so nothing is mispredicted (random keys made a branchy search mispredict half its steps).
+#[inline]
+fn count_heads(len: usize, head: u128, head_at: impl Fn(usize) -> u128, bound: HeadBound) -> usize {
+    let counts = |candidate: u128| match bound {
+        HeadBound::Before => candidate < head,
+        HeadBound::AtOrBefore => candidate <= head,
+    };
+    if len == 0 {
+        return 0;
+    }
+    let (mut base, mut size) = (0, len);
+    while size > 1 {
+        let half = size / 2;
+        base += half * usize::from(counts(head_at(base + half)));
+        size -= half;
+    }
+    // `base` is the last counted head if the first one is counted; else none is.
+    base + usize::from(counts(head_at(base)))
 }
 
 /// Binary search over `[low, high)` for the first index whose key is greater than the probe
@@ -142,36 +172,18 @@ impl<const CAP: usize> Chunk<CAP> {
         })
     }
 
-    /// Number of boundaries whose key is `<= probe`: a linear count over every slot (unused
-    /// ones hold the largest head), refined by binary search only among tied heads.
+    /// Number of boundaries whose key is `<= probe`: a branch-free binary search over the
+    /// heads, refined by full comparisons only among tied heads.
     fn count_at_or_before(&self, probe: &Probe<'_>) -> usize {
-        self.touch_slots();
-        let head = probe.head;
-        let heads_at_or_before: usize = (self.slots.iter())
-            .map(|slot| usize::from(slot.head() <= head))
-            .sum();
-        let heads_at_or_before = heads_at_or_before.min(self.len);
-        if heads_at_or_before == 0 || self.head(heads_at_or_before - 1) != head {
+        let heads = |index: usize| self.slots[index].head();
+        let heads_at_or_before = count_heads(self.len, probe.head, heads, HeadBound::AtOrBefore);
+        if heads_at_or_before == 0 || self.head(heads_at_or_before - 1) != probe.head {
             return heads_at_or_before;
         }
-        let heads_before: usize = (self.slots[..self.len].iter())
-            .map(|slot| usize::from(slot.head() < head))
-            .sum();
+        let heads_before = count_heads(self.len, probe.head, heads, HeadBound::Before);
         first_greater(heads_before, heads_at_or_before, |index| {
             self.cmp_at(index, probe)
         })
-    }
-
-    /// Loads one word of every cache line of the slots, in a loop short enough for the CPU to
-    /// have all of them in flight at once: a software prefetch without `unsafe`. The counting
-    /// loop that follows is too long per slot for the out-of-order window to cover a chunk.
-    #[inline]
-    fn touch_slots(&self) {
-        let mut sink = 0;
-        for slot in self.slots.iter().step_by(2) {
-            sink ^= slot.version;
-        }
-        std::hint::black_box(sink);
     }
 
     fn recompute_max_version(&mut self) {
@@ -359,19 +371,21 @@ impl<const CAP: usize> BoundaryMap<CAP> {
     /// Index of the last chunk whose first key is `<= probe` (chunk 0 starts with the empty key).
     fn chunk_at_or_before(&self, probe: &Probe<'_>) -> usize {
         let head = probe.head;
-        let samples_at_or_before = self
-            .first_head_samples
-            .partition_point(|&first| first <= head);
-        let stride_start = (samples_at_or_before - 1) * SAMPLE_STRIDE;
-        let stride_end = (stride_start + SAMPLE_STRIDE).min(self.first_heads.len());
+        let stride_start = self.stride_start(head);
+        let stride = &self.first_heads[stride_start..];
+        let stride_len = stride.len().min(SAMPLE_STRIDE);
         let heads_at_or_before = stride_start
-            + (self.first_heads[stride_start..stride_end].iter())
-                .map(|&first| usize::from(first <= head))
-                .sum::<usize>();
+            + count_heads(
+                stride_len,
+                head,
+                |index| stride[index],
+                HeadBound::AtOrBefore,
+            );
         if self.first_heads[heads_at_or_before - 1] != head {
             return heads_at_or_before - 1;
         }
-        let heads_before = self.first_heads.partition_point(|&first| first < head);
+        let firsts = |index: usize| self.first_heads[index];
+        let heads_before = count_heads(self.first_heads.len(), head, firsts, HeadBound::Before);
         first_greater(heads_before, heads_at_or_before, |chunk| {
             self.chunks[chunk].cmp_at(0, probe)
         }) - 1
@@ -384,10 +398,16 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         super::prefetch::prefetch_bytes(&self.first_heads[stride_start..stride_end]);
     }
 
-    /// Starts loading the chunk where `key` would be found; returns that chunk.
-    pub(super) fn prefetch_chunk(&self, key: &[u8]) -> usize {
+    /// Starts loading the chunk where `key` would be found; returns that chunk. A read needs
+    /// only the header and the slots; a write also moves key lengths.
+    pub(super) fn prefetch_chunk(&self, key: &[u8], for_write: bool) -> usize {
         let chunk = self.chunk_at_or_before(&Probe::new(key));
-        self.prefetch_chunk_at(chunk);
+        if for_write {
+            self.prefetch_chunk_at(chunk);
+        } else {
+            super::prefetch::prefetch_bytes(&self.chunks[chunk].len);
+            super::prefetch::prefetch_bytes(&self.chunks[chunk].slots);
+        }
         chunk
     }
 
@@ -417,9 +437,9 @@ impl<const CAP: usize> BoundaryMap<CAP> {
 
     /// Index in `first_heads` of the stride (of `SAMPLE_STRIDE`) where `head` falls.
     fn stride_start(&self, head: u128) -> usize {
-        let samples_at_or_before = self
-            .first_head_samples
-            .partition_point(|&first| first <= head);
+        let samples = &self.first_head_samples;
+        let sample = |index: usize| samples[index];
+        let samples_at_or_before = count_heads(samples.len(), head, sample, HeadBound::AtOrBefore);
         (samples_at_or_before - 1) * SAMPLE_STRIDE
     }
 

@@ -23,11 +23,11 @@
 //! - no client input can make it panic: empty, inverted and long ranges are all accepted.
 //!
 //! Structure (see `boundaries.rs`): a sorted array of chunks of range boundaries
-//! `(key, version of [key, next key))`, each chunk with its exact max version; a lookup counts
-//! linearly within one stride of the top level and one chunk, because on the target machines a
-//! cache miss (~150 ns) costs more than comparing a whole chunk. `check_batch` hides most misses
-//! by prefetching, two transactions ahead, the chunks that each transaction will search
-//! (`prefetch.rs` holds the module's only `unsafe`: the prefetch instruction).
+//! `(key, version of [key, next key))`, each chunk with its exact max version, found by
+//! branch-free binary searches over 16-byte key heads. `check_batch` hides most cache misses
+//! (~150 ns each on the benchmark machine) by prefetching, two transactions ahead, the chunks
+//! that each transaction will search (`prefetch.rs` holds the module's only `unsafe`: the
+//! prefetch instruction).
 //! `reference` is the naive oracle used by the tests and the benchmark, not production code.
 
 mod boundaries;
@@ -243,18 +243,24 @@ impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
     }
 
     /// The keys whose chunks are prefetched for a transaction: the begin of its first reads,
-    /// then the end of its first writes (the key each search starts from).
-    fn prefetch_keys<'a>(transaction: &TransactionRef<'a>) -> impl Iterator<Item = &'a [u8]> {
+    /// then the end of its first writes (the key each search starts from), each with whether
+    /// it is for a write.
+    fn prefetch_keys<'a>(
+        transaction: &TransactionRef<'a>,
+    ) -> impl Iterator<Item = (&'a [u8], bool)> {
         // Empty ranges are prefetched too: a wasted prefetch costs less than the comparison.
-        let reads = transaction.reads.iter().map(|read| read.range.begin);
-        let writes = transaction.writes.iter().map(|write| write.end);
+        let reads = transaction
+            .reads
+            .iter()
+            .map(|read| (read.range.begin, false));
+        let writes = transaction.writes.iter().map(|write| (write.end, true));
         reads.chain(writes).take(PREFETCH_RANGES_MAX)
     }
 
     /// First stage of the prefetch pipeline: the part of the top level that the second stage
     /// will search.
     fn prefetch_top_level(&self, transaction: &TransactionRef<'_>) {
-        for key in Self::prefetch_keys(transaction) {
+        for (key, _) in Self::prefetch_keys(transaction) {
             self.boundaries.prefetch_top_level(key);
         }
     }
@@ -262,8 +268,8 @@ impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
     /// Second stage: the chunks themselves; returns them as hints for the final search.
     fn prefetch_chunks(&self, transaction: &TransactionRef<'_>) -> [usize; PREFETCH_RANGES_MAX] {
         let mut hints = [NO_HINT; PREFETCH_RANGES_MAX];
-        for (hint, key) in hints.iter_mut().zip(Self::prefetch_keys(transaction)) {
-            *hint = self.boundaries.prefetch_chunk(key);
+        for (hint, (key, for_write)) in hints.iter_mut().zip(Self::prefetch_keys(transaction)) {
+            *hint = self.boundaries.prefetch_chunk(key, for_write);
         }
         hints
     }
