@@ -480,9 +480,9 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         Some(previous.version(previous.len - 1))
     }
 
-    /// True iff some boundary intersecting `[begin, end)` has a version above `read_version`.
-    /// Requires `begin < end`.
-    /// `chunk_hint`: the chunk where `begin` was last seen, if known (else any value).
+    /// True iff some boundary intersecting `[begin, end)` has a version above `read_version`
+    /// (false for an empty range). `chunk_hint`: the chunk where `begin` was last seen, if
+    /// known (else any value).
     pub(super) fn any_newer_than(
         &self,
         begin: &[u8],
@@ -492,6 +492,9 @@ impl<const CAP: usize> BoundaryMap<CAP> {
     ) -> bool {
         let begin = Probe::new(begin);
         let end = Probe::new(end);
+        if !begin.is_before(&end) {
+            return false;
+        }
         let start = self.last_at_or_before_hinted(&begin, chunk_hint);
         let chunk = &self.chunks[start.chunk];
         if chunk.max_version > read_version
@@ -526,12 +529,15 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         false
     }
 
-    /// Records a write of `[begin, end)` at `version`, which must be `>=` every stored version.
-    /// Requires `begin < end`.
-    /// `chunk_hint`: the chunk where `end` was last seen, if known (else any value).
+    /// Records a write of `[begin, end)` at `version`, which must be `>=` every stored version
+    /// (nothing for an empty range). `chunk_hint`: the chunk where `end` was last seen, if
+    /// known (else any value).
     pub(super) fn write(&mut self, begin: &[u8], end: &[u8], version: u64, chunk_hint: usize) {
         let begin = Probe::new(begin);
         let end = Probe::new(end);
+        if !begin.is_before(&end) {
+            return;
+        }
         let at_end = self.last_at_or_before_hinted(&end, chunk_hint);
         let version_at_end = self.version_at(at_end);
         let at_begin = self.last_at_or_before_near(&begin, at_end.chunk);
@@ -550,22 +556,28 @@ impl<const CAP: usize> BoundaryMap<CAP> {
             chunk: at_end.chunk,
             index: at_end.index + 1,
         };
-        let mut inserted = Vec::with_capacity(2);
-        // Skip boundaries that would repeat their predecessor's version: adjacent writes of one
-        // call then share a single boundary.
-        if version_before_begin != Some(version) {
-            inserted.push(NewBoundary {
+        let both = [
+            NewBoundary {
                 probe: begin,
                 version,
-            });
-        }
-        if version_at_end != version {
-            inserted.push(NewBoundary {
+            },
+            NewBoundary {
                 probe: end,
                 version: version_at_end,
-            });
-        }
-        self.replace(start, stop, &inserted);
+            },
+        ];
+        // Skip boundaries that would repeat their predecessor's version: adjacent writes of one
+        // call then share a single boundary.
+        let inserted = match (
+            version_before_begin != Some(version),
+            version_at_end != version,
+        ) {
+            (true, true) => &both[..],
+            (true, false) => &both[..1],
+            (false, true) => &both[1..],
+            (false, false) => &[],
+        };
+        self.replace(start, stop, inserted);
     }
 
     /// Replaces the boundaries in `[start, stop)` by `inserted` (at most two), then restores the

@@ -35,3 +35,14 @@ impl<'a> Probe<'a> {
         }
     }
 }
+
+impl Probe<'_> {
+    /// Key order, cheap when heads differ (the common case): `KeyRange::is_empty` compares
+    /// slices, a library call per range.
+    pub(super) fn is_before(&self, other: &Probe<'_>) -> bool {
+        let order = (self.head.cmp(&other.head))
+            .then_with(|| self.rest.cmp(other.rest))
+            .then_with(|| self.len.cmp(&other.len));
+        order == std::cmp::Ordering::Less
+    }
+}

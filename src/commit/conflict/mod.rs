@@ -166,8 +166,7 @@ impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
 
     /// `chunk_hint`: where `range.begin` was last seen (`NO_HINT` if unknown).
     fn intersects_newer(&self, range: &KeyRange<'_>, read_version: u64, chunk_hint: usize) -> bool {
-        !range.is_empty()
-            && (self.boundaries).any_newer_than(range.begin, range.end, read_version, chunk_hint)
+        (self.boundaries).any_newer_than(range.begin, range.end, read_version, chunk_hint)
     }
 
     /// Records `writes` at `version`, which must exceed every earlier write version and the
@@ -181,11 +180,8 @@ impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
         self.assert_next_version(version);
         self.newest_version = Some(version);
         for (index, write) in writes.iter().enumerate() {
-            if !write.is_empty() {
-                let chunk_hint = chunk_hints.get(index).copied().unwrap_or(NO_HINT);
-                self.boundaries
-                    .write(write.begin, write.end, version, chunk_hint);
-            }
+            let chunk_hint = chunk_hints.get(index).copied().unwrap_or(NO_HINT);
+            (self.boundaries).write(write.begin, write.end, version, chunk_hint);
         }
         self.gc_debt_boundaries += GC_EXAMINED_PER_WRITE * writes.len() as isize;
         self.collect_garbage_step();
