@@ -325,7 +325,8 @@ impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
         self.boundaries.prefetch_chunk_at(self.gc_cursor_chunk);
     }
 
-    /// Number of range boundaries stored (each costs about 48 bytes plus key bytes beyond 16).
+    /// Number of range boundaries stored (a slot is 28 bytes; chunks run 50-100% full, and keys
+    /// longer than 16 bytes add their tail).
     pub fn boundary_count(&self) -> usize {
         self.boundaries.boundary_count()
     }
