@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use stoat::commit::conflict::reference::ReferenceConflictSet;
-use stoat::commit::conflict::{ConflictSet, KeyRange, Outcome, ReadRange, TransactionRef};
+use stoat::commit::conflict::{
+    ConflictSet, KeyRange, Outcome, ReadOutcome, ReadRange, TransactionRef,
+};
 
 #[derive(Parser, Debug)]
 #[command(about = "Stoat benchmarks")]
@@ -47,6 +49,10 @@ struct ConflictArgs {
     micro_operations: usize,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Instead of the report, compare chunk capacities and prefetch lookaheads (interleaved
+    /// runs, medians).
+    #[arg(long)]
+    tune: bool,
 }
 
 fn main() {
@@ -268,11 +274,19 @@ mod conflict {
         elapsed: Duration,
         transactions: usize,
         conflicts: usize,
+        /// Median time of one batch once the history window is full: robust to the bursts of
+        /// interference of a shared machine, so it is what tuning compares.
+        steady_batch_median: Duration,
+        transactions_per_batch: usize,
     }
 
     impl RunResult {
         fn transactions_per_second(&self) -> f64 {
             self.transactions as f64 / self.elapsed.as_secs_f64()
+        }
+
+        fn steady_transactions_per_second(&self) -> f64 {
+            self.transactions_per_batch as f64 / self.steady_batch_median.as_secs_f64()
         }
     }
 
@@ -281,6 +295,7 @@ mod conflict {
         let mut conflicts = 0;
         let mut transactions = 0;
         let mut elapsed = Duration::ZERO;
+        let mut batch_times = Vec::with_capacity(batches.len());
         for (index, batch) in batches.iter().enumerate() {
             let read_version = index as u64 * BATCH_VERSIONS;
             let first_commit_version = (index as u64 + COMMIT_LAG_BATCHES) * BATCH_VERSIONS;
@@ -309,17 +324,28 @@ mod conflict {
             let start = Instant::now();
             resolver.set_oldest_version(read_version);
             let outcomes = resolver.check_batch(&transactions_in_batch);
-            elapsed += start.elapsed();
+            let batch_time = start.elapsed();
+            elapsed += batch_time;
+            if index as u64 >= COMMIT_LAG_BATCHES {
+                batch_times.push(batch_time);
+            }
             transactions += outcomes.len();
             conflicts += outcomes
                 .iter()
                 .filter(|outcome| **outcome != Outcome::Committed)
                 .count();
         }
+        batch_times.sort();
+        let steady_batch_median = match batch_times.is_empty() {
+            true => elapsed / batches.len().max(1) as u32,
+            false => batch_times[batch_times.len() / 2],
+        };
         RunResult {
             elapsed,
             transactions,
             conflicts,
+            steady_batch_median,
+            transactions_per_batch: transactions / batches.len().max(1),
         }
     }
 
@@ -331,7 +357,7 @@ mod conflict {
         let mut results: Vec<RunResult> = (0..runs.max(1))
             .map(|_| run_workload(make().as_mut(), batches))
             .collect();
-        results.sort_by(|a, b| a.elapsed.cmp(&b.elapsed));
+        results.sort_by_key(|result| result.elapsed);
         let conflicts = results[0].conflicts;
         assert!(
             results.iter().all(|result| result.conflicts == conflicts),
@@ -341,12 +367,16 @@ mod conflict {
     }
 
     fn print_row(name: &str, batches: usize, result: &RunResult) {
+        let steady = match batches as u64 > COMMIT_LAG_BATCHES {
+            true => format!("{:.0}", result.steady_transactions_per_second()),
+            false => "-".to_string(),
+        };
         println!(
-            "{name:<34} {batches:>7} {:>12} {:>10} {:>12.3} {:>14.0}",
+            "{name:<34} {batches:>7} {:>12} {:>10} {:>9.3} {:>12.0} {steady:>14}",
             result.transactions,
             result.conflicts,
             result.elapsed.as_secs_f64(),
-            result.transactions_per_second()
+            result.transactions_per_second(),
         );
     }
 
@@ -364,15 +394,25 @@ mod conflict {
 
     fn run_sized<const CAP: usize>(args: &ConflictArgs) {
         let batches = generate(args);
+        if args.tune {
+            return tune(args, &batches);
+        }
         let capacity = args.chunk_capacity;
         println!(
             "resolver workload: {} batches x {} transactions, 1 read + 1 write range each, 16-byte keys, median of {} runs",
             args.batches, args.transactions_per_batch, args.runs
         );
         println!(
-            "{:<34} {:>7} {:>12} {:>10} {:>12} {:>14}",
-            "implementation", "batches", "transactions", "conflicts", "seconds", "txn/s"
+            "{:<34} {:>7} {:>12} {:>10} {:>9} {:>12} {:>14}",
+            "implementation",
+            "batches",
+            "transactions",
+            "conflicts",
+            "seconds",
+            "txn/s",
+            "steady txn/s"
         );
+        println!("(txn/s: all transactions over the total time; steady: the median batch once 50 batches of history are kept)");
         let chunked = median_run(
             args.runs,
             || Box::new(ConflictSet::<CAP>::with_oldest_version(0)),
@@ -401,6 +441,52 @@ mod conflict {
             "conflict-set: {:.0} txn/s on the FoundationDB resolver workload",
             chunked.transactions_per_second()
         );
+    }
+
+    /// Runs every (chunk capacity, prefetch lookahead) setting `runs` times, interleaved so
+    /// that machine noise spreads evenly, and prints the median of each.
+    fn tune(args: &ConflictArgs, batches: &[Batch]) {
+        let capacities = [32, 64, 96];
+        let lookaheads = [0, 1, 2];
+        let settings: Vec<(usize, usize)> = (capacities.iter())
+            .flat_map(|&capacity| {
+                lookaheads
+                    .iter()
+                    .map(move |&lookahead| (capacity, lookahead))
+            })
+            .collect();
+        let mut seconds = vec![Vec::new(); settings.len()];
+        for _ in 0..args.runs.max(1) {
+            for (setting, &(capacity, lookahead)) in settings.iter().enumerate() {
+                let elapsed = match capacity {
+                    32 => time_workload::<32>(lookahead, batches),
+                    48 => time_workload::<48>(lookahead, batches),
+                    64 => time_workload::<64>(lookahead, batches),
+                    _ => time_workload::<96>(lookahead, batches),
+                };
+                seconds[setting].push(elapsed.as_secs_f64());
+            }
+        }
+        let transactions = args.transactions_per_batch as f64;
+        for (setting, &(capacity, lookahead)) in settings.iter().enumerate() {
+            seconds[setting].sort_by(f64::total_cmp);
+            let (best, median) = (
+                seconds[setting][0],
+                seconds[setting][seconds[setting].len() / 2],
+            );
+            println!(
+                "chunk capacity {capacity:>3}, prefetch lookahead {lookahead:>2}: steady state median {:>9.0} txn/s, best {:>9.0} txn/s",
+                transactions / median,
+                transactions / best
+            );
+        }
+    }
+
+    /// Steady-state seconds per batch.
+    fn time_workload<const CAP: usize>(lookahead: usize, batches: &[Batch]) -> Duration {
+        let mut set = ConflictSet::<CAP>::with_oldest_version(0);
+        set.set_prefetch_lookahead(lookahead);
+        run_workload(&mut set, batches).steady_batch_median
     }
 
     /// The reference is quadratic, so both run only the first batches: the ratio compares
@@ -434,56 +520,118 @@ mod conflict {
         let warmup = &batches[..batches.len().min(100)];
         let mut set = ConflictSet::<CAP>::with_oldest_version(0);
         run_workload(&mut set, warmup);
-        let newest = set.newest_version().unwrap_or(0);
         let mut random = SplitMix64(args.seed ^ 0xdead_beef);
         let operations = args.micro_operations;
-        let points: Vec<(Key, Key)> = (0..operations)
+        let points: Vec<(Vec<u8>, Vec<u8>)> = (0..operations)
             .map(|_| point(random.below(KEY_SPACE)))
             .collect();
-        let ranges: Vec<(Key, Key)> = (0..operations)
+        let ranges: Vec<(Vec<u8>, Vec<u8>)> = (0..operations)
             .map(|_| {
                 let begin = random.below(KEY_SPACE);
-                (key_of(begin), key_of(begin + 1 + random.below(10)))
+                let end = begin + 1 + random.below(10);
+                (key_of(begin).to_vec(), key_of(end).to_vec())
             })
             .collect();
         println!(
-            "microbenchmarks on a warmed-up set ({} boundaries, {} KiB), {operations} operations each:",
+            "microbenchmarks on the set after 100 batches ({} boundaries, {} KiB), {operations} operations each, ns/op:",
             set.boundary_count(),
             set.memory_bytes() / 1024
         );
-        let read_nanoseconds = |set: &ConflictSet<CAP>, ranges: &[(Key, Key)]| {
-            let start = Instant::now();
-            let mut conflicts = 0usize;
-            for (begin, end) in ranges {
-                let read = ReadRange {
-                    range: KeyRange::new(begin, end),
-                    read_version: newest,
-                };
-                conflicts +=
-                    (set.check_read(&read) != stoat::commit::conflict::ReadOutcome::Ok) as usize;
-            }
-            assert_eq!(conflicts, 0);
-            start.elapsed().as_nanos() as f64 / ranges.len() as f64
-        };
-        println!(
-            "  point read  {:>8.1} ns/op",
-            read_nanoseconds(&set, &points)
-        );
-        println!(
-            "  range read  {:>8.1} ns/op  (1 to 10 keys wide)",
-            read_nanoseconds(&set, &ranges)
-        );
-        let start = Instant::now();
-        for (offset, (begin, end)) in points.iter().enumerate() {
-            set.add_writes(&[KeyRange::new(begin, end)], newest + 1 + offset as u64);
+        println!("  {:<12} {:>10} {:>10}", "", "one call", "batched");
+        let reads = [("point read", &points), ("range read", &ranges)];
+        for (name, ranges) in reads {
+            let single = read_nanoseconds(&set, ranges);
+            let batched = batch_nanoseconds(&mut set, ranges, false);
+            println!("  {name:<12} {single:>10.1} {batched:>10.1}");
         }
-        let write_nanoseconds = start.elapsed().as_nanos() as f64 / operations as f64;
-        println!("  point write {write_nanoseconds:>8.1} ns/op  (garbage collection included)");
+        let single = write_nanoseconds(&mut set, &points);
+        let batched = batch_nanoseconds(&mut set, &points, true);
+        println!("  {:<12} {single:>10.1} {batched:>10.1}", "point write");
+        println!("  (one call: check_read / add_writes per range; batched: check_batch of 2,500 one-range transactions, which prefetches; writes include garbage collection)");
     }
 
-    /// The point range `[k, k\x00)` with the 16-byte workload keys: the 17-byte end is
-    /// approximated by the next 16-byte key, which no workload key falls between.
-    fn point(value: u64) -> (Key, Key) {
-        (key_of(value), key_of(value + 1))
+    fn read_nanoseconds<const CAP: usize>(
+        set: &ConflictSet<CAP>,
+        ranges: &[(Vec<u8>, Vec<u8>)],
+    ) -> f64 {
+        let read_version = set.newest_version().unwrap_or(0);
+        let start = Instant::now();
+        let mut conflicts = 0usize;
+        for (begin, end) in ranges {
+            let read = ReadRange {
+                range: KeyRange::new(begin, end),
+                read_version,
+            };
+            conflicts += usize::from(set.check_read(&read) != ReadOutcome::Ok);
+        }
+        assert_eq!(conflicts, 0);
+        start.elapsed().as_nanos() as f64 / ranges.len() as f64
+    }
+
+    fn write_nanoseconds<const CAP: usize>(
+        set: &mut ConflictSet<CAP>,
+        ranges: &[(Vec<u8>, Vec<u8>)],
+    ) -> f64 {
+        let first_version = set.newest_version().unwrap_or(0) + 1;
+        let start = Instant::now();
+        for (offset, (begin, end)) in ranges.iter().enumerate() {
+            set.add_writes(&[KeyRange::new(begin, end)], first_version + offset as u64);
+        }
+        start.elapsed().as_nanos() as f64 / ranges.len() as f64
+    }
+
+    /// One-range transactions through `check_batch`, 2,500 per batch: reads with no writes, or
+    /// blind writes.
+    fn batch_nanoseconds<const CAP: usize>(
+        set: &mut ConflictSet<CAP>,
+        ranges: &[(Vec<u8>, Vec<u8>)],
+        writes: bool,
+    ) -> f64 {
+        let key_ranges: Vec<KeyRange<'_>> = ranges
+            .iter()
+            .map(|(begin, end)| KeyRange::new(begin, end))
+            .collect();
+        let read_version = set.newest_version().unwrap_or(0);
+        let reads: Vec<ReadRange<'_>> = (key_ranges.iter())
+            .map(|range| ReadRange {
+                range: *range,
+                read_version,
+            })
+            .collect();
+        let mut elapsed = Duration::ZERO;
+        let mut next_version = read_version + 1;
+        for (reads, writes_chunk) in reads.chunks(2_500).zip(key_ranges.chunks(2_500)) {
+            let batch: Vec<(TransactionRef<'_>, u64)> = (0..reads.len())
+                .map(|index| {
+                    let transaction = match writes {
+                        true => TransactionRef {
+                            reads: &[],
+                            writes: &writes_chunk[index..=index],
+                        },
+                        false => TransactionRef {
+                            reads: &reads[index..=index],
+                            writes: &[],
+                        },
+                    };
+                    (transaction, next_version + index as u64)
+                })
+                .collect();
+            next_version += reads.len() as u64;
+            let start = Instant::now();
+            let outcomes = set.check_batch(&batch);
+            elapsed += start.elapsed();
+            assert!(outcomes
+                .iter()
+                .all(|outcome| *outcome == Outcome::Committed));
+        }
+        elapsed.as_nanos() as f64 / ranges.len() as f64
+    }
+
+    /// The point range `[k, k\x00)`.
+    fn point(value: u64) -> (Vec<u8>, Vec<u8>) {
+        let key = key_of(value).to_vec();
+        let mut end = key.clone();
+        end.push(0);
+        (key, end)
     }
 }

@@ -5,10 +5,10 @@
 //! into arrays: `first_heads[c]` is the head of chunk `c`'s first key, and every
 //! `SAMPLE_STRIDE`-th of them is copied into `first_head_samples`, small enough to stay in L1.
 //!
-//! The layout is chosen for memory latency, which dominates (a miss costs ~150 ns on the
-//! benchmark machine, about 40 comparisons): a lookup binary-searches the samples, then counts
-//! the first heads of one stride and the slots of one chunk *linearly*. Linear counts issue all
-//! their loads at once, where a binary search waits for each load before choosing the next.
+//! The layout is chosen for memory latency (a miss costs ~150 ns on the benchmark machine): a
+//! lookup binary-searches the samples (in L1), one stride of first heads, then the slots of one
+//! chunk, whose lines `check_batch` has prefetched a few transactions earlier. The searches are
+//! branch-free, so that random keys cause no mispredictions.
 //!
 //! Invariants (checked by `assert_invariants` in tests):
 //! - the first boundary of the first chunk is the empty key, so every key has a boundary at or
@@ -46,7 +46,7 @@ struct Slot {
     version: u64,
 }
 
-/// Unused slots: the largest head, so that linear counts of heads `<= x` can ignore the length.
+/// Unused slots: the largest head and no version, so that they sort after every real slot.
 const EMPTY_SLOT: Slot = Slot {
     head_high: u64::MAX,
     head_low: u64::MAX,
@@ -76,12 +76,42 @@ type Tails<const CAP: usize> = [Box<[u8]>; CAP];
 /// in `tails`, allocated only once the chunk holds a key longer than 16 bytes, so that with
 /// short keys a write moves nothing but slots and lengths.
 #[derive(Debug)]
+#[repr(C)] // Header first, then slots: a read's prefetch covers one contiguous span.
 struct Chunk<const CAP: usize> {
     len: usize,
     max_version: u64,
     slots: [Slot; CAP],
     key_lens: [u32; CAP],
     tails: Option<Box<Tails<CAP>>>,
+}
+
+/// Which heads `count_heads` counts.
+#[derive(Clone, Copy)]
+enum HeadBound {
+    Before,
+    AtOrBefore,
+}
+
+/// Number of the sorted heads `head_at(0..len)` that are `< head` or `<= head`, by a binary
+/// search without data-dependent branches: the loop runs `log2(len)` times whatever the heads,
+/// so nothing is mispredicted (random keys made a branchy search mispredict half its steps).
+#[inline]
+fn count_heads(len: usize, head: u128, head_at: impl Fn(usize) -> u128, bound: HeadBound) -> usize {
+    let counts = |candidate: u128| match bound {
+        HeadBound::Before => candidate < head,
+        HeadBound::AtOrBefore => candidate <= head,
+    };
+    if len == 0 {
+        return 0;
+    }
+    let (mut base, mut size) = (0, len);
+    while size > 1 {
+        let half = size / 2;
+        base += half * usize::from(counts(head_at(base + half)));
+        size -= half;
+    }
+    // `base` is the last counted head if the first one is counted; else none is.
+    base + usize::from(counts(head_at(base)))
 }
 
 /// Binary search over `[low, high)` for the first index whose key is greater than the probe
@@ -142,36 +172,18 @@ impl<const CAP: usize> Chunk<CAP> {
         })
     }
 
-    /// Number of boundaries whose key is `<= probe`: a linear count over every slot (unused
-    /// ones hold the largest head), refined by binary search only among tied heads.
+    /// Number of boundaries whose key is `<= probe`: a branch-free binary search over the
+    /// heads, refined by full comparisons only among tied heads.
     fn count_at_or_before(&self, probe: &Probe<'_>) -> usize {
-        self.touch_slots();
-        let head = probe.head;
-        let heads_at_or_before: usize = (self.slots.iter())
-            .map(|slot| usize::from(slot.head() <= head))
-            .sum();
-        let heads_at_or_before = heads_at_or_before.min(self.len);
-        if heads_at_or_before == 0 || self.head(heads_at_or_before - 1) != head {
+        let heads = |index: usize| self.slots[index].head();
+        let heads_at_or_before = count_heads(self.len, probe.head, heads, HeadBound::AtOrBefore);
+        if heads_at_or_before == 0 || self.head(heads_at_or_before - 1) != probe.head {
             return heads_at_or_before;
         }
-        let heads_before: usize = (self.slots[..self.len].iter())
-            .map(|slot| usize::from(slot.head() < head))
-            .sum();
+        let heads_before = count_heads(self.len, probe.head, heads, HeadBound::Before);
         first_greater(heads_before, heads_at_or_before, |index| {
             self.cmp_at(index, probe)
         })
-    }
-
-    /// Loads one word of every cache line of the slots, in a loop short enough for the CPU to
-    /// have all of them in flight at once: a software prefetch without `unsafe`. The counting
-    /// loop that follows is too long per slot for the out-of-order window to cover a chunk.
-    #[inline]
-    fn touch_slots(&self) {
-        let mut sink = 0;
-        for slot in self.slots.iter().step_by(2) {
-            sink ^= slot.version;
-        }
-        std::hint::black_box(sink);
     }
 
     fn recompute_max_version(&mut self) {
@@ -359,27 +371,86 @@ impl<const CAP: usize> BoundaryMap<CAP> {
     /// Index of the last chunk whose first key is `<= probe` (chunk 0 starts with the empty key).
     fn chunk_at_or_before(&self, probe: &Probe<'_>) -> usize {
         let head = probe.head;
-        let samples_at_or_before = self
-            .first_head_samples
-            .partition_point(|&first| first <= head);
-        let stride_start = (samples_at_or_before - 1) * SAMPLE_STRIDE;
-        let stride_end = (stride_start + SAMPLE_STRIDE).min(self.first_heads.len());
+        let stride_start = self.stride_start(head);
+        let stride = &self.first_heads[stride_start..];
+        let stride_len = stride.len().min(SAMPLE_STRIDE);
         let heads_at_or_before = stride_start
-            + (self.first_heads[stride_start..stride_end].iter())
-                .map(|&first| usize::from(first <= head))
-                .sum::<usize>();
+            + count_heads(
+                stride_len,
+                head,
+                |index| stride[index],
+                HeadBound::AtOrBefore,
+            );
         if self.first_heads[heads_at_or_before - 1] != head {
             return heads_at_or_before - 1;
         }
-        let heads_before = self.first_heads.partition_point(|&first| first < head);
+        let firsts = |index: usize| self.first_heads[index];
+        let heads_before = count_heads(self.first_heads.len(), head, firsts, HeadBound::Before);
         first_greater(heads_before, heads_at_or_before, |chunk| {
             self.chunks[chunk].cmp_at(0, probe)
         }) - 1
     }
 
+    /// Starts loading the stride of first heads that a search for `key` will count.
+    pub(super) fn prefetch_top_level(&self, key: &[u8]) {
+        let stride_start = self.stride_start(Probe::new(key).head);
+        let stride_end = (stride_start + SAMPLE_STRIDE).min(self.first_heads.len());
+        super::prefetch::prefetch_bytes(&self.first_heads[stride_start..stride_end]);
+    }
+
+    /// Starts loading the chunk where `key` would be found; returns that chunk. A read needs
+    /// only the header and the slots; a write also moves key lengths.
+    pub(super) fn prefetch_chunk(&self, key: &[u8], for_write: bool) -> usize {
+        let chunk = self.chunk_at_or_before(&Probe::new(key));
+        if for_write {
+            self.prefetch_chunk_at(chunk);
+        } else {
+            super::prefetch::prefetch_bytes(&self.chunks[chunk].len);
+            super::prefetch::prefetch_bytes(&self.chunks[chunk].slots);
+        }
+        chunk
+    }
+
+    /// Starts loading chunk `chunk` (slots and key lengths), if it exists.
+    pub(super) fn prefetch_chunk_at(&self, chunk: usize) {
+        if let Some(chunk) = self.chunks.get(chunk) {
+            super::prefetch::prefetch_bytes(&**chunk);
+        }
+    }
+
+    /// `chunk_at_or_before`, trusting `hint` when it is still right: chunks split and merge
+    /// between a prefetch and the search it prepares, so the hint is checked, never assumed.
+    fn chunk_at_or_before_hinted(&self, probe: &Probe<'_>, hint: usize) -> usize {
+        let starts_at_or_before = |chunk: usize| match self.first_heads[chunk].cmp(&probe.head) {
+            Ordering::Less => true,
+            Ordering::Greater => false,
+            Ordering::Equal => self.chunks[chunk].cmp_at(0, probe) != Ordering::Greater,
+        };
+        let hint_is_right = hint < self.chunks.len()
+            && starts_at_or_before(hint)
+            && (hint + 1 == self.chunks.len() || !starts_at_or_before(hint + 1));
+        match hint_is_right {
+            true => hint,
+            false => self.chunk_at_or_before(probe),
+        }
+    }
+
+    /// Index in `first_heads` of the stride (of `SAMPLE_STRIDE`) where `head` falls.
+    fn stride_start(&self, head: u128) -> usize {
+        let samples = &self.first_head_samples;
+        let sample = |index: usize| samples[index];
+        let samples_at_or_before = count_heads(samples.len(), head, sample, HeadBound::AtOrBefore);
+        (samples_at_or_before - 1) * SAMPLE_STRIDE
+    }
+
     /// Position of the last boundary whose key is `<= probe`.
     fn last_at_or_before(&self, probe: &Probe<'_>) -> Position {
-        let chunk = self.chunk_at_or_before(probe);
+        self.last_at_or_before_hinted(probe, usize::MAX)
+    }
+
+    /// `last_at_or_before`, starting from chunk `hint` if it is still right.
+    fn last_at_or_before_hinted(&self, probe: &Probe<'_>, hint: usize) -> Position {
+        let chunk = self.chunk_at_or_before_hinted(probe, hint);
         let index = self.chunks[chunk].count_at_or_before(probe) - 1;
         Position { chunk, index }
     }
@@ -409,12 +480,22 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         Some(previous.version(previous.len - 1))
     }
 
-    /// True iff some boundary intersecting `[begin, end)` has a version above `read_version`.
-    /// Requires `begin < end`.
-    pub(super) fn any_newer_than(&self, begin: &[u8], end: &[u8], read_version: u64) -> bool {
+    /// True iff some boundary intersecting `[begin, end)` has a version above `read_version`
+    /// (false for an empty range). `chunk_hint`: the chunk where `begin` was last seen, if
+    /// known (else any value).
+    pub(super) fn any_newer_than(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        read_version: u64,
+        chunk_hint: usize,
+    ) -> bool {
         let begin = Probe::new(begin);
         let end = Probe::new(end);
-        let start = self.last_at_or_before(&begin);
+        if !begin.is_before(&end) {
+            return false;
+        }
+        let start = self.last_at_or_before_hinted(&begin, chunk_hint);
         let chunk = &self.chunks[start.chunk];
         if chunk.max_version > read_version
             && Self::scan_newer(chunk, start.index, &end, read_version)
@@ -448,12 +529,16 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         false
     }
 
-    /// Records a write of `[begin, end)` at `version`, which must be `>=` every stored version.
-    /// Requires `begin < end`.
-    pub(super) fn write(&mut self, begin: &[u8], end: &[u8], version: u64) {
+    /// Records a write of `[begin, end)` at `version`, which must be `>=` every stored version
+    /// (nothing for an empty range). `chunk_hint`: the chunk where `end` was last seen, if
+    /// known (else any value).
+    pub(super) fn write(&mut self, begin: &[u8], end: &[u8], version: u64, chunk_hint: usize) {
         let begin = Probe::new(begin);
         let end = Probe::new(end);
-        let at_end = self.last_at_or_before(&end);
+        if !begin.is_before(&end) {
+            return;
+        }
+        let at_end = self.last_at_or_before_hinted(&end, chunk_hint);
         let version_at_end = self.version_at(at_end);
         let at_begin = self.last_at_or_before_near(&begin, at_end.chunk);
         let begin_exists =
@@ -471,22 +556,28 @@ impl<const CAP: usize> BoundaryMap<CAP> {
             chunk: at_end.chunk,
             index: at_end.index + 1,
         };
-        let mut inserted = Vec::with_capacity(2);
-        // Skip boundaries that would repeat their predecessor's version: adjacent writes of one
-        // call then share a single boundary.
-        if version_before_begin != Some(version) {
-            inserted.push(NewBoundary {
+        let both = [
+            NewBoundary {
                 probe: begin,
                 version,
-            });
-        }
-        if version_at_end != version {
-            inserted.push(NewBoundary {
+            },
+            NewBoundary {
                 probe: end,
                 version: version_at_end,
-            });
-        }
-        self.replace(start, stop, &inserted);
+            },
+        ];
+        // Skip boundaries that would repeat their predecessor's version: adjacent writes of one
+        // call then share a single boundary.
+        let inserted = match (
+            version_before_begin != Some(version),
+            version_at_end != version,
+        ) {
+            (true, true) => &both[..],
+            (true, false) => &both[..1],
+            (false, true) => &both[1..],
+            (false, false) => &[],
+        };
+        self.replace(start, stop, inserted);
     }
 
     /// Replaces the boundaries in `[start, stop)` by `inserted` (at most two), then restores the
@@ -524,7 +615,7 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         }
         let head = self.chunks[chunk].head(0);
         self.first_heads[chunk] = head;
-        if chunk % SAMPLE_STRIDE == 0 {
+        if chunk.is_multiple_of(SAMPLE_STRIDE) {
             self.first_head_samples[chunk / SAMPLE_STRIDE] = head;
         }
     }

@@ -9,6 +9,9 @@ pub(super) const HEAD_BYTES: usize = 16;
 
 /// The first 16 bytes of `key`, zero-padded, as a big-endian integer.
 pub(super) fn head_of(key: &[u8]) -> u128 {
+    if let Some(head) = key.first_chunk::<HEAD_BYTES>() {
+        return u128::from_be_bytes(*head);
+    }
     let mut padded = [0u8; HEAD_BYTES];
     let head_len = key.len().min(HEAD_BYTES);
     padded[..head_len].copy_from_slice(&key[..head_len]);
@@ -30,5 +33,16 @@ impl<'a> Probe<'a> {
             rest: &key[key.len().min(HEAD_BYTES)..],
             len: key.len(),
         }
+    }
+}
+
+impl Probe<'_> {
+    /// Key order, cheap when heads differ (the common case): `KeyRange::is_empty` compares
+    /// slices, a library call per range.
+    pub(super) fn is_before(&self, other: &Probe<'_>) -> bool {
+        let order = (self.head.cmp(&other.head))
+            .then_with(|| self.rest.cmp(other.rest))
+            .then_with(|| self.len.cmp(&other.len));
+        order == std::cmp::Ordering::Less
     }
 }
