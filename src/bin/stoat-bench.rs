@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use stoat::commit::conflict::reference::ReferenceConflictSet;
-use stoat::commit::conflict::{
-    ConflictSet, KeyRange, Outcome, ReadOutcome, ReadRange, TransactionRef,
-};
+use stoat::commit::conflict::{ConflictSet, KeyRange, Outcome, ReadOutcome, ReadRange, TransactionRef};
 
 #[derive(Parser, Debug)]
 #[command(about = "Stoat benchmarks")]
@@ -117,20 +115,11 @@ mod btree_baseline {
     impl BTreeConflictSet {
         pub fn new(oldest_version: u64) -> Self {
             let boundaries = BTreeMap::from([(Vec::new(), 0)]);
-            BTreeConflictSet {
-                boundaries,
-                oldest_version,
-                gc_cursor: Vec::new(),
-            }
+            BTreeConflictSet { boundaries, oldest_version, gc_cursor: Vec::new() }
         }
 
         fn version_at(&self, key: &[u8]) -> u64 {
-            *self
-                .boundaries
-                .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
-                .next_back()
-                .unwrap()
-                .1
+            *self.boundaries.range::<[u8], _>((Bound::Unbounded, Bound::Included(key))).next_back().unwrap().1
         }
 
         fn any_newer_than(&self, range: &KeyRange<'_>, read_version: u64) -> bool {
@@ -181,10 +170,7 @@ mod btree_baseline {
             }
             self.gc_cursor = match examined.len() < budget {
                 true => Vec::new(),
-                false => examined
-                    .last()
-                    .map(|(key, _)| key.clone())
-                    .unwrap_or_default(),
+                false => examined.last().map(|(key, _)| key.clone()).unwrap_or_default(),
             };
         }
     }
@@ -198,11 +184,7 @@ mod btree_baseline {
             let latest_read_version = batch.first().map_or(0, |(_, version)| version - 1);
             let mut outcomes = Vec::with_capacity(batch.len());
             for (transaction, version) in batch {
-                if transaction
-                    .reads
-                    .iter()
-                    .any(|read| read.read_version < self.oldest_version)
-                {
+                if transaction.reads.iter().any(|read| read.read_version < self.oldest_version) {
                     outcomes.push(Outcome::TooOld);
                     continue;
                 }
@@ -300,25 +282,14 @@ mod conflict {
             let read_version = index as u64 * BATCH_VERSIONS;
             let first_commit_version = (index as u64 + COMMIT_LAG_BATCHES) * BATCH_VERSIONS;
             let reads: Vec<[ReadRange<'_>; 1]> = (batch.ranges.chunks_exact(2))
-                .map(|pair| {
-                    [ReadRange {
-                        range: KeyRange::new(&pair[0].0, &pair[0].1),
-                        read_version,
-                    }]
-                })
+                .map(|pair| [ReadRange { range: KeyRange::new(&pair[0].0, &pair[0].1), read_version }])
                 .collect();
-            let writes: Vec<[KeyRange<'_>; 1]> = batch
-                .ranges
-                .chunks_exact(2)
-                .map(|pair| [KeyRange::new(&pair[1].0, &pair[1].1)])
-                .collect();
+            let writes: Vec<[KeyRange<'_>; 1]> =
+                batch.ranges.chunks_exact(2).map(|pair| [KeyRange::new(&pair[1].0, &pair[1].1)]).collect();
             let transactions_in_batch: Vec<(TransactionRef<'_>, u64)> = (reads.iter().zip(&writes))
                 .enumerate()
                 .map(|(position, (reads, writes))| {
-                    (
-                        TransactionRef { reads, writes },
-                        first_commit_version + position as u64,
-                    )
+                    (TransactionRef { reads, writes }, first_commit_version + position as u64)
                 })
                 .collect();
             let start = Instant::now();
@@ -330,10 +301,7 @@ mod conflict {
                 batch_times.push(batch_time);
             }
             transactions += outcomes.len();
-            conflicts += outcomes
-                .iter()
-                .filter(|outcome| **outcome != Outcome::Committed)
-                .count();
+            conflicts += outcomes.iter().filter(|outcome| **outcome != Outcome::Committed).count();
         }
         batch_times.sort();
         let steady_batch_median = match batch_times.is_empty() {
@@ -349,20 +317,11 @@ mod conflict {
         }
     }
 
-    fn median_run(
-        runs: usize,
-        mut make: impl FnMut() -> Box<dyn Resolver>,
-        batches: &[Batch],
-    ) -> RunResult {
-        let mut results: Vec<RunResult> = (0..runs.max(1))
-            .map(|_| run_workload(make().as_mut(), batches))
-            .collect();
+    fn median_run(runs: usize, mut make: impl FnMut() -> Box<dyn Resolver>, batches: &[Batch]) -> RunResult {
+        let mut results: Vec<RunResult> = (0..runs.max(1)).map(|_| run_workload(make().as_mut(), batches)).collect();
         results.sort_by_key(|result| result.elapsed);
         let conflicts = results[0].conflicts;
-        assert!(
-            results.iter().all(|result| result.conflicts == conflicts),
-            "runs disagree"
-        );
+        assert!(results.iter().all(|result| result.conflicts == conflicts), "runs disagree");
         results.swap_remove(results.len() / 2)
     }
 
@@ -404,31 +363,14 @@ mod conflict {
         );
         println!(
             "{:<34} {:>7} {:>12} {:>10} {:>9} {:>12} {:>14}",
-            "implementation",
-            "batches",
-            "transactions",
-            "conflicts",
-            "seconds",
-            "txn/s",
-            "steady txn/s"
+            "implementation", "batches", "transactions", "conflicts", "seconds", "txn/s", "steady txn/s"
         );
         println!("(txn/s: all transactions over the total time; steady: the median batch once 50 batches of history are kept)");
-        let chunked = median_run(
-            args.runs,
-            || Box::new(ConflictSet::<CAP>::with_oldest_version(0)),
-            &batches,
-        );
-        print_row(
-            &format!("conflict set (chunks of {capacity})"),
-            batches.len(),
-            &chunked,
-        );
+        let chunked = median_run(args.runs, || Box::new(ConflictSet::<CAP>::with_oldest_version(0)), &batches);
+        print_row(&format!("conflict set (chunks of {capacity})"), batches.len(), &chunked);
         if !args.skip_baseline {
             let baseline = median_run(args.runs, || Box::new(BTreeConflictSet::new(0)), &batches);
-            assert_eq!(
-                baseline.conflicts, chunked.conflicts,
-                "baseline disagrees with the conflict set"
-            );
+            assert_eq!(baseline.conflicts, chunked.conflicts, "baseline disagrees with the conflict set");
             print_row("BTreeMap baseline", batches.len(), &baseline);
             println!(
                 "  conflict set / BTreeMap baseline: {:.2}x",
@@ -437,10 +379,7 @@ mod conflict {
         }
         compare_with_reference::<CAP>(args, &batches);
         microbenchmarks::<CAP>(args, &batches);
-        println!(
-            "conflict-set: {:.0} txn/s on the FoundationDB resolver workload",
-            chunked.transactions_per_second()
-        );
+        println!("conflict-set: {:.0} txn/s on the FoundationDB resolver workload", chunked.transactions_per_second());
     }
 
     /// Runs every (chunk capacity, prefetch lookahead) setting `runs` times, interleaved so
@@ -449,11 +388,7 @@ mod conflict {
         let capacities = [32, 64, 96];
         let lookaheads = [0, 1, 2];
         let settings: Vec<(usize, usize)> = (capacities.iter())
-            .flat_map(|&capacity| {
-                lookaheads
-                    .iter()
-                    .map(move |&lookahead| (capacity, lookahead))
-            })
+            .flat_map(|&capacity| lookaheads.iter().map(move |&lookahead| (capacity, lookahead)))
             .collect();
         let mut seconds = vec![Vec::new(); settings.len()];
         for _ in 0..args.runs.max(1) {
@@ -470,10 +405,7 @@ mod conflict {
         let transactions = args.transactions_per_batch as f64;
         for (setting, &(capacity, lookahead)) in settings.iter().enumerate() {
             seconds[setting].sort_by(f64::total_cmp);
-            let (best, median) = (
-                seconds[setting][0],
-                seconds[setting][seconds[setting].len() / 2],
-            );
+            let (best, median) = (seconds[setting][0], seconds[setting][seconds[setting].len() / 2]);
             println!(
                 "chunk capacity {capacity:>3}, prefetch lookahead {lookahead:>2}: steady state median {:>9.0} txn/s, best {:>9.0} txn/s",
                 transactions / median,
@@ -494,19 +426,9 @@ mod conflict {
     fn compare_with_reference<const CAP: usize>(args: &ConflictArgs, batches: &[Batch]) {
         let reduced = &batches[..args.reference_batches.min(batches.len())];
         let reference = median_run(1, || Box::new(ReferenceConflictSet::new(0)), reduced);
-        let chunked = median_run(
-            args.runs,
-            || Box::new(ConflictSet::<CAP>::with_oldest_version(0)),
-            reduced,
-        );
-        assert_eq!(
-            reference.conflicts, chunked.conflicts,
-            "reference disagrees with the conflict set"
-        );
-        println!(
-            "reduced to the first {} batches for the quadratic reference:",
-            reduced.len()
-        );
+        let chunked = median_run(args.runs, || Box::new(ConflictSet::<CAP>::with_oldest_version(0)), reduced);
+        assert_eq!(reference.conflicts, chunked.conflicts, "reference disagrees with the conflict set");
+        println!("reduced to the first {} batches for the quadratic reference:", reduced.len());
         print_row("naive reference (reduced)", reduced.len(), &reference);
         print_row("conflict set (reduced)", reduced.len(), &chunked);
         println!(
@@ -522,9 +444,7 @@ mod conflict {
         run_workload(&mut set, warmup);
         let mut random = SplitMix64(args.seed ^ 0xdead_beef);
         let operations = args.micro_operations;
-        let points: Vec<(Vec<u8>, Vec<u8>)> = (0..operations)
-            .map(|_| point(random.below(KEY_SPACE)))
-            .collect();
+        let points: Vec<(Vec<u8>, Vec<u8>)> = (0..operations).map(|_| point(random.below(KEY_SPACE))).collect();
         let ranges: Vec<(Vec<u8>, Vec<u8>)> = (0..operations)
             .map(|_| {
                 let begin = random.below(KEY_SPACE);
@@ -550,28 +470,19 @@ mod conflict {
         println!("  (one call: check_read / add_writes per range; batched: check_batch of 2,500 one-range transactions, which prefetches; writes include garbage collection)");
     }
 
-    fn read_nanoseconds<const CAP: usize>(
-        set: &ConflictSet<CAP>,
-        ranges: &[(Vec<u8>, Vec<u8>)],
-    ) -> f64 {
+    fn read_nanoseconds<const CAP: usize>(set: &ConflictSet<CAP>, ranges: &[(Vec<u8>, Vec<u8>)]) -> f64 {
         let read_version = set.newest_version().unwrap_or(0);
         let start = Instant::now();
         let mut conflicts = 0usize;
         for (begin, end) in ranges {
-            let read = ReadRange {
-                range: KeyRange::new(begin, end),
-                read_version,
-            };
+            let read = ReadRange { range: KeyRange::new(begin, end), read_version };
             conflicts += usize::from(set.check_read(&read) != ReadOutcome::Ok);
         }
         assert_eq!(conflicts, 0);
         start.elapsed().as_nanos() as f64 / ranges.len() as f64
     }
 
-    fn write_nanoseconds<const CAP: usize>(
-        set: &mut ConflictSet<CAP>,
-        ranges: &[(Vec<u8>, Vec<u8>)],
-    ) -> f64 {
+    fn write_nanoseconds<const CAP: usize>(set: &mut ConflictSet<CAP>, ranges: &[(Vec<u8>, Vec<u8>)]) -> f64 {
         let first_version = set.newest_version().unwrap_or(0) + 1;
         let start = Instant::now();
         for (offset, (begin, end)) in ranges.iter().enumerate() {
@@ -587,31 +498,18 @@ mod conflict {
         ranges: &[(Vec<u8>, Vec<u8>)],
         writes: bool,
     ) -> f64 {
-        let key_ranges: Vec<KeyRange<'_>> = ranges
-            .iter()
-            .map(|(begin, end)| KeyRange::new(begin, end))
-            .collect();
+        let key_ranges: Vec<KeyRange<'_>> = ranges.iter().map(|(begin, end)| KeyRange::new(begin, end)).collect();
         let read_version = set.newest_version().unwrap_or(0);
-        let reads: Vec<ReadRange<'_>> = (key_ranges.iter())
-            .map(|range| ReadRange {
-                range: *range,
-                read_version,
-            })
-            .collect();
+        let reads: Vec<ReadRange<'_>> =
+            (key_ranges.iter()).map(|range| ReadRange { range: *range, read_version }).collect();
         let mut elapsed = Duration::ZERO;
         let mut next_version = read_version + 1;
         for (reads, writes_chunk) in reads.chunks(2_500).zip(key_ranges.chunks(2_500)) {
             let batch: Vec<(TransactionRef<'_>, u64)> = (0..reads.len())
                 .map(|index| {
                     let transaction = match writes {
-                        true => TransactionRef {
-                            reads: &[],
-                            writes: &writes_chunk[index..=index],
-                        },
-                        false => TransactionRef {
-                            reads: &reads[index..=index],
-                            writes: &[],
-                        },
+                        true => TransactionRef { reads: &[], writes: &writes_chunk[index..=index] },
+                        false => TransactionRef { reads: &reads[index..=index], writes: &[] },
                     };
                     (transaction, next_version + index as u64)
                 })
@@ -620,9 +518,7 @@ mod conflict {
             let start = Instant::now();
             let outcomes = set.check_batch(&batch);
             elapsed += start.elapsed();
-            assert!(outcomes
-                .iter()
-                .all(|outcome| *outcome == Outcome::Committed));
+            assert!(outcomes.iter().all(|outcome| *outcome == Outcome::Committed));
         }
         elapsed.as_nanos() as f64 / ranges.len() as f64
     }

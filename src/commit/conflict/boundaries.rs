@@ -47,19 +47,11 @@ struct Slot {
 }
 
 /// Unused slots: the largest head and no version, so that they sort after every real slot.
-const EMPTY_SLOT: Slot = Slot {
-    head_high: u64::MAX,
-    head_low: u64::MAX,
-    version: 0,
-};
+const EMPTY_SLOT: Slot = Slot { head_high: u64::MAX, head_low: u64::MAX, version: 0 };
 
 impl Slot {
     fn new(head: u128, version: u64) -> Self {
-        Slot {
-            head_high: (head >> 64) as u64,
-            head_low: head as u64,
-            version,
-        }
+        Slot { head_high: (head >> 64) as u64, head_low: head as u64, version }
     }
 
     #[inline]
@@ -135,13 +127,7 @@ fn stored_len(probe: &Probe<'_>) -> u32 {
 
 impl<const CAP: usize> Chunk<CAP> {
     fn new_boxed() -> Box<Self> {
-        Box::new(Chunk {
-            len: 0,
-            max_version: 0,
-            slots: [EMPTY_SLOT; CAP],
-            key_lens: [0; CAP],
-            tails: None,
-        })
+        Box::new(Chunk { len: 0, max_version: 0, slots: [EMPTY_SLOT; CAP], key_lens: [0; CAP], tails: None })
     }
 
     fn len(&self) -> usize {
@@ -167,8 +153,7 @@ impl<const CAP: usize> Chunk<CAP> {
     #[inline]
     fn cmp_at(&self, index: usize, probe: &Probe<'_>) -> Ordering {
         self.head(index).cmp(&probe.head).then_with(|| {
-            (self.tail(index).cmp(probe.rest))
-                .then_with(|| (self.key_lens[index] as usize).cmp(&probe.len))
+            (self.tail(index).cmp(probe.rest)).then_with(|| (self.key_lens[index] as usize).cmp(&probe.len))
         })
     }
 
@@ -181,9 +166,7 @@ impl<const CAP: usize> Chunk<CAP> {
             return heads_at_or_before;
         }
         let heads_before = count_heads(self.len, probe.head, heads, HeadBound::Before);
-        first_greater(heads_before, heads_at_or_before, |index| {
-            self.cmp_at(index, probe)
-        })
+        first_greater(heads_before, heads_at_or_before, |index| self.cmp_at(index, probe))
     }
 
     fn recompute_max_version(&mut self) {
@@ -191,8 +174,7 @@ impl<const CAP: usize> Chunk<CAP> {
     }
 
     fn tails_mut(&mut self) -> &mut Tails<CAP> {
-        self.tails
-            .get_or_insert_with(|| Box::new(std::array::from_fn(|_| Box::default())))
+        self.tails.get_or_insert_with(|| Box::new(std::array::from_fn(|_| Box::default())))
     }
 
     /// Stores the key of `probe` at `index` (slot and version are set by the caller).
@@ -320,9 +302,10 @@ impl<const CAP: usize> Chunk<CAP> {
     }
 
     fn memory_bytes(&self) -> usize {
-        let tails = self.tails.as_ref().map_or(0, |tails| {
-            size_of::<Tails<CAP>>() + tails.iter().map(|tail| tail.len()).sum::<usize>()
-        });
+        let tails = self
+            .tails
+            .as_ref()
+            .map_or(0, |tails| size_of::<Tails<CAP>>() + tails.iter().map(|tail| tail.len()).sum::<usize>());
         size_of::<Self>() + tails
     }
 }
@@ -361,11 +344,7 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         let mut first = Chunk::new_boxed();
         let empty_key = Probe::new(&[]);
         first.push(&empty_key, 0);
-        BoundaryMap {
-            chunks: vec![first],
-            first_heads: vec![empty_key.head],
-            first_head_samples: vec![empty_key.head],
-        }
+        BoundaryMap { chunks: vec![first], first_heads: vec![empty_key.head], first_head_samples: vec![empty_key.head] }
     }
 
     /// Index of the last chunk whose first key is `<= probe` (chunk 0 starts with the empty key).
@@ -374,21 +353,14 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         let stride_start = self.stride_start(head);
         let stride = &self.first_heads[stride_start..];
         let stride_len = stride.len().min(SAMPLE_STRIDE);
-        let heads_at_or_before = stride_start
-            + count_heads(
-                stride_len,
-                head,
-                |index| stride[index],
-                HeadBound::AtOrBefore,
-            );
+        let heads_at_or_before =
+            stride_start + count_heads(stride_len, head, |index| stride[index], HeadBound::AtOrBefore);
         if self.first_heads[heads_at_or_before - 1] != head {
             return heads_at_or_before - 1;
         }
         let firsts = |index: usize| self.first_heads[index];
         let heads_before = count_heads(self.first_heads.len(), head, firsts, HeadBound::Before);
-        first_greater(heads_before, heads_at_or_before, |chunk| {
-            self.chunks[chunk].cmp_at(0, probe)
-        }) - 1
+        first_greater(heads_before, heads_at_or_before, |chunk| self.chunks[chunk].cmp_at(0, probe)) - 1
     }
 
     /// Starts loading the stride of first heads that a search for `key` will count.
@@ -460,10 +432,7 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         let chunk = &self.chunks[hint];
         match chunk.cmp_at(0, probe) {
             Ordering::Greater => self.last_at_or_before(probe),
-            _ => Position {
-                chunk: hint,
-                index: chunk.count_at_or_before(probe) - 1,
-            },
+            _ => Position { chunk: hint, index: chunk.count_at_or_before(probe) - 1 },
         }
     }
 
@@ -483,13 +452,7 @@ impl<const CAP: usize> BoundaryMap<CAP> {
     /// True iff some boundary intersecting `[begin, end)` has a version above `read_version`
     /// (false for an empty range). `chunk_hint`: the chunk where `begin` was last seen, if
     /// known (else any value).
-    pub(super) fn any_newer_than(
-        &self,
-        begin: &[u8],
-        end: &[u8],
-        read_version: u64,
-        chunk_hint: usize,
-    ) -> bool {
+    pub(super) fn any_newer_than(&self, begin: &[u8], end: &[u8], read_version: u64, chunk_hint: usize) -> bool {
         let begin = Probe::new(begin);
         let end = Probe::new(end);
         if !begin.is_before(&end) {
@@ -497,9 +460,7 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         }
         let start = self.last_at_or_before_hinted(&begin, chunk_hint);
         let chunk = &self.chunks[start.chunk];
-        if chunk.max_version > read_version
-            && Self::scan_newer(chunk, start.index, &end, read_version)
-        {
+        if chunk.max_version > read_version && Self::scan_newer(chunk, start.index, &end, read_version) {
             return true;
         }
         for chunk in &self.chunks[start.chunk + 1..] {
@@ -541,37 +502,18 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         let at_end = self.last_at_or_before_hinted(&end, chunk_hint);
         let version_at_end = self.version_at(at_end);
         let at_begin = self.last_at_or_before_near(&begin, at_end.chunk);
-        let begin_exists =
-            self.chunks[at_begin.chunk].cmp_at(at_begin.index, &begin) == Ordering::Equal;
+        let begin_exists = self.chunks[at_begin.chunk].cmp_at(at_begin.index, &begin) == Ordering::Equal;
         let (start, version_before_begin) = if begin_exists {
             (at_begin, self.version_before(at_begin))
         } else {
-            let after = Position {
-                chunk: at_begin.chunk,
-                index: at_begin.index + 1,
-            };
+            let after = Position { chunk: at_begin.chunk, index: at_begin.index + 1 };
             (after, Some(self.version_at(at_begin)))
         };
-        let stop = Position {
-            chunk: at_end.chunk,
-            index: at_end.index + 1,
-        };
-        let both = [
-            NewBoundary {
-                probe: begin,
-                version,
-            },
-            NewBoundary {
-                probe: end,
-                version: version_at_end,
-            },
-        ];
+        let stop = Position { chunk: at_end.chunk, index: at_end.index + 1 };
+        let both = [NewBoundary { probe: begin, version }, NewBoundary { probe: end, version: version_at_end }];
         // Skip boundaries that would repeat their predecessor's version: adjacent writes of one
         // call then share a single boundary.
-        let inserted = match (
-            version_before_begin != Some(version),
-            version_at_end != version,
-        ) {
+        let inserted = match (version_before_begin != Some(version), version_at_end != version) {
             (true, true) => &both[..],
             (true, false) => &both[..1],
             (false, true) => &both[1..],
@@ -673,8 +615,7 @@ impl<const CAP: usize> BoundaryMap<CAP> {
     pub(super) fn memory_bytes(&self) -> usize {
         let chunks: usize = self.chunks.iter().map(|chunk| chunk.memory_bytes()).sum();
         let top_level = self.chunks.capacity() * size_of::<Box<Chunk<CAP>>>()
-            + (self.first_heads.capacity() + self.first_head_samples.capacity())
-                * size_of::<u128>();
+            + (self.first_heads.capacity() + self.first_head_samples.capacity()) * size_of::<u128>();
         chunks + top_level
     }
 
@@ -694,12 +635,7 @@ impl<const CAP: usize> BoundaryMap<CAP> {
     #[cfg(test)]
     pub(super) fn assert_invariants(&self) {
         assert_eq!(self.chunks.len(), self.first_heads.len());
-        let samples: Vec<u128> = self
-            .first_heads
-            .iter()
-            .step_by(SAMPLE_STRIDE)
-            .copied()
-            .collect();
+        let samples: Vec<u128> = self.first_heads.iter().step_by(SAMPLE_STRIDE).copied().collect();
         assert_eq!(self.first_head_samples, samples);
         let entries = self.entries();
         assert!(entries.first().is_some_and(|(key, _)| key.is_empty()));
@@ -708,9 +644,7 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         }
         for (chunk, first_head) in self.chunks.iter().zip(&self.first_heads) {
             assert!(chunk.len() > 0 && chunk.len() <= Self::SPLIT_ABOVE);
-            assert!(chunk.slots[chunk.len..]
-                .iter()
-                .all(|slot| *slot == EMPTY_SLOT));
+            assert!(chunk.slots[chunk.len..].iter().all(|slot| *slot == EMPTY_SLOT));
             assert!(chunk.key_lens[chunk.len..].iter().all(|&len| len == 0));
             if let Some(tails) = &chunk.tails {
                 assert!(tails[chunk.len..].iter().all(|tail| tail.is_empty()));

@@ -28,11 +28,7 @@ pub(super) struct Probe<'a> {
 
 impl<'a> Probe<'a> {
     pub(super) fn new(key: &'a [u8]) -> Self {
-        Probe {
-            head: head_of(key),
-            rest: &key[key.len().min(HEAD_BYTES)..],
-            len: key.len(),
-        }
+        Probe { head: head_of(key), rest: &key[key.len().min(HEAD_BYTES)..], len: key.len() }
     }
 }
 
@@ -40,9 +36,8 @@ impl Probe<'_> {
     /// Key order, cheap when heads differ (the common case): `KeyRange::is_empty` compares
     /// slices, a library call per range.
     pub(super) fn is_before(&self, other: &Probe<'_>) -> bool {
-        let order = (self.head.cmp(&other.head))
-            .then_with(|| self.rest.cmp(other.rest))
-            .then_with(|| self.len.cmp(&other.len));
+        let order =
+            (self.head.cmp(&other.head)).then_with(|| self.rest.cmp(other.rest)).then_with(|| self.len.cmp(&other.len));
         order == std::cmp::Ordering::Less
     }
 }

@@ -241,14 +241,9 @@ impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
     /// The keys whose chunks are prefetched for a transaction: the begin of its first reads,
     /// then the end of its first writes (the key each search starts from), each with whether
     /// it is for a write.
-    fn prefetch_keys<'a>(
-        transaction: &TransactionRef<'a>,
-    ) -> impl Iterator<Item = (&'a [u8], bool)> {
+    fn prefetch_keys<'a>(transaction: &TransactionRef<'a>) -> impl Iterator<Item = (&'a [u8], bool)> {
         // Empty ranges are prefetched too: a wasted prefetch costs less than the comparison.
-        let reads = transaction
-            .reads
-            .iter()
-            .map(|read| (read.range.begin, false));
+        let reads = transaction.reads.iter().map(|read| (read.range.begin, false));
         let writes = transaction.writes.iter().map(|write| (write.end, true));
         reads.chain(writes).take(PREFETCH_RANGES_MAX)
     }
@@ -284,11 +279,7 @@ impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
         latest_read_version: u64,
         chunk_hints: &[usize; PREFETCH_RANGES_MAX],
     ) -> Outcome {
-        if transaction
-            .reads
-            .iter()
-            .any(|read| read.read_version < self.oldest_version)
-        {
+        if transaction.reads.iter().any(|read| read.read_version < self.oldest_version) {
             return Outcome::TooOld;
         }
         let read_indices: Vec<usize> = (transaction.reads.iter().enumerate())
@@ -315,9 +306,7 @@ impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
             if self.gc_cursor_chunk >= self.boundaries.chunk_count() {
                 self.gc_cursor_chunk = 0;
             }
-            let examined = self
-                .boundaries
-                .collect_garbage(self.gc_cursor_chunk, self.oldest_version);
+            let examined = self.boundaries.collect_garbage(self.gc_cursor_chunk, self.oldest_version);
             self.gc_debt_boundaries -= examined.max(1) as isize;
             self.gc_cursor_chunk += 1;
         }

@@ -27,19 +27,17 @@ pub struct ReferenceConflictSet {
 
 impl ReferenceConflictSet {
     pub fn new(oldest_version: u64) -> Self {
-        ReferenceConflictSet {
-            writes: Vec::new(),
-            oldest_version,
-        }
+        ReferenceConflictSet { writes: Vec::new(), oldest_version }
     }
 
     pub fn check_read(&self, read: &ReadRange<'_>) -> ReadOutcome {
         if read.read_version < self.oldest_version {
             return ReadOutcome::TooOld;
         }
-        let newer_write_intersects = self.writes.iter().any(|write| {
-            write.version > read.read_version && intersects(&write.begin, &write.end, &read.range)
-        });
+        let newer_write_intersects = self
+            .writes
+            .iter()
+            .any(|write| write.version > read.read_version && intersects(&write.begin, &write.end, &read.range));
         if newer_write_intersects {
             ReadOutcome::Conflict
         } else {
@@ -53,11 +51,7 @@ impl ReferenceConflictSet {
 
     pub fn add_writes(&mut self, writes: &[KeyRange<'_>], version: u64) {
         for write in writes {
-            self.writes.push(Write {
-                begin: write.begin.to_vec(),
-                end: write.end.to_vec(),
-                version,
-            });
+            self.writes.push(Write { begin: write.begin.to_vec(), end: write.end.to_vec(), version });
         }
     }
 
@@ -90,19 +84,14 @@ impl ReferenceConflictSet {
 
     fn decide(&self, transaction: &TransactionRef<'_>, batch_writes: &[Write]) -> Outcome {
         let reads = transaction.reads;
-        if reads
-            .iter()
-            .any(|read| read.read_version < self.oldest_version)
-        {
+        if reads.iter().any(|read| read.read_version < self.oldest_version) {
             return Outcome::TooOld;
         }
         let read_indices: Vec<usize> = (0..reads.len())
             .filter(|&index| {
                 let read = &reads[index];
                 self.check_read(read) == ReadOutcome::Conflict
-                    || batch_writes
-                        .iter()
-                        .any(|write| intersects(&write.begin, &write.end, &read.range))
+                    || batch_writes.iter().any(|write| intersects(&write.begin, &write.end, &read.range))
             })
             .collect();
         if read_indices.is_empty() {

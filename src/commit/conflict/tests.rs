@@ -50,9 +50,7 @@ impl Workload {
     fn short_key(&mut self, max_len: u64) -> Vec<u8> {
         const ALPHABET: [u8; 4] = [0x00, 0x01, b'a', 0xff];
         let len = self.random.below(max_len + 1);
-        (0..len)
-            .map(|_| ALPHABET[self.random.below(4) as usize])
-            .collect()
+        (0..len).map(|_| ALPHABET[self.random.below(4) as usize]).collect()
     }
 
     fn fresh_key(&mut self) -> Vec<u8> {
@@ -113,10 +111,7 @@ impl Workload {
 }
 
 fn as_ranges(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<KeyRange<'_>> {
-    pairs
-        .iter()
-        .map(|(begin, end)| KeyRange::new(begin, end))
-        .collect()
+    pairs.iter().map(|(begin, end)| KeyRange::new(begin, end)).collect()
 }
 
 /// An owned key range `(begin, end)`.
@@ -189,18 +184,11 @@ impl<const CAP: usize> Lockstep<CAP> {
             false => 1 + workload.random.below(6),
         };
         let owned: Vec<OwnedTransaction> = (0..size).map(|_| self.transaction(workload)).collect();
-        let reads: Vec<Vec<ReadRange<'_>>> = (owned.iter())
-            .map(|txn| txn.reads.iter().map(|((b, e), v)| read(b, e, *v)).collect())
-            .collect();
-        let writes: Vec<Vec<KeyRange<'_>>> =
-            owned.iter().map(|txn| as_ranges(&txn.writes)).collect();
+        let reads: Vec<Vec<ReadRange<'_>>> =
+            (owned.iter()).map(|txn| txn.reads.iter().map(|((b, e), v)| read(b, e, *v)).collect()).collect();
+        let writes: Vec<Vec<KeyRange<'_>>> = owned.iter().map(|txn| as_ranges(&txn.writes)).collect();
         let batch: Vec<(TransactionRef<'_>, u64)> = (reads.iter().zip(&writes))
-            .map(|(reads, writes)| {
-                (
-                    TransactionRef { reads, writes },
-                    self.next_version(workload),
-                )
-            })
+            .map(|(reads, writes)| (TransactionRef { reads, writes }, self.next_version(workload)))
             .collect();
         let expected = self.reference.check_batch(&batch);
         let actual = self.subject.check_batch(&batch);
@@ -209,9 +197,7 @@ impl<const CAP: usize> Lockstep<CAP> {
     }
 
     fn writes(&mut self, workload: &mut Workload) {
-        let pairs: Vec<_> = (0..workload.random.below(4))
-            .map(|_| workload.range())
-            .collect();
+        let pairs: Vec<_> = (0..workload.random.below(4)).map(|_| workload.range()).collect();
         let version = self.next_version(workload);
         self.subject.add_writes(&as_ranges(&pairs), version);
         self.reference.add_writes(&as_ranges(&pairs), version);
@@ -219,15 +205,10 @@ impl<const CAP: usize> Lockstep<CAP> {
     }
 
     fn reads(&mut self, workload: &mut Workload) {
-        let owned: Vec<_> = (0..1 + workload.random.below(4))
-            .map(|_| (workload.range(), self.read_version(workload)))
-            .collect();
+        let owned: Vec<_> =
+            (0..1 + workload.random.below(4)).map(|_| (workload.range(), self.read_version(workload))).collect();
         let reads: Vec<ReadRange<'_>> = owned.iter().map(|((b, e), v)| read(b, e, *v)).collect();
-        assert_eq!(
-            self.subject.check(&reads),
-            self.reference.check(&reads),
-            "reads {reads:?}"
-        );
+        assert_eq!(self.subject.check(&reads), self.reference.check(&reads), "reads {reads:?}");
         self.operations += reads.len() as u64;
     }
 
@@ -237,9 +218,7 @@ impl<const CAP: usize> Lockstep<CAP> {
         let target = match workload.random.below(10) {
             0 => oldest.saturating_sub(3),
             1 => self.newest_version + 2,
-            _ => self
-                .newest_version
-                .saturating_sub(workload.random.below(12)),
+            _ => self.newest_version.saturating_sub(workload.random.below(12)),
         };
         self.subject.set_oldest_version(target);
         self.reference.set_oldest_version(target);
@@ -249,23 +228,15 @@ impl<const CAP: usize> Lockstep<CAP> {
 }
 
 fn read<'a>(begin: &'a [u8], end: &'a [u8], read_version: u64) -> ReadRange<'a> {
-    ReadRange {
-        range: KeyRange::new(begin, end),
-        read_version,
-    }
+    ReadRange { range: KeyRange::new(begin, end), read_version }
 }
 
 /// Runs `steps` random steps from `seed`; returns the number of operations compared.
 fn run_seed(seed: u64, steps: u64) -> u64 {
     let mut random = SplitMix64(seed);
-    let shape =
-        [KeyShape::Short, KeyShape::LongSharedPrefix, KeyShape::Mixed][random.below(3) as usize];
+    let shape = [KeyShape::Short, KeyShape::LongSharedPrefix, KeyShape::Mixed][random.below(3) as usize];
     let chunk_capacity = [6, 7, 10, 64][random.below(4) as usize];
-    let mut workload = Workload {
-        random,
-        shape,
-        recent_keys: Vec::new(),
-    };
+    let mut workload = Workload { random, shape, recent_keys: Vec::new() };
     match chunk_capacity {
         6 => run_lockstep::<6>(&mut workload, steps),
         7 => run_lockstep::<7>(&mut workload, steps),
@@ -307,9 +278,7 @@ fn run_seeds(first_seed: u64, steps_per_seed: u64, operations_min: u64) -> u64 {
 }
 
 fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name)
-        .ok()
-        .map(|value| value.parse().expect("an integer"))
+    std::env::var(name).ok().map(|value| value.parse().expect("an integer"))
 }
 
 #[test]
@@ -354,10 +323,7 @@ fn adjacent_and_empty_ranges_do_not_intersect() {
     set.add_writes(&[KeyRange::new(b"b", b"c"), KeyRange::new(b"x", b"x")], 3);
     assert_eq!(set.check_read(&read(b"a", b"b", 0)), ReadOutcome::Ok);
     assert_eq!(set.check_read(&read(b"c", b"d", 0)), ReadOutcome::Ok);
-    assert_eq!(
-        set.check_read(&read(b"a", b"b\x00", 0)),
-        ReadOutcome::Conflict
-    );
+    assert_eq!(set.check_read(&read(b"a", b"b\x00", 0)), ReadOutcome::Conflict);
     assert_eq!(set.check_read(&read(b"c", b"b", 0)), ReadOutcome::Ok);
     assert_eq!(set.check_read(&read(b"w", b"y", 0)), ReadOutcome::Ok);
 }
@@ -369,36 +335,13 @@ fn batch_reports_conflicting_indices_and_too_old() {
     let second_reads = [read(b"a", b"b", 10), read(b"k", b"k\x00", 10)];
     let old_reads = [read(b"z", b"zz", 9)];
     let batch = [
-        (
-            TransactionRef {
-                reads: &[],
-                writes: &first_writes,
-            },
-            11,
-        ),
-        (
-            TransactionRef {
-                reads: &second_reads,
-                writes: &first_writes,
-            },
-            12,
-        ),
-        (
-            TransactionRef {
-                reads: &old_reads,
-                writes: &[],
-            },
-            13,
-        ),
+        (TransactionRef { reads: &[], writes: &first_writes }, 11),
+        (TransactionRef { reads: &second_reads, writes: &first_writes }, 12),
+        (TransactionRef { reads: &old_reads, writes: &[] }, 13),
     ];
     let outcomes = set.check_batch(&batch);
     assert_eq!(outcomes[0], Outcome::Committed);
-    assert_eq!(
-        outcomes[1],
-        Outcome::Conflict {
-            read_indices: vec![1]
-        }
-    );
+    assert_eq!(outcomes[1], Outcome::Conflict { read_indices: vec![1] });
     assert_eq!(outcomes[2], Outcome::TooOld);
     assert_eq!(set.newest_version(), Some(11));
 }
@@ -417,27 +360,14 @@ fn memory_stays_flat_as_oldest_version_advances() {
         set.add_writes(&[KeyRange::new(&key, &point_end(&key))], version);
         set.set_oldest_version(version.saturating_sub(window_versions));
         let usage = (set.boundary_count(), set.memory_bytes());
-        let peak = if version <= 20_000 {
-            &mut peak_after_warmup
-        } else {
-            &mut peak_late
-        };
+        let peak = if version <= 20_000 { &mut peak_after_warmup } else { &mut peak_late };
         *peak = (peak.0.max(usage.0), peak.1.max(usage.1));
     }
     // One write adds at most two boundaries; a sweep of the collector takes a few thousand
     // writes, so a few times the window bounds the count.
-    assert!(
-        peak_late.0 <= 10 * window_versions as usize,
-        "boundaries {peak_late:?}"
-    );
-    assert!(
-        peak_late.0 <= peak_after_warmup.0 * 3 / 2,
-        "{peak_late:?} vs {peak_after_warmup:?}"
-    );
-    assert!(
-        peak_late.1 <= peak_after_warmup.1 * 3 / 2,
-        "{peak_late:?} vs {peak_after_warmup:?}"
-    );
+    assert!(peak_late.0 <= 10 * window_versions as usize, "boundaries {peak_late:?}");
+    assert!(peak_late.0 <= peak_after_warmup.0 * 3 / 2, "{peak_late:?} vs {peak_after_warmup:?}");
+    assert!(peak_late.1 <= peak_after_warmup.1 * 3 / 2, "{peak_late:?} vs {peak_after_warmup:?}");
 }
 
 /// A read `(begin, end, lag)` whose version is `lag` below the newest version.
@@ -465,10 +395,7 @@ fn read_strategy() -> impl Strategy<Value = (Vec<u8>, Vec<u8>, u64)> {
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
-    let transaction = (
-        prop::collection::vec(read_strategy(), 0..3),
-        prop::collection::vec(range_strategy(), 0..3),
-    );
+    let transaction = (prop::collection::vec(read_strategy(), 0..3), prop::collection::vec(range_strategy(), 0..3));
     prop_oneof![
         prop::collection::vec(range_strategy(), 0..3).prop_map(Op::Writes),
         prop::collection::vec(read_strategy(), 1..3).prop_map(Op::Reads),
@@ -480,56 +407,31 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 /// Replays proptest operations; read versions are given as a lag behind the newest version.
 fn replay(ops: &[Op]) -> Result<(), TestCaseError> {
     let mut lockstep = Lockstep::<6>::new(0);
-    let version_for =
-        |lockstep: &Lockstep<6>, lag: u64| lockstep.newest_version.saturating_sub(lag);
+    let version_for = |lockstep: &Lockstep<6>, lag: u64| lockstep.newest_version.saturating_sub(lag);
     for op in ops {
         match op {
             Op::Writes(pairs) => {
                 lockstep.newest_version += 1;
-                lockstep
-                    .subject
-                    .add_writes(&as_ranges(pairs), lockstep.newest_version);
-                lockstep
-                    .reference
-                    .add_writes(&as_ranges(pairs), lockstep.newest_version);
+                lockstep.subject.add_writes(&as_ranges(pairs), lockstep.newest_version);
+                lockstep.reference.add_writes(&as_ranges(pairs), lockstep.newest_version);
             }
             Op::Reads(reads) => {
-                let reads: Vec<_> = reads
-                    .iter()
-                    .map(|(b, e, lag)| read(b, e, version_for(&lockstep, *lag)))
-                    .collect();
-                prop_assert_eq!(
-                    lockstep.subject.check(&reads),
-                    lockstep.reference.check(&reads)
-                );
+                let reads: Vec<_> = reads.iter().map(|(b, e, lag)| read(b, e, version_for(&lockstep, *lag))).collect();
+                prop_assert_eq!(lockstep.subject.check(&reads), lockstep.reference.check(&reads));
             }
             Op::Batch(transactions) => {
                 let reads: Vec<Vec<_>> = (transactions.iter())
                     .map(|(reads, _)| {
-                        reads
-                            .iter()
-                            .map(|(b, e, lag)| read(b, e, version_for(&lockstep, *lag)))
-                            .collect()
+                        reads.iter().map(|(b, e, lag)| read(b, e, version_for(&lockstep, *lag))).collect()
                     })
                     .collect();
-                let writes: Vec<Vec<_>> = transactions
-                    .iter()
-                    .map(|(_, writes)| as_ranges(writes))
-                    .collect();
+                let writes: Vec<Vec<_>> = transactions.iter().map(|(_, writes)| as_ranges(writes)).collect();
                 let first_version = lockstep.newest_version + 1;
                 let batch: Vec<_> = (reads.iter().zip(&writes).enumerate())
-                    .map(|(index, (reads, writes))| {
-                        (
-                            TransactionRef { reads, writes },
-                            first_version + index as u64,
-                        )
-                    })
+                    .map(|(index, (reads, writes))| (TransactionRef { reads, writes }, first_version + index as u64))
                     .collect();
                 lockstep.newest_version += batch.len() as u64;
-                prop_assert_eq!(
-                    lockstep.subject.check_batch(&batch),
-                    lockstep.reference.check_batch(&batch)
-                );
+                prop_assert_eq!(lockstep.subject.check_batch(&batch), lockstep.reference.check_batch(&batch));
             }
             Op::Oldest(lag) => {
                 let target = lockstep.newest_version.saturating_sub(*lag);
