@@ -9,4 +9,5 @@ pub mod config;
 pub mod log;
 pub mod ops;
 pub mod pipeline;
+pub mod random;
 pub mod server;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::time::{Duration, Instant};
+use stoat::random::SplitMix64;
 
 use clap::{Parser, Subcommand};
 use stoat::commit::conflict::reference::ReferenceConflictSet;
@@ -56,23 +57,6 @@ struct ConflictArgs {
 fn main() {
     match Cli::parse().command {
         Command::Conflict(args) => conflict::run(&args),
-    }
-}
-
-/// SplitMix64: a small seeded generator (no `rand` dependency).
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next_u64() % bound
     }
 }
 
@@ -237,7 +221,7 @@ mod conflict {
     }
 
     fn generate(args: &ConflictArgs) -> Vec<Batch> {
-        let mut random = SplitMix64(args.seed);
+        let mut random = SplitMix64::new(args.seed);
         let ranges_per_batch = 2 * args.transactions_per_batch;
         (0..args.batches)
             .map(|_| Batch {
@@ -442,7 +426,7 @@ mod conflict {
         let warmup = &batches[..batches.len().min(100)];
         let mut set = ConflictSet::<CAP>::with_oldest_version(0);
         run_workload(&mut set, warmup);
-        let mut random = SplitMix64(args.seed ^ 0xdead_beef);
+        let mut random = SplitMix64::new(args.seed ^ 0xdead_beef);
         let operations = args.micro_operations;
         let points: Vec<(Vec<u8>, Vec<u8>)> = (0..operations).map(|_| point(random.below(KEY_SPACE))).collect();
         let ranges: Vec<(Vec<u8>, Vec<u8>)> = (0..operations)

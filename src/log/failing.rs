@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::random::SplitMix64;
 use super::store::{Completion, ObjectOp, ObjectStore, OpId, StoreError};
+use crate::random::SplitMix64;
 
 /// Which operations fail, and how.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -10,7 +10,6 @@
 //! - `local`: the local-disk backend (files, IO thread pool).
 //! - `failing`: a wrapper that fails operations on purpose, for tests.
 //! - `persister`: which batches to write, retry, and report durable (pure).
-//! - `random`: the seeded generator behind jitter and injected faults.
 //! - `recovery`: the log's tail state at start.
 //!
 //! Invariants: nothing here decides versions (only the sequencer does); a
@@ -23,6 +22,5 @@ pub mod format;
 pub mod local;
 pub mod names;
 pub mod persister;
-pub mod random;
 pub mod recovery;
 pub mod store;

@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 use super::format::{BatchView, EncodedBatch};
 use super::names::batch_name;
-use super::random::SplitMix64;
 use super::store::{Completion, ObjectBytes, ObjectOp, OpId, OpOutput, StoreError};
+use crate::random::SplitMix64;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PersisterConfig {

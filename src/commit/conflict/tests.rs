@@ -3,31 +3,11 @@
 //! `STOAT_CONFLICT_OPS=<n>` sets the operation count of the ignored long run;
 //! `STOAT_CONFLICT_SEED=<seed>` replays one seed. A failure prints its seed.
 
+use crate::random::SplitMix64;
 use proptest::prelude::*;
 
 use super::reference::ReferenceConflictSet;
 use super::{ConflictSet, KeyRange, Outcome, ReadOutcome, ReadRange, TransactionRef};
-
-/// SplitMix64: a small seeded generator, so failures replay from the seed alone.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next_u64() % bound
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 /// Shapes of generated keys; each makes different comparisons hard.
 #[derive(Clone, Copy, Debug)]
@@ -233,7 +213,7 @@ fn read<'a>(begin: &'a [u8], end: &'a [u8], read_version: u64) -> ReadRange<'a> 
 
 /// Runs `steps` random steps from `seed`; returns the number of operations compared.
 fn run_seed(seed: u64, steps: u64) -> u64 {
-    let mut random = SplitMix64(seed);
+    let mut random = SplitMix64::new(seed);
     let shape = [KeyShape::Short, KeyShape::LongSharedPrefix, KeyShape::Mixed][random.below(3) as usize];
     let chunk_capacity = [6, 7, 10, 64][random.below(4) as usize];
     let mut workload = Workload { random, shape, recent_keys: Vec::new() };
@@ -350,7 +330,7 @@ fn batch_reports_conflicting_indices_and_too_old() {
 /// memory flat: forgotten history is reclaimed.
 #[test]
 fn memory_stays_flat_as_oldest_version_advances() {
-    let mut random = SplitMix64(7);
+    let mut random = SplitMix64::new(7);
     let mut set = ConflictSet::new(0);
     let window_versions = 1_000;
     let mut peak_after_warmup = (0, 0);

@@ -1,5 +1,6 @@
-//! A small seeded pseudo-random generator (SplitMix64) for retry jitter and
-//! fault injection: deterministic from its seed, so a run can be replayed.
+//! SplitMix64, a small seeded pseudo-random generator (no `rand` dependency):
+//! retry jitter, fault injection, randomized tests and benchmarks all replay
+//! from their seed.
 
 #[derive(Clone, Debug)]
 pub struct SplitMix64 {
@@ -17,6 +18,17 @@ impl SplitMix64 {
         mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         mixed ^ (mixed >> 31)
+    }
+
+    /// A number in `0..bound` (`bound > 0`; the slight modulo bias is
+    /// irrelevant for tests, jitter and benchmarks).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next_u64() % bound
+    }
+
+    /// True with probability `percent / 100`.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
     }
 
     /// True with probability `per_million / 1_000_000`.
