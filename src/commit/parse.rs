@@ -62,6 +62,22 @@ struct OperationSpan {
     second: Range<usize>,
 }
 
+/// Which field of a commit named a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionField {
+    ReadVersion,
+    Precondition(usize),
+}
+
+impl std::fmt::Display for VersionField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VersionField::ReadVersion => write!(f, "read_version"),
+            VersionField::Precondition(index) => write!(f, "preconditions[{index}].version"),
+        }
+    }
+}
+
 /// A read range as the sequencer checks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadSpec<'a> {
@@ -114,12 +130,13 @@ impl CommitRequest {
     }
 
     /// The largest version the request names (read_version or a
-    /// precondition's), for the sequencer's "not in the future" check.
-    pub fn newest_version_named(&self) -> Option<(String, u64)> {
-        let mut newest = self.read_version.map(|v| ("read_version".to_string(), v));
+    /// precondition's) and where, for the sequencer's "not in the future"
+    /// check.
+    pub fn newest_version_named(&self) -> Option<(VersionField, u64)> {
+        let mut newest = self.read_version.map(|v| (VersionField::ReadVersion, v));
         for (index, precondition) in self.preconditions.iter().enumerate() {
-            if newest.as_ref().is_none_or(|(_, v)| precondition.version > *v) {
-                newest = Some((format!("preconditions[{index}].version"), precondition.version));
+            if newest.is_none_or(|(_, v)| precondition.version > v) {
+                newest = Some((VersionField::Precondition(index), precondition.version));
             }
         }
         newest

@@ -51,7 +51,7 @@ fn a_full_commit_parses_into_decoded_parts() {
     );
     let writes: Vec<_> = request.write_ranges().collect();
     assert_eq!(writes, vec![(&b"key"[..], &b"key\0"[..]), (b"old", b"old\0"), (b"x", b"y")]);
-    assert_eq!(request.newest_version_named(), Some(("read_version".to_string(), 7)));
+    assert_eq!(request.newest_version_named(), Some((VersionField::ReadVersion, 7)));
 }
 
 #[test]
