@@ -32,6 +32,10 @@ function init_keys()
   end
 end
 
+function init(args)
+  init_keys()
+end
+
 function random_key()
   return keys[math.random(1, cache_size)]
 end

@@ -7,10 +7,6 @@ require("common")
 
 local revision = 1
 
-function init(args)
-  init_keys()
-end
-
 function request()
   local body = '{"compare":[{"key":"' .. random_key() ..
     '","target":"MOD","result":"LESS","mod_revision":"' .. (revision + 1) ..

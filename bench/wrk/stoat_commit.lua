@@ -6,10 +6,6 @@ require("common")
 
 local read_version = 0
 
-function init(args)
-  init_keys()
-end
-
 function request()
   local body = '{"read_version":' .. read_version ..
     ',"preconditions":[{"type":"point_read","key":"' .. random_key() ..

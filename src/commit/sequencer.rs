@@ -296,11 +296,6 @@ impl Sequencer {
             self.assigned_at.push_back((first_version, now_ms));
         }
     }
-
-    /// The oldest version whose reads are still checked.
-    pub fn oldest_checked_version(&self) -> u64 {
-        self.conflicts.oldest_version()
-    }
 }
 
 /// Builds the conflict set's view of the requests (one flat buffer of reads

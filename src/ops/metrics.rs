@@ -172,10 +172,6 @@ impl RequestRecorder {
             .or_insert_with(|| metrics.request_duration.get_or_create(&RouteLabels { route }).clone())
             .observe(elapsed.as_secs_f64());
     }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
 }
 
 #[cfg(test)]

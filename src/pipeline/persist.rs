@@ -149,6 +149,13 @@ fn sequencer_state(log: &RecoveredLog, asked: usize) -> Recovered {
     }
 }
 
+/// What woke the stage-2 loop.
+enum Woken {
+    Message(Option<PersistMessage>),
+    Completion(Option<Completion>),
+    Timeout,
+}
+
 /// The running loop of stage 2 after recovery.
 struct Driver {
     stage: PersistStage,
@@ -224,29 +231,34 @@ impl Driver {
             Some(at_ms) => Duration::from_millis(at_ms.saturating_sub(self.now_ms())),
             None => Duration::from_millis(500),
         };
-        let completions = self.completions.1.clone();
-        if self.accepting() {
-            let inbox = self.stage.inbox.clone();
+        let woken = if self.accepting() {
             select! {
-                recv(inbox) -> message => match message {
-                    Ok(message) => self.handle(message),
-                    Err(_) => self.begin_shutdown(),
-                },
-                recv(completions) -> completion => self.complete(completion),
-                default(timeout) => {}
+                recv(self.stage.inbox) -> message => Woken::Message(message.ok()),
+                recv(self.completions.1) -> completion => Woken::Completion(completion.ok()),
+                default(timeout) => Woken::Timeout,
             }
         } else {
             select! {
-                recv(completions) -> completion => self.complete(completion),
-                default(timeout) => {}
+                recv(self.completions.1) -> completion => Woken::Completion(completion.ok()),
+                default(timeout) => Woken::Timeout,
             }
+        };
+        match woken {
+            Woken::Message(Some(message)) => self.handle(message),
+            // Every sender is gone: nothing more will come.
+            Woken::Message(None) => self.begin_shutdown(),
+            Woken::Completion(Some(completion)) => {
+                let now_ms = self.now_ms();
+                self.persister.completed(completion, now_ms);
+            }
+            Woken::Completion(None) | Woken::Timeout => {}
         }
     }
 
     /// Asks stage 1 for its next batch once one can be written. Stage 1
     /// decides only then, so everything that arrived meanwhile is in it.
     fn ask_for_batch(&mut self) {
-        if !self.batch_asked && self.accepting() && self.shutting_down.is_none() {
+        if !self.batch_asked && self.accepting() {
             self.batch_asked = self.stage.ready_for_batch.try_send(()).is_ok();
         }
     }
@@ -256,13 +268,6 @@ impl Driver {
         // other is written (see the module documentation).
         let orphans_block = !self.orphans.is_empty() && self.batches_accepted > 0;
         self.shutting_down.is_none() && (self.stopped || (self.persister.can_accept() && !orphans_block))
-    }
-
-    fn complete(&mut self, completion: Result<Completion, crossbeam_channel::RecvError>) {
-        if let Ok(completion) = completion {
-            let now_ms = self.now_ms();
-            self.persister.completed(completion, now_ms);
-        }
     }
 
     fn handle(&mut self, message: PersistMessage) {

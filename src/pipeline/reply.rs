@@ -49,10 +49,7 @@ impl ReplyStage {
 fn committed_body(body: &mut impl ByteSink, version: u64, duplicate: bool, request_id: &str, leader_id: &str) {
     body.put(b"{\"status\":\"committed\",\"version\":");
     write_u64(body, version);
-    body.put(b",\"request_id\":");
-    write_json_string(body, request_id);
-    body.put(b",\"leader_id\":");
-    write_json_string(body, leader_id);
+    write_ids(body, request_id, leader_id);
     if duplicate {
         body.put(b",\"duplicate\":true");
     }
@@ -78,11 +75,16 @@ fn not_committed_body(
     }
     body.put(b"],\"version\":");
     write_u64(body, version);
+    write_ids(body, request_id, leader_id);
+    body.put(b"}");
+}
+
+/// `,"request_id":…,"leader_id":…`, which every commit answer carries.
+fn write_ids(body: &mut impl ByteSink, request_id: &str, leader_id: &str) {
     body.put(b",\"request_id\":");
     write_json_string(body, request_id);
     body.put(b",\"leader_id\":");
     write_json_string(body, leader_id);
-    body.put(b"}");
 }
 
 fn status_body(body: &mut impl ByteSink, request_id: &str, committed: bool, version: u64) {

@@ -196,12 +196,6 @@ impl Connection {
         self.received_at = Instant::now();
     }
 
-    /// Forces the next response to close the connection (errors where the
-    /// rest of the input can no longer be trusted to be framed).
-    pub(super) fn close_after_response(&mut self) {
-        self.keep_alive = false;
-    }
-
     /// Runs the parser over the unconsumed input.
     pub(super) fn parse(&mut self) -> Result<Progress, HttpError> {
         let (used, progress) = self.parser.parse(&self.input[self.input_consumed..], &mut self.body)?;

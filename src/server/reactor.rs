@@ -374,7 +374,6 @@ impl Reactor {
     fn refuse_request(&mut self, connection: &mut Connection, error: HttpError) {
         let request_id = self.request_id_for_error(connection);
         connection.begin_response(Route::Unknown, &request_id, false);
-        connection.close_after_response();
         connection.respond_error(&ApiError::from(error));
         self.complete_request(connection);
     }
