@@ -20,6 +20,7 @@ pub mod faults;
 pub mod multipart;
 pub mod range;
 pub mod service;
+pub mod sigv2;
 pub mod sigv4;
 pub mod store;
 pub mod time;

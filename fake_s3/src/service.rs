@@ -8,7 +8,6 @@
 //! `S3Error` answered with its status.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use stoat_http::server::{Body, Handler, Request, Response};
 use stoat_http::{HttpError, Method, RequestHead};
@@ -17,7 +16,7 @@ use crate::error::S3Error;
 use crate::faults::{Faults, Outcome};
 use crate::sigv4::{self, Credentials, Payload};
 use crate::store::Store;
-use crate::{admin, api, aws_chunked, checksum, multipart, time, url, xml};
+use crate::{admin, api, aws_chunked, checksum, multipart, sigv2, time, url, xml};
 
 /// S3's limit on key length, in bytes of UTF-8.
 pub const KEY_BYTES_MAX: usize = 1024;
@@ -282,6 +281,9 @@ impl Service {
     ) -> Result<Response, S3Error> {
         let payload = if self.settings.credentials.is_empty() {
             sigv4::payload_of(head)
+        } else if sigv2::is_sigv2(head, &query) {
+            sigv2::verify(head, &query, &self.settings.credentials, time::now_ms() / 1000)?;
+            sigv4::payload_of(head)
         } else {
             sigv4::verify(head, &self.settings.credentials, time::now_ms() / 1000)?
         };
@@ -375,7 +377,7 @@ fn check_decoded_length(head: &RequestHead, length: usize) -> Result<(), S3Error
 
 /// S3's XML error response (a HEAD response carries only the status).
 pub fn error_response(error: &S3Error, resource: &str, request_id: &str, is_head: bool) -> Response {
-    let mut response = Response::new(error.status()).header("x-amz-request-id", request_id);
+    let mut response = Response::new(error.status());
     if let S3Error::InvalidRange { size } = error {
         response = response.header("Content-Range", format!("bytes */{size}"));
     }
@@ -414,9 +416,4 @@ impl Handler for Service {
         let is_head = head.is_some_and(|head| head.method == Method::Head);
         error_response(&s3_error, resource, &self.request_id(), is_head)
     }
-}
-
-/// Shared by `FakeS3` and the binary.
-pub fn into_handler(service: Service) -> Arc<Service> {
-    Arc::new(service)
 }
