@@ -57,7 +57,7 @@ pub fn list_buckets(store: &Store) -> Result<Response, S3Error> {
     Ok(xml_response(200, writer.finish("ListAllMyBucketsResult")))
 }
 
-pub fn create_bucket(store: &Store, context: &Context<'_>) -> Result<Response, S3Error> {
+pub fn create_bucket(store: &Store, context: &Context<'_>, region: &str) -> Result<Response, S3Error> {
     validate_bucket_name(&context.bucket)?;
     if !context.body.trim_ascii().is_empty() {
         let root = crate::xml::parse(&context.body)?;
@@ -65,7 +65,11 @@ pub fn create_bucket(store: &Store, context: &Context<'_>) -> Result<Response, S
             return Err(S3Error::MalformedXml);
         }
     }
-    store.create_bucket(&context.bucket)?;
+    match store.create_bucket(&context.bucket) {
+        // S3's legacy answer in us-east-1 to re-creating a bucket you own.
+        Err(S3Error::BucketAlreadyOwnedByYou { .. }) if region == "us-east-1" => {}
+        other => other?,
+    }
     Ok(Response::new(200).header("Location", format!("/{}", context.bucket)))
 }
 

@@ -303,7 +303,7 @@ impl Service {
         let store = &self.store;
         match operation {
             Operation::ListBuckets => api::list_buckets(store),
-            Operation::CreateBucket => api::create_bucket(store, context),
+            Operation::CreateBucket => api::create_bucket(store, context, &self.settings.region),
             Operation::HeadBucket => api::head_bucket(store, context, &self.settings.region),
             Operation::DeleteBucket => api::delete_bucket(store, context),
             Operation::GetBucketLocation => api::bucket_location(store, context, &self.settings.region),

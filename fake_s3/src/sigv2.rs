@@ -84,14 +84,23 @@ pub fn verify(
         .find(|c| c.access_key == access_key)
         .map(|c| c.secret_key.as_str())
         .ok_or_else(|| S3Error::InvalidAccessKeyId { access_key: access_key.clone() })?;
-    let string_to_sign = string_to_sign(head, &date);
-    let mut mac = Hmac::<Sha1>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!("HMAC takes any key"));
-    mac.update(string_to_sign.as_bytes());
-    let expected = BASE64.encode(mac.finalize().into_bytes());
-    if expected != signature {
-        return Err(S3Error::SignatureDoesNotMatch { string_to_sign, canonical_request: String::new() });
+    // A bucket's resource is `/bucket/`; clients sign a path-style
+    // `/bucket` either way, so both are tried.
+    let path = head.path();
+    let bucket_only = path.len() > 1 && !path[1..].contains('/');
+    let resources = if bucket_only { vec![path.to_string(), format!("{path}/")] } else { vec![path.to_string()] };
+    let mut first = None;
+    for resource in resources {
+        let string_to_sign = string_to_sign(head, &date, &resource);
+        let mut mac =
+            Hmac::<Sha1>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!("HMAC takes any key"));
+        mac.update(string_to_sign.as_bytes());
+        if BASE64.encode(mac.finalize().into_bytes()) == signature {
+            return Ok(());
+        }
+        first.get_or_insert(string_to_sign);
     }
-    Ok(())
+    Err(S3Error::SignatureDoesNotMatch { string_to_sign: first.unwrap_or_default(), canonical_request: String::new() })
 }
 
 fn header(head: &RequestHead, name: &str) -> String {
@@ -99,7 +108,7 @@ fn header(head: &RequestHead, name: &str) -> String {
 }
 
 /// Method, Content-MD5, Content-Type, date, `x-amz-*` headers, resource.
-fn string_to_sign(head: &RequestHead, date: &str) -> String {
+fn string_to_sign(head: &RequestHead, date: &str, resource: &str) -> String {
     let mut out = format!(
         "{}\n{}\n{}\n{date}\n",
         head.method.as_str(),
@@ -115,7 +124,7 @@ fn string_to_sign(head: &RequestHead, date: &str) -> String {
     for (name, value) in amz {
         out.push_str(&format!("{name}:{value}\n"));
     }
-    out.push_str(head.path());
+    out.push_str(resource);
     let mut subresources: Vec<(String, Option<String>)> = head
         .query()
         .unwrap_or("")
@@ -163,7 +172,7 @@ mod tests {
         let target = "/awsexamplebucket1/photos/puppy.jpg?AWSAccessKeyId=AKIAIOSFODNN7EXAMPLE&Expires=1141889120";
         let parser = parse(&format!("GET {target}&Signature=mi%2Bpm7K7iCx46UlaDc8X8pxyzFc%3D HTTP/1.1\nHost: h\n\n"));
         let query = url::parse_query(parser.head().query());
-        assert_eq!(string_to_sign(parser.head(), "1141889120"), "GET\n\n\n1141889120\n/awsexamplebucket1/photos/puppy.jpg");
+        assert_eq!(string_to_sign(parser.head(), "1141889120", parser.head().path()), "GET\n\n\n1141889120\n/awsexamplebucket1/photos/puppy.jpg");
         assert_eq!(verify(parser.head(), &query, &credentials, 1_141_889_000), Ok(()));
         assert_eq!(
             verify(parser.head(), &query, &credentials, 1_141_889_121),
@@ -177,6 +186,6 @@ mod tests {
     #[test]
     fn subresources_are_signed_sorted() {
         let parser = parse("PUT /b/k?uploadId=x%2By&partNumber=2&other=1 HTTP/1.1\nHost: h\nx-amz-meta-A: 1\n\n");
-        assert_eq!(string_to_sign(parser.head(), "0"), "PUT\n\n\n0\nx-amz-meta-a:1\n/b/k?partNumber=2&uploadId=x+y");
+        assert_eq!(string_to_sign(parser.head(), "0", parser.head().path()), "PUT\n\n\n0\nx-amz-meta-a:1\n/b/k?partNumber=2&uploadId=x+y");
     }
 }
