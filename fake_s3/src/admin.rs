@@ -28,7 +28,9 @@ fn json_error(status: u16, message: &str) -> Response {
 pub fn handle(service: &Service, request: Request<'_>) -> Response {
     let path = request.head.path();
     match (request.head.method, &path[PREFIX.len()..]) {
-        (Method::Get, "health") => Response::new(200).header("Content-Type", "text/plain").body(Body::Bytes(b"ok".to_vec())),
+        (Method::Get, "health") => {
+            Response::new(200).header("Content-Type", "text/plain").body(Body::Bytes(b"ok".to_vec()))
+        }
         (Method::Get, "faults") => json(200, serde_json::to_vec(&service.faults.config()).unwrap_or_default()),
         (Method::Put | Method::Post, "faults") => match FaultConfig::from_json(request.body) {
             Ok(config) => {

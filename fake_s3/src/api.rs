@@ -38,7 +38,7 @@ pub fn validate_bucket_name(name: &str) -> Result<(), S3Error> {
         && bytes[0].is_ascii_alphanumeric()
         && bytes[bytes.len() - 1].is_ascii_alphanumeric()
         && !name.contains("..")
-        && !name.parse::<std::net::Ipv4Addr>().is_ok();
+        && name.parse::<std::net::Ipv4Addr>().is_err();
     if valid {
         Ok(())
     } else {
@@ -120,12 +120,7 @@ pub fn new_object(context: &Context<'_>) -> NewObject {
             Some((suffix.to_string(), String::from_utf8_lossy(value).trim().to_string()))
         })
         .collect();
-    NewObject {
-        content_type: context.header("content-type").map(str::to_string),
-        headers,
-        metadata,
-        checksum: None,
-    }
+    NewObject { content_type: context.header("content-type").map(str::to_string), headers, metadata, checksum: None }
 }
 
 /// Checks Content-MD5 and every `x-amz-checksum-*` sent (as header or
@@ -143,7 +138,8 @@ pub fn verify_checksums(context: &Context<'_>, data: &[u8]) -> Result<Option<Che
     }
     if kept.is_none() {
         // Asked for an algorithm but sent no value: S3 computes it.
-        let asked = context.header("x-amz-checksum-algorithm").or_else(|| context.header("x-amz-sdk-checksum-algorithm"));
+        let asked =
+            context.header("x-amz-checksum-algorithm").or_else(|| context.header("x-amz-sdk-checksum-algorithm"));
         if let Some(algorithm) = asked.and_then(ChecksumAlgorithm::from_name) {
             kept = Some(Checksum { algorithm, value: algorithm.compute(data) });
         }
@@ -182,7 +178,9 @@ pub fn copy_source(context: &Context<'_>) -> Result<(String, String), S3Error> {
     let decoded = decoded.strip_prefix('/').unwrap_or(&decoded);
     match decoded.split_once('/') {
         Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => Ok((bucket.to_string(), key.to_string())),
-        _ => Err(S3Error::InvalidArgument("Copy Source must mention the source bucket and key: sourcebucket/sourcekey".into())),
+        _ => Err(S3Error::InvalidArgument(
+            "Copy Source must mention the source bucket and key: sourcebucket/sourcekey".into(),
+        )),
     }
 }
 
@@ -324,7 +322,9 @@ pub fn get_object(store: &Store, context: &Context<'_>, head_only: bool) -> Resu
     }
     let checksum_mode = context.header("x-amz-checksum-mode").is_some_and(|mode| mode.eq_ignore_ascii_case("ENABLED"));
     if let (true, 200, Some(checksum)) = (checksum_mode, status, &meta.checksum) {
-        response = response.header(checksum.algorithm.header(), checksum.value.clone()).header("x-amz-checksum-type", "FULL_OBJECT");
+        response = response
+            .header(checksum.algorithm.header(), checksum.value.clone())
+            .header("x-amz-checksum-type", "FULL_OBJECT");
     }
     response = apply_overrides(response, context);
     response.content_length = Some(end - start);

@@ -178,7 +178,10 @@ impl FaultConfig {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        self.rules.iter().enumerate().try_for_each(|(index, rule)| rule.validate().map_err(|e| format!("rules[{index}]: {e}")))
+        self.rules
+            .iter()
+            .enumerate()
+            .try_for_each(|(index, rule)| rule.validate().map_err(|e| format!("rules[{index}]: {e}")))
     }
 }
 
@@ -281,7 +284,8 @@ impl Faults {
 
 /// The decision for the `index`-th request of `operation`: pure.
 pub fn decide(config: &FaultConfig, operation: &str, index: u64) -> Decision {
-    let mut random = SplitMix64::new(config.seed ^ fnv1a(operation.as_bytes()) ^ index.wrapping_mul(0xA24B_AED4_963E_E407));
+    let mut random =
+        SplitMix64::new(config.seed ^ fnv1a(operation.as_bytes()) ^ index.wrapping_mul(0xA24B_AED4_963E_E407));
     let mut delay = Duration::ZERO;
     for rule in config.rules.iter().filter(|rule| rule.applies_to(operation)) {
         if let Some(latency) = rule.latency {
@@ -341,7 +345,10 @@ mod tests {
     fn no_rules_no_faults() {
         let config = FaultConfig::new(1);
         for index in 0..100 {
-            assert_eq!(decide(&config, "PutObject", index), Decision { outcome: Outcome::Proceed, delay: Duration::ZERO });
+            assert_eq!(
+                decide(&config, "PutObject", index),
+                Decision { outcome: Outcome::Proceed, delay: Duration::ZERO }
+            );
         }
     }
 
@@ -354,7 +361,8 @@ mod tests {
 
     #[test]
     fn rates_are_repeatable_and_close_to_asked() {
-        let config = FaultConfig::new(42).rule(FaultRule::for_operations(["GetObject"]).error_rate(0.1).slowdown_rate(0.2));
+        let config =
+            FaultConfig::new(42).rule(FaultRule::for_operations(["GetObject"]).error_rate(0.1).slowdown_rate(0.2));
         let run = || (0..10_000).map(|i| decide(&config, "GetObject", i).outcome).collect::<Vec<_>>();
         let first = run();
         assert_eq!(first, run());
@@ -377,7 +385,9 @@ mod tests {
             let exponential = Latency::ExponentialMeanMs(5).sample(&mut random);
             assert!(exponential <= Duration::from_millis(50));
         }
-        let mean: f64 = (0..10_000).map(|_| Latency::ExponentialMeanMs(5).sample(&mut random).as_secs_f64()).sum::<f64>() / 10_000.0;
+        let mean: f64 =
+            (0..10_000).map(|_| Latency::ExponentialMeanMs(5).sample(&mut random).as_secs_f64()).sum::<f64>()
+                / 10_000.0;
         assert!((0.004..0.006).contains(&mean), "{mean}");
     }
 
@@ -398,6 +408,9 @@ mod tests {
     #[test]
     fn stall_sets_its_delay() {
         let config = FaultConfig::new(1).rule(FaultRule::default().stall(1.0, 1234));
-        assert_eq!(decide(&config, "GetObject", 0), Decision { outcome: Outcome::Stall, delay: Duration::from_millis(1234) });
+        assert_eq!(
+            decide(&config, "GetObject", 0),
+            Decision { outcome: Outcome::Stall, delay: Duration::from_millis(1234) }
+        );
     }
 }

@@ -34,8 +34,8 @@ use std::time::Duration;
 
 pub use error::S3Error;
 pub use faults::{FaultConfig, FaultRule, FaultStats, Latency};
-pub use sigv4::Credentials;
 use service::{Service, ServiceSettings};
+pub use sigv4::Credentials;
 use stoat_http::server::{Server, ServerConfig};
 use stoat_http::Limits;
 use store::Store;

@@ -83,6 +83,9 @@ fn parse_latency(text: &str) -> Result<Latency, String> {
     Ok(Latency::FixedMs(number(text)?))
 }
 
+/// A `FaultRule` builder method that sets one rate.
+type SetRate = fn(FaultRule, f64) -> FaultRule;
+
 fn fault_config(flags: &Flags) -> Result<FaultConfig, String> {
     let mut config = match &flags.faults {
         Some(text) => {
@@ -101,7 +104,7 @@ fn fault_config(flags: &Flags) -> Result<FaultConfig, String> {
         let (op, value) = split_op(text)?;
         config.rules.push(FaultRule::for_operations([op]).latency(parse_latency(value)?));
     }
-    let rated: [(&Vec<String>, fn(FaultRule, f64) -> FaultRule); 4] = [
+    let rated: [(&Vec<String>, SetRate); 4] = [
         (&flags.error_rate, FaultRule::error_rate),
         (&flags.slowdown_rate, FaultRule::slowdown_rate),
         (&flags.drop_rate, FaultRule::drop_rate),

@@ -60,12 +60,18 @@ pub fn upload_part_copy(store: &Store, context: &Context<'_>) -> Result<Response
         None => data.as_slice(),
         Some(header) => match range::resolve(header, source.size) {
             Ok(RangeRequest::Part { start, end }) => &data[start as usize..end as usize],
-            _ => return Err(S3Error::InvalidArgument("The x-amz-copy-source-range value must be of the form bytes=first-last".into())),
+            _ => {
+                return Err(S3Error::InvalidArgument(
+                    "The x-amz-copy-source-range value must be of the form bytes=first-last".into(),
+                ))
+            }
         },
     };
     let md5 = store.upload_part(&id, &context.bucket, &context.key, number, bytes.to_vec(), None)?;
     let mut writer = XmlWriter::new("CopyPartResult");
-    writer.element("LastModified", &iso8601(crate::time::now_ms())).element("ETag", &format!("\"{}\"", hex::encode(md5)));
+    writer
+        .element("LastModified", &iso8601(crate::time::now_ms()))
+        .element("ETag", &format!("\"{}\"", hex::encode(md5)));
     Ok(xml_response(200, writer.finish("CopyPartResult")))
 }
 
@@ -78,7 +84,8 @@ pub fn complete(store: &Store, context: &Context<'_>) -> Result<Response, S3Erro
     let parts: Vec<(u32, String)> = root
         .children_named("Part")
         .map(|part| {
-            let number = part.child("PartNumber").and_then(|n| n.text.trim().parse().ok()).ok_or(S3Error::MalformedXml)?;
+            let number =
+                part.child("PartNumber").and_then(|n| n.text.trim().parse().ok()).ok_or(S3Error::MalformedXml)?;
             let etag = part.child("ETag").map(|e| e.text.clone()).ok_or(S3Error::MalformedXml)?;
             Ok((number, etag))
         })

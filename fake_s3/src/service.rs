@@ -166,13 +166,17 @@ impl Service {
     /// Bucket and key from the host (virtual-host style) or the path.
     fn locate(&self, head: &RequestHead) -> Result<(String, String), S3Error> {
         let host = head.header("host").and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
-        let host_name = host.rsplit_once(':').map_or(host, |(name, port)| {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                name
-            } else {
-                host
-            }
-        });
+        let host_name =
+            host.rsplit_once(':').map_or(
+                host,
+                |(name, port)| {
+                    if port.bytes().all(|b| b.is_ascii_digit()) {
+                        name
+                    } else {
+                        host
+                    }
+                },
+            );
         let virtual_bucket = self.settings.virtual_host_domains.iter().find_map(|domain| {
             host_name.strip_suffix(domain.as_str()).and_then(|rest| rest.strip_suffix('.')).filter(|b| !b.is_empty())
         });
@@ -192,7 +196,14 @@ impl Service {
         Ok((bucket, key))
     }
 
-    fn classify(&self, method: Method, bucket: &str, key: &str, query: &[(String, String)], head: &RequestHead) -> Operation {
+    fn classify(
+        &self,
+        method: Method,
+        bucket: &str,
+        key: &str,
+        query: &[(String, String)],
+        head: &RequestHead,
+    ) -> Operation {
         let has = |name: &str| query.iter().any(|(n, _)| n == name);
         if UNSUPPORTED_SUBRESOURCES.iter().any(|name| has(name)) {
             return Operation::Unsupported;
@@ -268,7 +279,6 @@ impl Service {
         response
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn authenticate_and_run(
         &self,
         head: &RequestHead,
@@ -288,13 +298,13 @@ impl Service {
             sigv4::verify(head, &self.settings.credentials, time::now_ms() / 1000)?
         };
         let (body, trailers) = decode_body(head, body, &payload)?;
-        let mut context =
-            Context { head, query, bucket, key, request_id: request_id.to_string(), body, trailers };
+        let mut context = Context { head, query, bucket, key, request_id: request_id.to_string(), body, trailers };
         if operation == Operation::Unsupported {
             return Err(unsupported(head.method));
         }
         if !context.bucket.is_empty() && operation != Operation::CreateBucket && operation != Operation::ListBuckets {
-            api::validate_bucket_name(&context.bucket).map_err(|_| S3Error::NoSuchBucket { bucket: context.bucket.clone() })?;
+            api::validate_bucket_name(&context.bucket)
+                .map_err(|_| S3Error::NoSuchBucket { bucket: context.bucket.clone() })?;
         }
         self.run(operation, &mut context)
     }
@@ -341,8 +351,11 @@ fn decode_component(text: &str) -> Result<String, S3Error> {
     url::decode(text).ok_or_else(|| S3Error::InvalidArgument("The path is not valid UTF-8 once decoded.".into()))
 }
 
+/// Trailing headers of an aws-chunked body.
+type Trailers = Vec<(String, String)>;
+
 /// Removes aws-chunked framing and checks the payload hash.
-fn decode_body(head: &RequestHead, body: Vec<u8>, payload: &Payload) -> Result<(Vec<u8>, Vec<(String, String)>), S3Error> {
+fn decode_body(head: &RequestHead, body: Vec<u8>, payload: &Payload) -> Result<(Vec<u8>, Trailers), S3Error> {
     let content_encoding = head.header("content-encoding").map(String::from_utf8_lossy).unwrap_or_default();
     let aws_chunked = content_encoding.split(',').any(|coding| coding.trim().eq_ignore_ascii_case("aws-chunked"));
     match payload {

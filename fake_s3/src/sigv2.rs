@@ -172,7 +172,10 @@ mod tests {
         let target = "/awsexamplebucket1/photos/puppy.jpg?AWSAccessKeyId=AKIAIOSFODNN7EXAMPLE&Expires=1141889120";
         let parser = parse(&format!("GET {target}&Signature=mi%2Bpm7K7iCx46UlaDc8X8pxyzFc%3D HTTP/1.1\nHost: h\n\n"));
         let query = url::parse_query(parser.head().query());
-        assert_eq!(string_to_sign(parser.head(), "1141889120", parser.head().path()), "GET\n\n\n1141889120\n/awsexamplebucket1/photos/puppy.jpg");
+        assert_eq!(
+            string_to_sign(parser.head(), "1141889120", parser.head().path()),
+            "GET\n\n\n1141889120\n/awsexamplebucket1/photos/puppy.jpg"
+        );
         assert_eq!(verify(parser.head(), &query, &credentials, 1_141_889_000), Ok(()));
         assert_eq!(
             verify(parser.head(), &query, &credentials, 1_141_889_121),
@@ -180,12 +183,18 @@ mod tests {
         );
         let parser = parse(&format!("GET {target}&Signature=AAAA HTTP/1.1\nHost: h\n\n"));
         let query = url::parse_query(parser.head().query());
-        assert_eq!(verify(parser.head(), &query, &credentials, 1_141_889_000).unwrap_err().code(), "SignatureDoesNotMatch");
+        assert_eq!(
+            verify(parser.head(), &query, &credentials, 1_141_889_000).unwrap_err().code(),
+            "SignatureDoesNotMatch"
+        );
     }
 
     #[test]
     fn subresources_are_signed_sorted() {
         let parser = parse("PUT /b/k?uploadId=x%2By&partNumber=2&other=1 HTTP/1.1\nHost: h\nx-amz-meta-A: 1\n\n");
-        assert_eq!(string_to_sign(parser.head(), "0", parser.head().path()), "PUT\n\n\n0\nx-amz-meta-a:1\n/b/k?partNumber=2&uploadId=x+y");
+        assert_eq!(
+            string_to_sign(parser.head(), "0", parser.head().path()),
+            "PUT\n\n\n0\nx-amz-meta-a:1\n/b/k?partNumber=2&uploadId=x+y"
+        );
     }
 }

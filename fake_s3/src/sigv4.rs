@@ -185,13 +185,13 @@ fn verify_presigned(
     let signature = parameter("X-Amz-Signature").ok_or_else(|| missing("X-Amz-Signature"))?;
     let scope = Scope::parse(credential)?;
     let secret = secret_for(credentials, &scope.access_key)?;
-    let signed_at = crate::time::parse_amz_date(amz_date)
-        .ok_or_else(|| S3Error::AuthorizationHeaderMalformed("X-Amz-Date must be in the ISO8601 basic format.".into()))?;
-    let expires: u64 = expires
-        .parse()
-        .ok()
-        .filter(|&seconds| seconds <= PRESIGNED_EXPIRES_SECONDS_MAX)
-        .ok_or_else(|| S3Error::AuthorizationHeaderMalformed("X-Amz-Expires must be 1 to 604800 seconds.".into()))?;
+    let signed_at = crate::time::parse_amz_date(amz_date).ok_or_else(|| {
+        S3Error::AuthorizationHeaderMalformed("X-Amz-Date must be in the ISO8601 basic format.".into())
+    })?;
+    let expires: u64 =
+        expires.parse().ok().filter(|&seconds| seconds <= PRESIGNED_EXPIRES_SECONDS_MAX).ok_or_else(|| {
+            S3Error::AuthorizationHeaderMalformed("X-Amz-Expires must be 1 to 604800 seconds.".into())
+        })?;
     if signed_at > now_seconds + CLOCK_SKEW_SECONDS_MAX {
         return Err(S3Error::AccessDenied("Request is not valid yet".into()));
     }

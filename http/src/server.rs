@@ -183,7 +183,11 @@ pub struct Server {
 
 impl Server {
     /// Starts serving `listener` (already bound) with `handler`.
-    pub fn start<H: Handler>(listener: std::net::TcpListener, config: ServerConfig, handler: Arc<H>) -> io::Result<Server> {
+    pub fn start<H: Handler>(
+        listener: std::net::TcpListener,
+        config: ServerConfig,
+        handler: Arc<H>,
+    ) -> io::Result<Server> {
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
         let poll = Poll::new()?;
@@ -240,7 +244,12 @@ impl Drop for Server {
     }
 }
 
-fn run_worker(handler: &dyn HandlerObject, work: Receiver<Box<Connection>>, done: Sender<Box<Connection>>, waker: &Waker) {
+fn run_worker(
+    handler: &dyn HandlerObject,
+    work: Receiver<Box<Connection>>,
+    done: Sender<Box<Connection>>,
+    waker: &Waker,
+) {
     while let Ok(mut connection) = work.recv() {
         connection.handle(handler);
         if done.send(connection).is_err() {
@@ -568,7 +577,8 @@ impl Connection {
                 Err(error) => {
                     // The head is whole once the body is being read, and also
                     // when a declared length was refused right after the head.
-                    let head_parsed = !self.parser.awaiting_head() || matches!(error, HttpError::PayloadTooLarge { .. });
+                    let head_parsed =
+                        !self.parser.awaiting_head() || matches!(error, HttpError::PayloadTooLarge { .. });
                     let head = head_parsed.then(|| self.parser.head());
                     let mut response = handler.refuse(&error, head);
                     response.close = true;

@@ -122,7 +122,8 @@ mod tests {
     /// the same as one big page.
     #[test]
     fn paging_matches_one_page() {
-        let names: Vec<String> = (0..300).map(|i| format!("{}/{}", i % 7, i)).chain((0..50).map(|i| format!("k{i}"))).collect();
+        let names: Vec<String> =
+            (0..300).map(|i| format!("{}/{}", i % 7, i)).chain((0..50).map(|i| format!("k{i}"))).collect();
         let map = keys(&names.iter().map(String::as_str).collect::<Vec<_>>());
         for delimiter in ["", "/"] {
             let whole = ListingQuery { prefix: "", delimiter, after: None, max_keys: usize::MAX };

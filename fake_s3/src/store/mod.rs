@@ -282,7 +282,12 @@ impl Store {
     }
 
     /// An object's metadata, and its bytes when `with_data`.
-    pub fn get_object(&self, bucket: &str, key: &str, with_data: bool) -> Result<(Arc<ObjectMeta>, Option<Data>), S3Error> {
+    pub fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        with_data: bool,
+    ) -> Result<(Arc<ObjectMeta>, Option<Data>), S3Error> {
         let state = self.lock();
         let b = state.buckets.get(bucket).ok_or_else(|| no_such_bucket(bucket))?;
         let object = b.objects.get(key).ok_or_else(|| S3Error::NoSuchKey { key: key.to_string() })?;

@@ -33,7 +33,10 @@ fn conditional_writes() {
     store.put_object("b", "k", b"two".to_vec(), NewObject::default(), &if_match(&first.etag)).unwrap();
     let (meta, data) = store.get_object("b", "k", true).unwrap();
     assert_eq!((meta.size, data.unwrap().as_slice()), (3, &b"two"[..]));
-    assert_eq!(store.put_object("nope", "k", vec![], NewObject::default(), &WriteCondition::default()).unwrap_err().code(), "NoSuchBucket");
+    assert_eq!(
+        store.put_object("nope", "k", vec![], NewObject::default(), &WriteCondition::default()).unwrap_err().code(),
+        "NoSuchBucket"
+    );
 }
 
 /// N threads race to create one key with If-None-Match: * (and then to
@@ -131,8 +134,16 @@ fn multipart_completion() {
     let md5_1 = store.upload_part(&id, "b", "big", 1, b"hello".to_vec(), None).unwrap();
     let md5_2 = store.upload_part(&id, "b", "big", 2, b" world".to_vec(), None).unwrap();
     let parts = vec![(1, format!("\"{}\"", hex::encode(md5_1))), (2, hex::encode(md5_2))];
-    assert_eq!(store.complete_upload(&id, "b", "big", &[parts[1].clone(), parts[0].clone()], &WriteCondition::default()).unwrap_err(), S3Error::InvalidPartOrder);
-    assert_eq!(store.complete_upload(&id, "b", "big", &[(1, "\"00\"".into())], &WriteCondition::default()).unwrap_err(), S3Error::InvalidPart);
+    assert_eq!(
+        store
+            .complete_upload(&id, "b", "big", &[parts[1].clone(), parts[0].clone()], &WriteCondition::default())
+            .unwrap_err(),
+        S3Error::InvalidPartOrder
+    );
+    assert_eq!(
+        store.complete_upload(&id, "b", "big", &[(1, "\"00\"".into())], &WriteCondition::default()).unwrap_err(),
+        S3Error::InvalidPart
+    );
     let meta = store.complete_upload(&id, "b", "big", &parts, &WriteCondition::default()).unwrap();
     assert_eq!(meta.etag, checksum::multipart_etag(&[md5_1, md5_2]));
     assert!(meta.etag.ends_with("-2"));
@@ -143,7 +154,10 @@ fn multipart_completion() {
     let small = store.upload_part(&id, "b", "small", 1, b"abc".to_vec(), None).unwrap();
     let last = store.upload_part(&id, "b", "small", 2, b"d".to_vec(), None).unwrap();
     let parts = vec![(1, hex::encode(small)), (2, hex::encode(last))];
-    assert_eq!(store.complete_upload(&id, "b", "small", &parts, &WriteCondition::default()).unwrap_err(), S3Error::EntityTooSmall);
+    assert_eq!(
+        store.complete_upload(&id, "b", "small", &parts, &WriteCondition::default()).unwrap_err(),
+        S3Error::EntityTooSmall
+    );
     store.abort_upload(&id, "b", "small").unwrap();
 }
 
