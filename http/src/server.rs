@@ -482,7 +482,10 @@ impl Connection {
         let is_head = head.method == Method::Head;
         let keep_alive = head.keep_alive;
         let request = Request { head, body: &mut self.body, peer: self.peer };
-        let response = handler.handle(request);
+        // A handler bug must cost one request, not a worker thread and a
+        // connection slot that would never come back.
+        let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(request)))
+            .unwrap_or_else(|_| Response::new(500).header("Content-Type", "text/plain").body(Body::Bytes(b"handler panicked".to_vec())));
         if self.body.capacity() > RETAINED_BUFFER_BYTES {
             self.body = Vec::new();
         }

@@ -16,6 +16,9 @@ struct Echo;
 impl Handler for Echo {
     fn handle(&self, request: Request<'_>) -> Response {
         let path = request.head.path().to_string();
+        if path == "/panic" {
+            panic!("a handler bug");
+        }
         if path == "/drop" {
             let mut response = Response::new(500);
             response.drop_connection = true;
@@ -160,6 +163,18 @@ fn large_shared_bodies_are_written_whole_and_head_gets_none() {
     assert!(String::from_utf8(head).unwrap().contains(&format!("Content-Length: {}", 3 * 1024 * 1024 - 1)));
     stream.write_all(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     assert_eq!(read_response(&mut stream).unwrap(), (200, b"GET /after 0".to_vec()));
+}
+
+#[test]
+fn a_panicking_handler_costs_one_request() {
+    let server = start();
+    let mut stream = connect(&server);
+    for _ in 0..4 {
+        stream.write_all(b"GET /panic HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(read_response(&mut stream).unwrap().0, 500);
+    }
+    stream.write_all(b"GET /fine HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut stream).unwrap(), (200, b"GET /fine 0".to_vec()));
 }
 
 #[test]
