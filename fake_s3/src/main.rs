@@ -161,3 +161,53 @@ fn main() -> ExitCode {
         std::thread::park();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Flags {
+        Flags::try_parse_from(std::iter::once("fake-s3").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn fault_flags_become_rules() {
+        let config = fault_config(&flags(&[
+            "--fault-seed",
+            "9",
+            "--latency",
+            "PutObject=50",
+            "--latency",
+            "GetObject=10..20",
+            "--latency",
+            "*=exp:5",
+            "--error-rate",
+            "GetObject=0.25",
+            "--stall",
+            "HeadObject=0.5:1500",
+        ]))
+        .unwrap();
+        assert_eq!(config.seed, 9);
+        assert_eq!(config.rules[0], FaultRule::for_operations(["PutObject"]).latency(Latency::FixedMs(50)));
+        assert_eq!(config.rules[1].latency, Some(Latency::UniformMs(10, 20)));
+        assert_eq!(config.rules[2].latency, Some(Latency::ExponentialMeanMs(5)));
+        assert_eq!(config.rules[3], FaultRule::for_operations(["GetObject"]).error_rate(0.25));
+        assert_eq!(config.rules[4], FaultRule::for_operations(["HeadObject"]).stall(0.5, 1500));
+    }
+
+    #[test]
+    fn faults_json_and_bad_values() {
+        let config = fault_config(&flags(&["--faults", r#"{"seed": 3, "rules": [{"drop_rate": 0.1}]}"#])).unwrap();
+        assert_eq!((config.seed, config.rules[0].drop_rate), (3, 0.1));
+        for bad in [
+            &["--error-rate", "GetObject=2"][..],
+            &["--latency", "PutObject"],
+            &["--latency", "PutObject=fast"],
+            &["--stall", "GetObject=0.5"],
+            &["--faults", "{not json"],
+        ] {
+            assert!(fault_config(&flags(bad)).is_err(), "{bad:?}");
+        }
+        assert!(Flags::try_parse_from(["fake-s3", "--access-key", "AK"]).is_err());
+    }
+}

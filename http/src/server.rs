@@ -485,7 +485,9 @@ impl Connection {
         // A handler bug must cost one request, not a worker thread and a
         // connection slot that would never come back.
         let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(request)))
-            .unwrap_or_else(|_| Response::new(500).header("Content-Type", "text/plain").body(Body::Bytes(b"handler panicked".to_vec())));
+            .unwrap_or_else(|_| {
+                Response::new(500).header("Content-Type", "text/plain").body(Body::Bytes(b"handler panicked".to_vec()))
+            });
         if self.body.capacity() > RETAINED_BUFFER_BYTES {
             self.body = Vec::new();
         }
