@@ -109,6 +109,9 @@ pub(crate) struct ReactorHandle {
     feed_pending: AtomicBool,
     /// Subscribe streams on this reactor (only those are told the feed moved).
     streams: AtomicUsize,
+    /// Of which with `durable=false` (only those are told of batches that
+    /// are not durable yet).
+    eager_streams: AtomicUsize,
 }
 
 impl ReactorHandle {
@@ -138,10 +141,11 @@ impl ReactorHandles {
         self.0[connection.home].send(Mail::Returned(connection));
     }
 
-    /// Tells every reactor with streams that the feed moved.
-    fn feed_advanced(&self) {
+    /// Tells every reactor with streams that can use it that the feed moved.
+    fn feed_advanced(&self, committed_only: bool) {
         for handle in &self.0 {
-            if handle.streams.load(Ordering::Acquire) > 0 && !handle.feed_pending.swap(true, Ordering::AcqRel) {
+            let streams = if committed_only { &handle.eager_streams } else { &handle.streams };
+            if streams.load(Ordering::Acquire) > 0 && !handle.feed_pending.swap(true, Ordering::AcqRel) {
                 handle.send(Mail::FeedAdvanced);
             }
         }
@@ -190,13 +194,14 @@ impl Server {
                 wake_pending: AtomicBool::new(false),
                 feed_pending: AtomicBool::new(false),
                 streams: AtomicUsize::new(0),
+                eager_streams: AtomicUsize::new(0),
             });
             polls.push(poll);
             mailboxes.push(receiver);
         }
         let reactors = Arc::new(ReactorHandles(handles));
         let listeners = reactors.clone();
-        context.feed.set_listener(Box::new(move || listeners.feed_advanced()));
+        context.feed.set_listener(Box::new(move |committed_only| listeners.feed_advanced(committed_only)));
         let (history_sender, history_requests) = crossbeam_channel::bounded(crate::subscribe::history::QUEUE_DEPTH);
         let deliver_to = reactors.clone();
         let parts = PipelineParts {

@@ -285,7 +285,11 @@ impl Reactor {
         if let Some(Slot::Home(connection)) = self.connections.try_remove(key) {
             if let Some(subscription) = &connection.subscription {
                 self.streams.remove(&key);
-                self.reactors.0[self.index].streams.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                let handle = &self.reactors.0[self.index];
+                handle.streams.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                if !subscription.is_durable() {
+                    handle.eager_streams.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                }
                 let state = if subscription.counted_catching_up { "catching_up" } else { "live" };
                 self.context.metrics.subscribers(state).dec();
             }
@@ -409,7 +413,11 @@ impl Reactor {
         self.recorder.record(connection.route().name(), 200, connection.received_at.elapsed());
         connection.finish_request();
         self.streams.insert(connection.key);
-        self.reactors.0[self.index].streams.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let handle = &self.reactors.0[self.index];
+        handle.streams.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if !durable {
+            handle.eager_streams.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
         self.context.metrics.subscribers("live").inc();
     }
 

@@ -143,8 +143,10 @@ struct Ring {
 pub struct Feed {
     ring: Mutex<Ring>,
     buffer_bytes_max: usize,
-    /// Wakes the reactors that serve subscribers.
-    listener: OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Wakes the reactors that serve subscribers; the argument says whether
+    /// only committed (not durable) batches arrived, which only streams
+    /// with `durable=false` can use.
+    listener: OnceLock<Box<dyn Fn(bool) + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Feed {
@@ -159,7 +161,7 @@ impl Feed {
     }
 
     /// Sets what is called whenever the feed moves (once, at start).
-    pub fn set_listener(&self, listener: Box<dyn Fn() + Send + Sync>) {
+    pub fn set_listener(&self, listener: Box<dyn Fn(bool) + Send + Sync>) {
         let _ = self.listener.set(listener);
     }
 
@@ -190,7 +192,7 @@ impl Feed {
             ring.batches.push_back(batch);
             self.evict(&mut ring);
         }
-        self.notify();
+        self.notify(true);
     }
 
     /// The durable version moved (every batch up to it is in storage).
@@ -200,7 +202,7 @@ impl Feed {
             ring.durable_version = ring.durable_version.max(version);
             self.evict(&mut ring);
         }
-        self.notify();
+        self.notify(false);
     }
 
     fn evict(&self, ring: &mut Ring) {
@@ -215,9 +217,9 @@ impl Feed {
         }
     }
 
-    fn notify(&self) {
+    fn notify(&self, committed_only: bool) {
         if let Some(listener) = self.listener.get() {
-            listener();
+            listener(committed_only);
         }
     }
 
