@@ -114,13 +114,18 @@ class AsyncClient:
             if attempt:
                 await asyncio.sleep(self.backoff.delay(attempt - 1))
             try:
-                return await self.status(request_id, min_version)
-            except StoatError as error:
-                last_problem = error.message
-                if error.status is not None and error.status not in RETRYABLE_STATUSES:
-                    break
+                params = protocol.status_params(request_id, min_version)
+                response = await self._http.get("/v1/status", params=params)
             except httpx.TransportError as error:
                 last_problem = protocol.describe(error)
+                continue
+            if response.status_code == 200:
+                status = protocol.status_result(response)
+                self._observe(status.version)
+                return status
+            last_problem = protocol.error_from(response).message
+            if response.status_code not in RETRYABLE_STATUSES:
+                break
         raise CommitOutcomeUnknown(
             f"commit {request_id}: the answer was lost and /v1/status could not tell ({last_problem}); "
             "it was not resent",
