@@ -41,6 +41,7 @@ class StoatServer:
         self.port = 0
         self.log: List[str] = []
         self._lines: "queue.Queue[Optional[str]]" = queue.Queue()
+        self._started_at_line = 0
 
     @property
     def url(self) -> str:
@@ -51,6 +52,7 @@ class StoatServer:
         if not binary.exists():
             pytest.fail(f"no stoat binary at {binary}: build it with `cargo build` or set STOAT_BIN")
         self._lines = queue.Queue()
+        self._started_at_line = len(self.log)
         self.process = subprocess.Popen(
             [
                 str(binary),
@@ -83,6 +85,10 @@ class StoatServer:
         lines.put(None)
 
     def wait_for_log(self, needle: str) -> str:
+        """Waits for a line of the current process's log containing ``needle``."""
+        for line in self.log[self._started_at_line :]:
+            if needle in line:
+                return line
         deadline = time.monotonic() + DEADLINE_SECONDS
         while True:
             remaining = deadline - time.monotonic()
