@@ -50,7 +50,8 @@ def command(function: F) -> F:
 
     @functools.wraps(function)
     def wrapper(*args: Any, as_json: bool = False, **kwargs: Any) -> Any:
-        settings: Settings = click.get_current_context().find_object(Settings)
+        settings = click.get_current_context().find_object(Settings)
+        assert settings is not None, "the stoat-admin group sets the settings"
         settings.as_json = settings.as_json or as_json
         try:
             with settings.client() as client:
