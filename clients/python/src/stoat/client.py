@@ -239,8 +239,14 @@ class Client:
                                 if checkpoints:
                                     yield checkpoint
                             elif sse.event == "error":
-                                raise protocol.stream_error(sse.data)
-                        problem = "the server ended the stream"
+                                ended = protocol.stream_error(sse.data)
+                                # unavailable (shutdown, storage): reconnect and resume; anything else is final.
+                                if ended.code != "unavailable":
+                                    raise ended
+                                problem = str(ended)
+                                break
+                        else:
+                            problem = "the server ended the stream"
             except httpx.TransportError as error:
                 problem = protocol.describe(error)
             except SSEError as error:
