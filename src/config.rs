@@ -35,6 +35,7 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     pub commit: CommitConfig,
     pub persist: PersistConfig,
+    pub subscribe: SubscribeConfig,
     pub storage: StorageConfig,
     pub log: LogConfig,
 }
@@ -151,6 +152,22 @@ impl Default for PersistConfig {
             retry_max_ms: 5000,
             io_threads: 2,
         }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubscribeConfig {
+    /// A checkpoint event goes to every stream at least this often.
+    pub checkpoint_interval_ms: u64,
+    /// Bytes of recent batches kept in memory for subscribers (the live
+    /// tail); a subscriber further behind reads from storage.
+    pub buffer_bytes: usize,
+}
+
+impl Default for SubscribeConfig {
+    fn default() -> Self {
+        SubscribeConfig { checkpoint_interval_ms: 1000, buffer_bytes: 64 * 1024 * 1024 }
     }
 }
 
@@ -279,6 +296,8 @@ impl Config {
         check_range("limits.preconditions_max", limits.preconditions_max as u64, 0, 10_000_000)?;
         check_range("limits.operations_max", limits.operations_max as u64, 0, 10_000_000)?;
         check_range("pipeline.queue_depth", self.pipeline.queue_depth as u64, 1, 1_000_000)?;
+        check_range("subscribe.checkpoint_interval_ms", self.subscribe.checkpoint_interval_ms, 10, 3_600_000)?;
+        check_range("subscribe.buffer_bytes", self.subscribe.buffer_bytes as u64, 0, 1 << 40)?;
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::new("storage.data_dir", "must not be empty"));
         }

@@ -11,3 +11,4 @@ pub mod ops;
 pub mod pipeline;
 pub mod random;
 pub mod server;
+pub mod subscribe;

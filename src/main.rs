@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use stoat::config::{Config, Overrides, Settings, StorageUrl};
+use stoat::log::failing::{FailingStore, FaultPlan};
 use stoat::log::local::{LocalStore, LocalStoreOptions};
 use stoat::log::store::ObjectStore;
 use stoat::ops::logging::LogHandle;
@@ -115,14 +116,29 @@ fn store_opener(settings: &Settings) -> Result<StoreOpener, String> {
         StorageUrl::File(directory) => {
             let directory = directory.clone();
             let options = LocalStoreOptions { io_threads: settings.config.persist.io_threads, ..Default::default() };
+            let put_delay_ms = test_put_delay_ms()?;
             Ok(Box::new(move || {
                 let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::open(directory.clone(), options.clone())?);
+                if put_delay_ms > 0 {
+                    let plan = FaultPlan { put_delay_ms, ..FaultPlan::default() };
+                    return Ok(Arc::new(FailingStore::new(store, plan)));
+                }
                 Ok(store)
             }))
         }
         StorageUrl::S3 { .. } => {
             Err("storage.url: s3:// storage is not available yet in this build; use file:DIR".into())
         }
+    }
+}
+
+/// `STOAT_TEST_PUT_DELAY_MS`: slows every batch write by this much, so that
+/// tests can see what happens while a batch is not yet durable. Not for
+/// production; unset means 0.
+fn test_put_delay_ms() -> Result<u64, String> {
+    match std::env::var("STOAT_TEST_PUT_DELAY_MS") {
+        Err(_) => Ok(0),
+        Ok(text) => text.parse().map_err(|_| format!("STOAT_TEST_PUT_DELAY_MS: {text:?} is not a number")),
     }
 }
 

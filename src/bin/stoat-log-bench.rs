@@ -78,7 +78,7 @@ fn bench_put_latency(directory: &std::path::Path) {
     let mut latencies: Vec<Duration> = (0..100u64)
         .map(|index| {
             let started = Instant::now();
-            blocking.put_if_absent(&batch_name(index + 1), batch.bytes.clone()).expect("put");
+            blocking.put_if_absent(&batch_name(index + 1), batch.bytes.to_vec()).expect("put");
             started.elapsed()
         })
         .collect();
@@ -87,7 +87,7 @@ fn bench_put_latency(directory: &std::path::Path) {
     println!("| put-if-absent {size_kib} KiB, synced, one at a time: median µs | {} |", latencies[50].as_micros());
     println!("| put-if-absent {size_kib} KiB, synced, one at a time: p99 µs | {} |", latencies[98].as_micros());
     let (reply, completions) = crossbeam_channel::unbounded();
-    let bytes = Arc::new(batch.bytes);
+    let bytes = batch.bytes;
     let started = Instant::now();
     let count = 200u64;
     for index in 0..count {
@@ -108,7 +108,7 @@ fn bench_recovery(directory: &std::path::Path, objects: u64, per_object: u64) {
     let started = Instant::now();
     for index in 0..objects {
         let batch = encode_batch(index * per_object, per_object);
-        let op = ObjectOp::PutIfAbsent { name: batch_name(batch.first_version), bytes: Arc::new(batch.bytes) };
+        let op = ObjectOp::PutIfAbsent { name: batch_name(batch.first_version), bytes: batch.bytes };
         store.submit(index, op, &reply);
         if index >= 32 {
             completions.recv().expect("completion").result.expect("put");

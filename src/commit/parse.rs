@@ -411,7 +411,7 @@ pub fn parse_status_query(query: Option<&str>, out: &mut StatusQuery) -> Result<
 }
 
 /// Decodes `%XX` escapes (and `+` as a space); `None` if malformed or not UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
+pub(crate) fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut index = 0;

@@ -30,6 +30,8 @@ pub struct FaultPlan {
     /// Chance per million that an operation is applied but its reply is
     /// replaced by a transient error.
     pub lose_reply_ppm: u32,
+    /// Every put reaches the inner store this much later (slow storage).
+    pub put_delay_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,6 +122,21 @@ impl ObjectStore for FailingStore {
         let inner_op_id = self.next_inner_op_id.fetch_add(1, Ordering::Relaxed);
         let entry = Pending { op_id, reply: reply.clone(), lose_reply: fault == Fault::LoseReply };
         self.pending.lock().unwrap_or_else(PoisonError::into_inner).insert(inner_op_id, entry);
+        let delay_ms = self.faults.lock().unwrap_or_else(PoisonError::into_inner).plan.put_delay_ms;
+        if delay_ms > 0 && matches!(op, ObjectOp::PutIfAbsent { .. }) {
+            let (inner, forward) = (Arc::clone(&self.inner), self.forward.clone());
+            let delayed = std::thread::Builder::new().name("stoat-slow-put".into()).spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+                inner.submit(inner_op_id, op, &forward);
+            });
+            if delayed.is_err() {
+                let _ = self.forward.send(Completion {
+                    op_id: inner_op_id,
+                    result: Err(StoreError::transient("cannot start a delayed put")),
+                });
+            }
+            return;
+        }
         self.inner.submit(inner_op_id, op, &self.forward);
     }
 }
@@ -164,5 +181,11 @@ mod tests {
         assert!(Blocking::new(&store).get("a", None).is_err(), "the countdown ran out");
         store.set_plan(FaultPlan::default());
         assert_eq!(Blocking::new(&store).get("a", None), Ok(vec![2]), "healed");
+
+        store.set_plan(FaultPlan { put_delay_ms: 200, ..FaultPlan::default() });
+        let started = std::time::Instant::now();
+        Blocking::new(&store).put_if_absent("b", vec![3]).unwrap();
+        assert!(started.elapsed() >= std::time::Duration::from_millis(200), "the put waited");
+        assert_eq!(Blocking::new(local.as_ref()).get("b", None), Ok(vec![3]));
     }
 }

@@ -79,7 +79,8 @@ pub struct EncodedBatch {
     pub last_version: u64,
     pub prev_version: u64,
     pub transaction_count: u32,
-    pub bytes: Vec<u8>,
+    /// Shared: the persister writes them, subscribers read them.
+    pub bytes: crate::log::store::ObjectBytes,
 }
 
 /// Appends committed transactions, from borrowed data, straight into the
@@ -216,7 +217,7 @@ impl BatchEncoder {
             last_version: self.last_version,
             prev_version: self.prev_version,
             transaction_count: self.transaction_count,
-            bytes: self.bytes,
+            bytes: std::sync::Arc::new(self.bytes),
         }
     }
 }

@@ -197,7 +197,7 @@ impl Persister {
             first_version: batch.first_version,
             last_version: batch.last_version,
             name: batch_name(batch.prev_version + 1),
-            bytes: Arc::new(batch.bytes),
+            bytes: batch.bytes,
             state: SlotState::Written, // replaced by `submit` at once
             attempts: 0,
         });

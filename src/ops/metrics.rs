@@ -33,6 +33,16 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StageLabels {
     pub stage: &'static str,
 }
@@ -50,6 +60,10 @@ pub struct Metrics {
     commits: Family<OutcomeLabels, Counter>,
     pub batch_transactions: Histogram,
     stage_seconds: Family<StageLabels, Histogram>,
+    subscribers: Family<StateLabels, Gauge>,
+    pub subscribe_events: Counter,
+    pub subscribe_bytes: Counter,
+    subscriber_lag: Family<ClassLabels, Histogram>,
 }
 
 impl Metrics {
@@ -109,7 +123,34 @@ impl Metrics {
              decide (a batch), durable_wait (a batch, until durable), reply (one response)",
             stage_seconds.clone(),
         );
+        let subscribers = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "subscribers",
+            "Open subscribe streams: live (reading the in-memory tail) or catching_up (reading storage)",
+            subscribers.clone(),
+        );
+        let subscribe_events = Counter::default();
+        registry.register("subscribe_events", "Transaction events sent to subscribers", subscribe_events.clone());
+        let subscribe_bytes = Counter::default();
+        registry.register(
+            "subscribe_bytes",
+            "Bytes of transaction events sent to subscribers",
+            subscribe_bytes.clone(),
+        );
+        let subscriber_lag = Family::<ClassLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(1.0, 4.0, 14))
+        });
+        registry.register(
+            "subscriber_lag_versions",
+            "How far behind a stream is at each checkpoint, in versions: the newest durable version (class \
+             durable) or committed version (class committed) minus the stream's position",
+            subscriber_lag.clone(),
+        );
         Metrics {
+            subscribers,
+            subscribe_events,
+            subscribe_bytes,
+            subscriber_lag,
             commits,
             batch_transactions,
             stage_seconds,
@@ -131,6 +172,16 @@ impl Metrics {
     /// The latency histogram of one pipeline stage.
     pub fn stage_seconds(&self, stage: &'static str) -> Histogram {
         self.stage_seconds.get_or_create(&StageLabels { stage }).clone()
+    }
+
+    /// The gauge of streams in `state` (`live` or `catching_up`).
+    pub fn subscribers(&self, state: &'static str) -> Gauge {
+        self.subscribers.get_or_create(&StateLabels { state }).clone()
+    }
+
+    /// The lag histogram of streams of `class` (`durable` or `committed`).
+    pub fn subscriber_lag(&self, class: &'static str) -> Histogram {
+        self.subscriber_lag.get_or_create(&ClassLabels { class }).clone()
     }
 
     /// The OpenMetrics text of every metric.

@@ -34,6 +34,8 @@ use crate::log::format::EncodedBatch;
 use crate::ops::metrics::Metrics;
 use crate::server::connection::Connection;
 use crate::server::ReactorHandles;
+use crate::subscribe::feed::Feed;
+use crate::subscribe::history::{Deliver, HistoryRequest};
 pub use persist::StoreOpener;
 use published::Published;
 
@@ -60,6 +62,12 @@ pub struct PipelineParts {
     pub open_store: StoreOpener,
     pub published: Arc<Published>,
     pub metrics: Arc<Metrics>,
+    /// Stage 2 pushes batches into it for subscribers.
+    pub feed: Arc<Feed>,
+    /// Subscribers' history reads; stage 2 starts their reader once the
+    /// store is open.
+    pub subscribe_history: crossbeam_channel::Receiver<HistoryRequest>,
+    pub deliver_history: Deliver,
 }
 
 /// How long stopping waits for the stages to finish what they have.
@@ -114,6 +122,8 @@ impl Pipeline {
             config: parts.persist,
             published: parts.published.clone(),
             metrics: parts.metrics.clone(),
+            feed: parts.feed,
+            subscribe_history: Some((parts.subscribe_history, parts.deliver_history)),
         };
         let stage3 = reply::ReplyStage {
             inbox: reply_inbox,

@@ -33,6 +33,8 @@ use crate::log::recovery::{recover, RecoveredLog, RecoveryConfig};
 use crate::log::store::{Blocking, Completion, ObjectStore};
 use crate::ops::metrics::Metrics;
 use crate::server::response::ApiError;
+use crate::subscribe::feed::{Feed, FeedBatch};
+use crate::subscribe::history::{self as subscribe_history, Deliver, HistoryRequest};
 
 /// Opens the configured store; called (and retried) by stage 2 at start.
 pub type StoreOpener = Box<dyn Fn() -> std::io::Result<Arc<dyn ObjectStore>> + Send>;
@@ -65,11 +67,20 @@ pub(super) struct PersistStage {
     pub request_ids_recovered: usize,
     pub published: Arc<Published>,
     pub metrics: Arc<Metrics>,
+    pub feed: Arc<Feed>,
+    /// Taken at start: the subscribers' history reader needs the store.
+    pub subscribe_history: Option<(Receiver<HistoryRequest>, Deliver)>,
 }
 
 impl PersistStage {
-    pub fn run(self) {
+    pub fn run(mut self) {
         let Some((store, recovered)) = self.recover_with_backoff() else { return };
+        self.feed.reset(recovered.last_version);
+        if let Some((requests, deliver)) = self.subscribe_history.take() {
+            if let Err(error) = subscribe_history::spawn(store.clone(), self.published.clone(), requests, deliver) {
+                tracing::error!(%error, "cannot start the subscribers' history reader");
+            }
+        }
         let history = history::spawn(store.clone(), self.history_requests.clone(), self.history_to_persist.clone());
         if let Err(error) = history {
             tracing::error!(%error, "cannot start the history reader; old status lookups will fail");
@@ -279,8 +290,10 @@ impl Driver {
                 }
                 let last_version = batch.last_version;
                 self.batch_asked = false;
+                let for_subscribers = FeedBatch::from_encoded(&batch);
                 match self.persister.batch_ready(batch) {
                     Ok(()) => {
+                        self.stage.feed.push(for_subscribers);
                         self.batches_accepted += 1;
                         self.accepted_at.insert(last_version, Instant::now());
                         self.awaiting.entry(last_version).or_default().extend(waiting);
@@ -320,6 +333,7 @@ impl Driver {
     fn advance_durable(&mut self, version: u64) {
         self.durable_version = version;
         self.stage.published.set_durable_version(version);
+        self.stage.feed.durable_advanced(version);
         let still_accepted = self.accepted_at.split_off(&(version + 1));
         let done = std::mem::replace(&mut self.accepted_at, still_accepted);
         let wait_seconds = self.stage.metrics.stage_seconds("durable_wait");

@@ -24,6 +24,7 @@ use super::routes::Route;
 use super::OpenConnections;
 use crate::commit::parse::{self, CommitRequest, StatusQuery};
 use crate::config::LimitsConfig;
+use crate::subscribe::stream::Subscription;
 
 /// Buffers above this size are released once a request is done, so that an
 /// idle connection holds almost no memory.
@@ -61,6 +62,11 @@ pub struct Connection {
     commit: CommitRequest,
     /// The parsed query, when the route is `/v1/status`.
     status_query: StatusQuery,
+    /// Set once the connection is a subscribe stream; it stays one.
+    pub(super) subscription: Option<Box<Subscription>>,
+    /// The socket may have input (a readable event since the last
+    /// WouldBlock); streams read only then.
+    pub(super) input_ready: bool,
     _open: OpenConnections,
 }
 
@@ -89,6 +95,8 @@ impl Connection {
             peer_closed: false,
             commit: CommitRequest::default(),
             status_query: StatusQuery::default(),
+            subscription: None,
+            input_ready: true,
             _open: open,
         }
     }
@@ -233,6 +241,37 @@ impl Connection {
 
     pub(super) fn output_len(&self) -> usize {
         self.output.len() - self.output_written
+    }
+
+    /// Turns the connection into a subscribe stream: writes the stream's
+    /// response head; events follow until the connection closes.
+    pub(super) fn begin_stream(&mut self, subscription: Box<Subscription>) {
+        super::response::write_stream_head(&mut self.output, &self.request_id);
+        self.response_status = 200;
+        self.close_after_write = true;
+        self.subscription = Some(subscription);
+    }
+
+    /// The output buffer, for a stream's checkpoint and filtered events.
+    pub(super) fn output_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.output
+    }
+
+    /// Writes `bytes` straight to the socket (a stream's shared events),
+    /// once the output buffer is empty.
+    pub(super) fn write_direct(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        debug_assert!(!self.has_output());
+        let written = self.stream.write(bytes)?;
+        if written > 0 {
+            self.last_activity = Instant::now();
+        }
+        Ok(written)
+    }
+
+    /// Drops input a stream's client sent (it has nothing to say).
+    pub(super) fn discard_input(&mut self) {
+        self.input.clear();
+        self.input_consumed = 0;
     }
 
     pub(super) fn write_interim(&mut self, bytes: &[u8]) {

@@ -6,6 +6,8 @@ use super::response::{write_json_string, write_u64, ApiError, ByteSink};
 use super::routes::Route;
 use super::ServerContext;
 use crate::ops::metrics;
+use crate::subscribe::event::Prefix;
+use crate::subscribe::query;
 
 /// What became of a request.
 pub(super) enum Answer {
@@ -13,6 +15,16 @@ pub(super) enum Answer {
     Written,
     /// The request (and its connection) goes to the commit pipeline.
     ToPipeline,
+    /// The connection becomes a subscribe stream.
+    Stream(StreamStart),
+}
+
+/// A validated subscribe request.
+#[derive(Debug)]
+pub(super) struct StreamStart {
+    pub after: u64,
+    pub durable: bool,
+    pub prefix: Option<Prefix>,
 }
 
 /// Answers `route` or says where it goes. `queue_depth` is the pipeline
@@ -46,7 +58,11 @@ pub(super) fn answer(
             Ok(()) => return Answer::ToPipeline,
             Err(message) => connection.respond_error(&ApiError::BadRequest(message)),
         },
-        Route::Subscribe | Route::RetentionList | Route::RetentionPolicy => {
+        Route::Subscribe => match subscribe(connection, context) {
+            Ok(start) => return Answer::Stream(start),
+            Err(error) => connection.respond_error(&error),
+        },
+        Route::RetentionList | Route::RetentionPolicy => {
             let message = format!("{} is not available yet in this build", route.path_description());
             connection.respond_error(&ApiError::Unavailable(message));
         }
@@ -76,4 +92,32 @@ fn readyz(connection: &mut Connection, context: &ServerContext) {
         let error = ApiError::Unavailable("not ready: storage is not reachable yet".into());
         connection.respond_error(&error);
     }
+}
+
+/// `GET /v1/subscribe`: checks the parameters against the log; the stream
+/// itself is run by the reactor.
+fn subscribe(connection: &Connection, context: &ServerContext) -> Result<StreamStart, ApiError> {
+    let head = connection.head();
+    let query = query::parse(head.query(), head.header("last-event-id")).map_err(ApiError::BadRequest)?;
+    let published = &context.published;
+    if !published.is_ready() {
+        return Err(ApiError::Unavailable("not ready: the log is being recovered or storage is unreachable".into()));
+    }
+    let committed = published.committed_version();
+    let after = query.after.unwrap_or(committed);
+    if after > committed {
+        return Err(ApiError::BadRequest(format!(
+            "after: version {after} is newer than the newest committed version {committed}"
+        )));
+    }
+    let oldest_version = published.oldest_version();
+    if after < oldest_version {
+        return Err(ApiError::VersionTooOld {
+            message: format!(
+                "history after version {after} is no longer retained; the oldest version is {oldest_version}"
+            ),
+            oldest_version,
+        });
+    }
+    Ok(StreamStart { after, durable: query.durable, prefix: query.prefix })
 }

@@ -33,13 +33,17 @@ use crate::config::Settings;
 use crate::ops::metrics::Metrics;
 use crate::pipeline::published::Published;
 use crate::pipeline::{Pipeline, PipelineParts, StageMessage, StoreOpener};
+use crate::subscribe::feed::Feed;
+use crate::subscribe::history::{HistoryAnswer, HistoryRequest};
 use connection::Connection;
 
-/// What the reactors share: read-only settings and the published state.
+/// What the reactors share: read-only settings, the published state, and
+/// the subscribers' feed.
 pub struct ServerContext {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub published: Arc<Published>,
+    pub feed: Arc<Feed>,
     open_connections: Arc<ConnectionCount>,
     /// Time to parse a commit body (on the reactors).
     pub(crate) stage_parse_seconds: prometheus_client::metrics::histogram::Histogram,
@@ -50,7 +54,8 @@ impl ServerContext {
         let open_connections =
             Arc::new(ConnectionCount { open: AtomicUsize::new(0), gauge: metrics.connections_open.clone() });
         let stage_parse_seconds = metrics.stage_seconds("parse");
-        ServerContext { settings, metrics, published, open_connections, stage_parse_seconds }
+        let feed = Arc::new(Feed::new(settings.config.subscribe.buffer_bytes));
+        ServerContext { settings, metrics, published, feed, open_connections, stage_parse_seconds }
     }
 }
 
@@ -88,6 +93,10 @@ pub(crate) enum Mail {
     Returned(Box<Connection>),
     /// Stop accepting, finish in-flight requests, close, exit.
     Shutdown,
+    /// The subscribers' feed moved (coalesced: at most one pending).
+    FeedAdvanced,
+    /// History a stream asked for, read from storage.
+    History(HistoryRequest, HistoryAnswer),
 }
 
 /// How other threads reach one reactor: a mailbox and a waker. Wakes are
@@ -96,6 +105,13 @@ pub(crate) struct ReactorHandle {
     sender: Sender<Mail>,
     waker: mio::Waker,
     wake_pending: AtomicBool,
+    /// A `FeedAdvanced` is in the mailbox and not yet read.
+    feed_pending: AtomicBool,
+    /// Subscribe streams on this reactor (only those are told the feed moved).
+    streams: AtomicUsize,
+    /// Of which with `durable=false` (only those are told of batches that
+    /// are not durable yet).
+    eager_streams: AtomicUsize,
 }
 
 impl ReactorHandle {
@@ -123,6 +139,23 @@ impl ReactorHandles {
     /// Gives a connection back to its home reactor.
     pub fn return_connection(&self, connection: Box<Connection>) {
         self.0[connection.home].send(Mail::Returned(connection));
+    }
+
+    /// Tells every reactor with streams that can use it that the feed moved.
+    fn feed_advanced(&self, committed_only: bool) {
+        for handle in &self.0 {
+            let streams = if committed_only { &handle.eager_streams } else { &handle.streams };
+            if streams.load(Ordering::Acquire) > 0 && !handle.feed_pending.swap(true, Ordering::AcqRel) {
+                handle.send(Mail::FeedAdvanced);
+            }
+        }
+    }
+
+    /// Gives a stream the history it asked for.
+    fn deliver_history(&self, request: HistoryRequest, answer: HistoryAnswer) {
+        if let Some(handle) = self.0.get(request.reactor) {
+            handle.send(Mail::History(request, answer));
+        }
     }
 
     fn shutdown_all(&self) {
@@ -155,11 +188,22 @@ impl Server {
             let poll = mio::Poll::new()?;
             let waker = mio::Waker::new(poll.registry(), reactor::WAKER)?;
             let (sender, receiver): (Sender<Mail>, Receiver<Mail>) = crossbeam_channel::unbounded();
-            handles.push(ReactorHandle { sender, waker, wake_pending: AtomicBool::new(false) });
+            handles.push(ReactorHandle {
+                sender,
+                waker,
+                wake_pending: AtomicBool::new(false),
+                feed_pending: AtomicBool::new(false),
+                streams: AtomicUsize::new(0),
+                eager_streams: AtomicUsize::new(0),
+            });
             polls.push(poll);
             mailboxes.push(receiver);
         }
         let reactors = Arc::new(ReactorHandles(handles));
+        let listeners = reactors.clone();
+        context.feed.set_listener(Box::new(move |committed_only| listeners.feed_advanced(committed_only)));
+        let (history_sender, history_requests) = crossbeam_channel::bounded(crate::subscribe::history::QUEUE_DEPTH);
+        let deliver_to = reactors.clone();
         let parts = PipelineParts {
             queue_depth: context.settings.config.pipeline.queue_depth,
             commit: context.settings.config.commit.clone(),
@@ -167,6 +211,9 @@ impl Server {
             open_store,
             published: context.published.clone(),
             metrics: context.metrics.clone(),
+            feed: context.feed.clone(),
+            subscribe_history: history_requests,
+            deliver_history: Box::new(move |request, answer| deliver_to.deliver_history(request, answer)),
         };
         let pipeline = Pipeline::start(parts, reactors.clone())?;
         let mut listener = Some(listener);
@@ -179,6 +226,7 @@ impl Server {
                 mailbox,
                 reactors.clone(),
                 pipeline.sender(),
+                history_sender.clone(),
                 context.clone(),
             )?;
             let thread =

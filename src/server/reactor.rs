@@ -11,19 +11,21 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use stoat_http::{write_continue, HttpError, Limits, Progress};
 
 use super::connection::Connection;
-use super::handlers::{self, Answer};
+use super::handlers::{self, Answer, StreamStart};
 use super::response::{ApiError, Response};
 use super::routes::{self, Resolved, Route};
 use super::{Mail, OpenConnections, PipelineSender, ReactorHandles, ServerContext};
 use crate::ops::metrics::RequestRecorder;
 use crate::pipeline::StageMessage;
+use crate::subscribe::history::{HistoryAnswer, HistoryRequest};
+use crate::subscribe::stream::{Advance, Subscription};
 
 pub(super) const LISTENER: Token = Token(usize::MAX - 1);
 pub(super) const WAKER: Token = Token(usize::MAX - 2);
@@ -36,6 +38,8 @@ const WRITE_HIGH_WATER_BYTES: usize = 256 * 1024;
 const REQUESTS_PER_TURN: usize = 64;
 /// How often timeouts are checked.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+/// Bytes written to one stream before the others get a turn.
+const STREAM_BYTES_PER_TURN: usize = 256 * 1024;
 
 enum Slot {
     Home(Box<Connection>),
@@ -73,6 +77,13 @@ pub(super) struct Reactor {
     accept_paused: bool,
     /// simd-json's scratch space, reused for every commit parsed here.
     json_buffers: simd_json::Buffers,
+    /// Keys of the connections that are subscribe streams.
+    streams: std::collections::HashSet<usize>,
+    /// Tells a stream's history answers from an earlier stream's.
+    next_stream_serial: u64,
+    history: Sender<HistoryRequest>,
+    /// Reused list of keys to drive.
+    stream_keys: Vec<usize>,
 }
 
 impl Reactor {
@@ -83,6 +94,7 @@ impl Reactor {
         mailbox: Receiver<Mail>,
         reactors: Arc<ReactorHandles>,
         pipeline: PipelineSender,
+        history: Sender<HistoryRequest>,
         context: Arc<ServerContext>,
     ) -> io::Result<Reactor> {
         if let Some(listener) = listener.as_mut() {
@@ -108,6 +120,10 @@ impl Reactor {
             shutdown_deadline: None,
             accept_paused: false,
             json_buffers: simd_json::Buffers::default(),
+            streams: std::collections::HashSet::new(),
+            next_stream_serial: 0,
+            history,
+            stream_keys: Vec::new(),
         })
     }
 
@@ -131,7 +147,14 @@ impl Reactor {
                 match event.token() {
                     LISTENER => self.accept(),
                     WAKER => self.read_mail(),
-                    Token(key) => self.service(key),
+                    Token(key) => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            if let Some(Slot::Home(connection)) = self.connections.get_mut(key) {
+                                connection.input_ready = true;
+                            }
+                        }
+                        self.service(key);
+                    }
                 }
             }
             for key in std::mem::take(&mut self.again) {
@@ -221,6 +244,54 @@ impl Reactor {
                 Mail::Accepted(stream, open) => self.adopt(stream, open),
                 Mail::Returned(connection) => self.welcome_back(connection),
                 Mail::Shutdown => self.begin_shutdown(),
+                Mail::FeedAdvanced => {
+                    self.reactors.0[self.index].feed_pending.store(false, std::sync::atomic::Ordering::Release);
+                    self.drive_streams(|_| true);
+                }
+                Mail::History(request, answer) => self.history_arrived(request, answer),
+            }
+        }
+    }
+
+    /// Drives every stream that `pick` selects.
+    fn drive_streams(&mut self, mut pick: impl FnMut(&mut Subscription) -> bool) {
+        let mut keys = std::mem::take(&mut self.stream_keys);
+        keys.clear();
+        for &key in &self.streams {
+            if let Some(Slot::Home(connection)) = self.connections.get_mut(key) {
+                if connection.subscription.as_deref_mut().is_some_and(&mut pick) {
+                    keys.push(key);
+                }
+            }
+        }
+        for &key in &keys {
+            self.service(key);
+        }
+        self.stream_keys = keys;
+    }
+
+    fn history_arrived(&mut self, request: HistoryRequest, answer: HistoryAnswer) {
+        let Some(Slot::Home(connection)) = self.connections.get_mut(request.key) else { return };
+        match connection.subscription.as_deref_mut() {
+            Some(subscription) if subscription.serial == request.serial => subscription.history_arrived(answer),
+            // The stream it was for has closed.
+            _ => return,
+        }
+        self.service(request.key);
+    }
+
+    /// Removes a connection, forgetting its stream if it is one.
+    fn remove(&mut self, key: usize) {
+        if let Some(Slot::Home(connection)) = self.connections.try_remove(key) {
+            if let Some(subscription) = &connection.subscription {
+                self.streams.remove(&key);
+                let handle = &self.reactors.0[self.index];
+                handle.streams.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                if !subscription.is_durable() {
+                    handle.eager_streams.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                }
+                let state = if subscription.counted_catching_up { "catching_up" } else { "live" };
+                self.context.metrics.subscribers(state).dec();
             }
         }
     }
@@ -256,7 +327,8 @@ impl Reactor {
                     break;
                 }
                 Drive::Close => {
-                    self.connections.remove(key);
+                    self.connections[key] = Slot::Home(connection);
+                    self.remove(key);
                     return;
                 }
                 Drive::HandOff => match self.pipeline.try_send(StageMessage::Request(connection)) {
@@ -284,6 +356,9 @@ impl Reactor {
     fn drive(&mut self, connection: &mut Connection) -> Drive {
         let mut budget = REQUESTS_PER_TURN;
         loop {
+            if connection.subscription.is_some() {
+                return self.drive_stream(connection);
+            }
             if connection.has_output() {
                 match connection.flush() {
                     Err(_) => return Drive::Close,
@@ -304,8 +379,10 @@ impl Reactor {
                 Ok(Progress::HeadReady) => self.on_head(connection),
                 Ok(Progress::Complete) => {
                     budget -= 1;
-                    if let Answer::ToPipeline = self.dispatch(connection) {
-                        return Drive::HandOff;
+                    match self.dispatch(connection) {
+                        Answer::ToPipeline => return Drive::HandOff,
+                        Answer::Stream(start) => self.start_stream(connection, start),
+                        Answer::Written => {}
                     }
                 }
                 Ok(Progress::NeedMore) => {
@@ -322,6 +399,103 @@ impl Reactor {
                         Err(_) => return Drive::Close,
                     }
                 }
+            }
+        }
+    }
+
+    /// Makes the connection a subscribe stream (see `crate::subscribe`).
+    fn start_stream(&mut self, connection: &mut Connection, start: StreamStart) {
+        let serial = self.next_stream_serial;
+        self.next_stream_serial += 1;
+        let StreamStart { after, durable, prefix } = start;
+        let subscription = Box::new(Subscription::new(serial, after, durable, prefix, Instant::now()));
+        connection.begin_stream(subscription);
+        self.recorder.record(connection.route().name(), 200, connection.received_at.elapsed());
+        connection.finish_request();
+        self.streams.insert(connection.key);
+        let handle = &self.reactors.0[self.index];
+        handle.streams.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if !durable {
+            handle.eager_streams.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+        self.context.metrics.subscribers("live").inc();
+    }
+
+    /// Runs a stream: drops what the client sends, writes what is pending,
+    /// asks for history when behind, and produces the next events, until the
+    /// socket is full, there is nothing to send, or its turn is over.
+    fn drive_stream(&mut self, connection: &mut Connection) -> Drive {
+        let Some(mut subscription) = connection.subscription.take() else { return Drive::Close };
+        let drive = self.run_stream(connection, &mut subscription);
+        let catching_up = subscription.is_catching_up();
+        if catching_up != subscription.counted_catching_up {
+            let metrics = &self.context.metrics;
+            let (from, to) = if catching_up { ("live", "catching_up") } else { ("catching_up", "live") };
+            metrics.subscribers(from).dec();
+            metrics.subscribers(to).inc();
+            subscription.counted_catching_up = catching_up;
+        }
+        connection.subscription = Some(subscription);
+        drive
+    }
+
+    fn run_stream(&mut self, connection: &mut Connection, subscription: &mut Subscription) -> Drive {
+        while connection.input_ready {
+            match connection.read_some(&mut self.scratch) {
+                Ok(0) => return Drive::Close,
+                Ok(_) => connection.discard_input(),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => connection.input_ready = false,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Drive::Close,
+            }
+        }
+        let mut budget = STREAM_BYTES_PER_TURN;
+        let metrics = &self.context.metrics;
+        loop {
+            if connection.has_output() {
+                match connection.flush() {
+                    Err(_) => return Drive::Close,
+                    Ok(false) => return Drive::Keep,
+                    Ok(true) => {}
+                }
+            }
+            if let Some(bytes) = subscription.shared() {
+                match connection.write_direct(bytes) {
+                    Ok(0) => return Drive::Close,
+                    Ok(written) => {
+                        subscription.shared_written(written);
+                        metrics.subscribe_bytes.inc_by(written as u64);
+                        budget = budget.saturating_sub(written);
+                        continue;
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Drive::Keep,
+                    Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return Drive::Close,
+                }
+            }
+            if subscription.is_ended() {
+                return Drive::Close;
+            }
+            if budget == 0 {
+                return Drive::Again;
+            }
+            let feed = &self.context.feed;
+            if let Some(after) = subscription.history_wanted(feed) {
+                let request =
+                    HistoryRequest { reactor: self.index, key: connection.key, serial: subscription.serial, after };
+                if self.history.try_send(request).is_ok() {
+                    subscription.history_requested();
+                }
+            }
+            let before = connection.output_len();
+            match subscription.advance(feed, &self.context.published, connection.output_mut(), Instant::now()) {
+                Advance::Progress { events } => {
+                    metrics.subscribe_events.inc_by(events as u64);
+                    let appended = connection.output_len() - before;
+                    metrics.subscribe_bytes.inc_by(appended as u64);
+                    budget = budget.saturating_sub(appended);
+                }
+                Advance::Idle => return Drive::Keep,
             }
         }
     }
@@ -435,8 +609,30 @@ impl Reactor {
             }
         }
         for key in expired {
-            self.connections.remove(key);
+            self.remove(key);
         }
+        let interval = Duration::from_millis(self.context.settings.config.subscribe.checkpoint_interval_ms);
+        let feed = self.context.feed.clone();
+        let published = self.context.published.clone();
+        let metrics = self.context.metrics.clone();
+        self.drive_streams(|subscription| {
+            if shutting_down {
+                subscription.end("unavailable", "the server is shutting down".into(), None);
+                return true;
+            }
+            if now.saturating_duration_since(subscription.last_checkpoint) >= interval && !subscription.checkpoint_due {
+                subscription.checkpoint_due = true;
+                let (class, newest) = if subscription.is_durable() {
+                    ("durable", published.durable_version())
+                } else {
+                    ("committed", published.committed_version())
+                };
+                metrics.subscriber_lag(class).observe(newest.saturating_sub(subscription.position()) as f64);
+                return true;
+            }
+            // A history read that found the queue full asks again.
+            subscription.history_wanted(&feed).is_some()
+        });
     }
 }
 
@@ -454,6 +650,12 @@ enum Verdict {
 
 impl Timeouts {
     fn verdict(&self, connection: &Connection, now: Instant, shutting_down: bool) -> Verdict {
+        if connection.subscription.is_some() {
+            // Streams write checkpoints, and a reader that stalls is served
+            // from storage when it resumes; they end when the client goes
+            // (or, at shutdown, after their error event).
+            return Verdict::Keep;
+        }
         if connection.request_in_progress() {
             let started = connection.request_started.unwrap_or(connection.last_activity);
             let elapsed = now.saturating_duration_since(started);

@@ -195,6 +195,29 @@ impl Response<'_> {
     }
 }
 
+/// The head of a `text/event-stream` response: no length, the body ends
+/// when the connection closes.
+pub fn write_stream_head(out: &mut Vec<u8>, request_id: &str) {
+    with_http_date(|date| {
+        let headers: [(&str, &[u8]); 4] = [
+            ("Date", date),
+            ("X-Request-Id", request_id.as_bytes()),
+            ("Cache-Control", b"no-cache"),
+            ("X-Accel-Buffering", b"no"),
+        ];
+        write_response_head(
+            out,
+            &ResponseHead {
+                status: 200,
+                content_type: Some("text/event-stream"),
+                content_length: None,
+                close: true,
+                headers: &headers,
+            },
+        );
+    });
+}
+
 thread_local! {
     /// The formatted Date of the current second, per thread.
     static HTTP_DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };

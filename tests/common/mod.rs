@@ -25,26 +25,36 @@ impl Stoat {
     /// Starts `stoat serve` on an ephemeral port with a fresh data dir and
     /// `config` (TOML text) as its configuration file.
     pub fn start(config: &str) -> Stoat {
+        Stoat::start_with_env(config, &[])
+    }
+
+    /// Like `start`, with extra environment variables (test hooks).
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Stoat {
         let data = tempfile::tempdir().unwrap();
         let path = data.path().to_path_buf();
-        let mut stoat = Stoat::spawn(config, &path, Some(data));
+        let mut stoat = Stoat::spawn(config, &path, Some(data), env);
         stoat.wait_for_log("log recovered; serving");
         stoat
     }
 
     /// Starts `stoat serve` on an existing data directory (kept afterwards).
     pub fn start_at(config: &str, data_dir: &std::path::Path) -> Stoat {
-        let mut stoat = Stoat::spawn(config, data_dir, None);
+        let mut stoat = Stoat::spawn(config, data_dir, None, &[]);
         stoat.wait_for_log("log recovered; serving");
         stoat
     }
 
     /// Starts `stoat serve` and returns once it listens, recovered or not.
     pub fn start_listening_at(config: &str, data_dir: &std::path::Path) -> Stoat {
-        Stoat::spawn(config, data_dir, None)
+        Stoat::spawn(config, data_dir, None, &[])
     }
 
-    fn spawn(config: &str, data_dir: &std::path::Path, owned: Option<tempfile::TempDir>) -> Stoat {
+    fn spawn(
+        config: &str,
+        data_dir: &std::path::Path,
+        owned: Option<tempfile::TempDir>,
+        env: &[(&str, &str)],
+    ) -> Stoat {
         let config_file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(config_file.path(), config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_stoat"))
@@ -52,6 +62,7 @@ impl Stoat {
             .arg(config_file.path())
             .arg("--data-dir")
             .arg(data_dir)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -33,7 +33,7 @@ fn small_batch() -> Vec<u8> {
         },
         LoggedTransaction { version: 12, request_id: "c".into(), timestamp_ms: 3, operations: vec![] },
     ];
-    encode("leader", 5, &transactions).bytes
+    encode("leader", 5, &transactions).bytes.to_vec()
 }
 
 /// Replaces the checksum so that a test reaches the checks behind it.
@@ -146,7 +146,7 @@ proptest! {
         (prev_version, transactions) in transactions_strategy(),
         edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
     ) {
-        let mut bytes = encode("l", prev_version, &transactions).bytes;
+        let mut bytes = encode("l", prev_version, &transactions).bytes.to_vec();
         for (index, value) in edits {
             let at = index.index(bytes.len() - CHECKSUM_BYTES);
             bytes[at] = value;

@@ -154,7 +154,7 @@ fn another_leaders_object_fences_and_nothing_more_is_durable() {
         panic!("{actions:?}")
     };
     assert_eq!(name, &batch_name(1));
-    let theirs = batch(0, 1, 1, "b").bytes;
+    let theirs = batch(0, 1, 1, "b").bytes.to_vec();
     persister.completed(done(*verify, Ok(OpOutput::Bytes(theirs))), 0);
     let actions = drain(&mut persister);
     assert!(matches!(actions.as_slice(), [Action::Fenced { first_version: 1, .. }]), "{actions:?}");
@@ -261,7 +261,9 @@ impl ModelRun {
     /// Another leader writes the batch we are about to write.
     fn intrude(&mut self) {
         let first = self.next_version;
-        self.objects.entry(batch_name(first)).or_insert_with(|| batch(first - 1, first, first, "intruder").bytes);
+        self.objects
+            .entry(batch_name(first))
+            .or_insert_with(|| batch(first - 1, first, first, "intruder").bytes.to_vec());
     }
 
     fn step(&mut self, persister: &mut Persister) {

@@ -37,7 +37,7 @@ fn write_log(store: &dyn ObjectStore, batches: u64, per_batch: u64) {
     for index in 0..batches {
         let first = 1 + index * per_batch;
         let encoded = batch(first - 1, first, per_batch);
-        blocking.put_if_absent(&batch_name(first), encoded.bytes).unwrap();
+        blocking.put_if_absent(&batch_name(first), encoded.bytes.to_vec()).unwrap();
     }
 }
 
@@ -105,7 +105,7 @@ fn a_corrupt_final_object_is_a_typed_error() {
     assert!(matches!(recover(&store, &RecoveryConfig::default()), Err(RecoveryError::Corrupt { .. })));
     // A batch that continues from version 6 stored under the name of the
     // batch that continues from 4.
-    std::fs::write(&path, batch(6, 7, 1).bytes).unwrap();
+    std::fs::write(&path, batch(6, 7, 1).bytes.to_vec()).unwrap();
     assert!(matches!(
         recover(&store, &RecoveryConfig::default()),
         Err(RecoveryError::Misnamed { prev_version: 6, .. })
@@ -119,8 +119,8 @@ fn batches_behind_a_hole_are_orphans_and_overlaps_are_errors() {
     let blocking = Blocking::new(&store);
     write_log(&store, 4, 10); // versions 1..=40
                               // A crashed leader's batch 41..=50 never landed; 51..=60 and 61..=70 did.
-    blocking.put_if_absent(&batch_name(51), batch(50, 51, 10).bytes).unwrap();
-    blocking.put_if_absent(&batch_name(61), batch(60, 61, 10).bytes).unwrap();
+    blocking.put_if_absent(&batch_name(51), batch(50, 51, 10).bytes.to_vec()).unwrap();
+    blocking.put_if_absent(&batch_name(61), batch(60, 61, 10).bytes.to_vec()).unwrap();
     let config = RecoveryConfig { recent_transactions: 3, ..RecoveryConfig::default() };
     let recovered = recover(&store, &config).unwrap();
     assert_eq!(recovered.last_version, 40);
@@ -129,7 +129,7 @@ fn batches_behind_a_hole_are_orphans_and_overlaps_are_errors() {
     assert_eq!(versions, [38, 39, 40]);
 
     // A writer that continued from 65 (named 66) overlaps the batch 61..=70.
-    blocking.put_if_absent(&batch_name(66), batch(65, 71, 1).bytes).unwrap();
+    blocking.put_if_absent(&batch_name(66), batch(65, 71, 1).bytes.to_vec()).unwrap();
     assert!(matches!(
         recover(&store, &config),
         Err(RecoveryError::Overlap { prev_version: 65, previous_last_version: 70, .. })
@@ -155,7 +155,7 @@ fn storage_failures_during_recovery_are_transient_errors() {
 fn a_persister_driven_through_a_failing_store_then_recovered() {
     let directory = tempfile::tempdir().unwrap();
     let local: Arc<dyn ObjectStore> = Arc::new(unsynced_store(directory.path()));
-    let plan = FaultPlan { seed: 11, fail_after_ops: None, fail_before_ppm: 200_000, lose_reply_ppm: 200_000 };
+    let plan = FaultPlan { seed: 11, fail_before_ppm: 200_000, lose_reply_ppm: 200_000, ..FaultPlan::default() };
     let store = FailingStore::new(Arc::clone(&local), plan);
     let config = PersisterConfig {
         max_in_flight: 4,
@@ -206,7 +206,7 @@ fn a_batch_is_named_by_the_version_it_continues_from_even_after_a_gap() {
     write_log(&store, 1, 10); // versions 1..=10
                               // Versions 11 and 12 went to transactions that did not commit: the next
                               // batch continues from 10 and is named 11, though it starts at 13.
-    blocking.put_if_absent(&batch_name(11), batch(10, 13, 2).bytes).unwrap();
+    blocking.put_if_absent(&batch_name(11), batch(10, 13, 2).bytes.to_vec()).unwrap();
     let recovered = recover(&store, &RecoveryConfig::default()).unwrap();
     assert_eq!(recovered.last_version, 14);
     assert!(recovered.orphaned_objects.is_empty());
