@@ -430,3 +430,120 @@ impl Handler for Service {
         error_response(&s3_error, resource, &self.request_id(), is_head)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use stoat_http::{Limits, Progress, RequestParser};
+
+    use super::*;
+    use crate::faults::{FaultConfig, SplitMix64};
+
+    fn service(credentials: Vec<Credentials>) -> Service {
+        let settings =
+            ServiceSettings { credentials, region: "us-east-1".into(), virtual_host_domains: vec!["localhost".into()] };
+        let service = Service::new(Store::in_memory(5), Faults::new(FaultConfig::default()), settings);
+        service.store.create_bucket("bucket").unwrap();
+        service
+            .store
+            .put_object("bucket", "key", b"0123456789".to_vec(), Default::default(), &Default::default())
+            .unwrap();
+        service
+    }
+
+    fn pick<'a>(random: &mut SplitMix64, items: &[&'a str]) -> &'a str {
+        items[(random.next_u64() % items.len() as u64) as usize]
+    }
+
+    /// A request assembled from S3-shaped pieces, many of them wrong.
+    fn random_request(random: &mut SplitMix64) -> Vec<u8> {
+        let method = pick(random, &["GET", "PUT", "POST", "DELETE", "HEAD", "PATCH"]);
+        let path = pick(
+            random,
+            &[
+                "/",
+                "/bucket",
+                "/bucket/key",
+                "/bucket/%ff",
+                "/bucket/a%2",
+                "/nope/k",
+                "/Bad_Name/k",
+                "/bucket//x",
+                "/_fake_s3/faults",
+            ],
+        );
+        let query = pick(
+            random,
+            &[
+                "",
+                "?list-type=2&max-keys=x",
+                "?list-type=2&continuation-token=%%%",
+                "?uploads",
+                "?uploadId=zz&partNumber=99999",
+                "?delete",
+                "?location",
+                "?acl",
+                "?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=a/b",
+                "?AWSAccessKeyId=x&Expires=y",
+            ],
+        );
+        let headers = [
+            "Range: bytes=5-1",
+            "Range: bytes=-0",
+            "Range: bytes=99-",
+            "If-Match: *",
+            "If-None-Match: \"x\"",
+            "If-Modified-Since: garbage",
+            "Content-MD5: ###",
+            "x-amz-content-sha256: STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+            "x-amz-content-sha256: 00",
+            "Content-Encoding: aws-chunked",
+            "x-amz-decoded-content-length: -1",
+            "x-amz-copy-source: /bucket/key",
+            "x-amz-copy-source: %",
+            "x-amz-copy-source-range: bytes=9-3",
+            "x-amz-checksum-crc32: AAAA",
+            "x-amz-checksum-algorithm: NOPE",
+            "Authorization: AWS4-HMAC-SHA256 Credential=",
+            "Authorization: AWS x",
+            "x-amz-metadata-directive: MAYBE",
+            "Host: bucket.localhost:1",
+            "Host: ::1",
+        ];
+        let mut text = format!("{method} {path}{query} HTTP/1.1\r\n");
+        for _ in 0..random.next_u64() % 5 {
+            text.push_str(pick(random, &headers));
+            text.push_str("\r\n");
+        }
+        let bodies: [&[u8]; 6] = [
+            b"",
+            b"<Delete><Object><Key>a</Key></Object></Delete>",
+            b"<Complete",
+            b"5\r\nhello\r\n0\r\n\r\n",
+            b"zz\r\n",
+            b"{\"rules\": [{\"error_rate\": 9}]}",
+        ];
+        let body = bodies[(random.next_u64() % bodies.len() as u64) as usize];
+        let mut bytes = format!("{text}Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+        bytes.extend_from_slice(body);
+        bytes
+    }
+
+    /// Thousands of malformed S3 requests: every one is answered with a
+    /// status, none panics (the handler is called directly, no catch).
+    #[test]
+    fn random_requests_never_panic() {
+        for credentials in [Vec::new(), vec![Credentials { access_key: "AK".into(), secret_key: "SK".into() }]] {
+            let service = service(credentials);
+            let mut random = SplitMix64::new(2026);
+            for case in 0..3000 {
+                let raw = random_request(&mut random);
+                let mut parser = RequestParser::new(Limits { head_bytes_max: 8192, body_bytes_max: 1 << 20 });
+                let mut body = Vec::new();
+                let Ok((_, Progress::Complete)) = parser.parse(&raw, &mut body) else { continue };
+                let response = service.handle(Request { head: parser.head(), body: &mut body, peer: None });
+                assert!((200..600).contains(&response.status), "case {case}: {}", String::from_utf8_lossy(&raw));
+            }
+            service.faults.set(FaultConfig::default());
+        }
+    }
+}

@@ -374,7 +374,7 @@ pub mod client {
         payload: &str,
         amz_date: &str,
     ) -> Vec<(String, String)> {
-        let date = &amz_date[..8.min(amz_date.len())];
+        let date = amz_date.get(..8).unwrap_or(amz_date);
         let mut all: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
         all.push(("x-amz-date".into(), amz_date.into()));
         all.push(("x-amz-content-sha256".into(), payload.into()));
