@@ -1,9 +1,9 @@
 """Fixtures of the S3 conformance suite.
 
 Every test runs against each target named in FAKE_S3_TARGETS (default
-"fake_s3,moto"): the fake-s3 binary (FAKE_S3_BIN, else
-$CARGO_TARGET_DIR/debug/fake-s3) started with SigV4 keys, and moto_server
-as the reference. A test marked `moto_wrong(reason)` is expected to fail on
+"fake_s3,fake_s3_disk,moto"): the fake-s3 binary (FAKE_S3_BIN, else
+$CARGO_TARGET_DIR/debug/fake-s3) started with SigV4 keys, in memory and
+with --data-dir, and moto_server as the reference. A test marked `moto_wrong(reason)` is expected to fail on
 moto (xfail) because moto is known to differ from S3 there; `fake_only`
 tests use fake-s3 features S3 does not have (faults, restarts).
 """
@@ -31,6 +31,7 @@ REGION = "us-east-1"
 def pytest_configure(config):
     config.addinivalue_line("markers", "moto_wrong(reason): moto is known to differ from S3 here (xfail on moto)")
     config.addinivalue_line("markers", "fake_only: uses fake-s3 features that S3 and moto do not have")
+    config.addinivalue_line("markers", "own_process: starts its own fake-s3, so it runs once (with the fake_s3 target)")
 
 
 def fake_s3_binary():
@@ -104,13 +105,15 @@ class MotoProcess:
 
 
 def targets():
-    return [t.strip() for t in os.environ.get("FAKE_S3_TARGETS", "fake_s3,moto").split(",") if t.strip()]
+    return [t.strip() for t in os.environ.get("FAKE_S3_TARGETS", "fake_s3,fake_s3_disk,moto").split(",") if t.strip()]
 
 
 @pytest.fixture(scope="session", params=targets())
-def server(request):
+def server(request, tmp_path_factory):
     if request.param == "fake_s3":
         process = FakeS3Process()
+    elif request.param == "fake_s3_disk":
+        process = FakeS3Process("--data-dir", str(tmp_path_factory.mktemp("fake-s3-data")))
     elif request.param == "moto":
         process = MotoProcess()
     else:
@@ -130,6 +133,8 @@ def _target_marks(request):
             request.applymarker(pytest.mark.xfail(reason="moto: " + mark.args[0], strict=False))
         if request.node.get_closest_marker("fake_only"):
             pytest.skip("fake-s3 feature")
+    if name != "fake_s3" and request.node.get_closest_marker("own_process"):
+        pytest.skip("starts its own fake-s3; run with the fake_s3 target")
 
 
 def make_client(url, access_key=ACCESS_KEY, secret_key=SECRET_KEY, retries=2, **config):

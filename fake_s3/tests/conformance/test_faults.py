@@ -115,6 +115,7 @@ def test_bad_fault_config_is_refused(server):
     assert excinfo.value.code == 400
 
 
+@pytest.mark.own_process
 def test_latency_flag(server):
     process = FakeS3Process("--latency", "PutObject=50", "--fault-seed", "3")
     try:

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import FakeS3Process, make_client
 
-pytestmark = pytest.mark.fake_only
+pytestmark = [pytest.mark.fake_only, pytest.mark.own_process]
 
 
 def test_objects_survive_restart(server, tmp_path):
