@@ -11,7 +11,8 @@ use fake_s3::{Config, FakeS3, FaultConfig, FaultRule, Latency};
 ///
 /// Fault flags take OP=VALUE, where OP is an S3 operation name (PutObject,
 /// GetObject, ...) or '*'; each flag adds one rule. A running server's faults
-/// are read and replaced at /_fake_s3/faults (JSON).
+/// are read and replaced at /_fake_s3/faults (GET, PUT with JSON, DELETE);
+/// /_fake_s3/stats counts requests and injected faults.
 #[derive(Debug, Parser)]
 #[command(name = "fake-s3", version)]
 struct Flags {
@@ -24,8 +25,10 @@ struct Flags {
     /// With --secret-key: verify every request's SigV4 signature.
     #[arg(long, requires = "secret_key")]
     access_key: Option<String>,
+    /// The secret of --access-key.
     #[arg(long, requires = "access_key")]
     secret_key: Option<String>,
+    /// The region reported by HeadBucket and GetBucketLocation (any region is accepted in signatures).
     #[arg(long, default_value = "us-east-1")]
     region: String,
     /// Largest request body accepted, in bytes (bodies are held in memory).
