@@ -380,7 +380,7 @@ impl<H: Handler> Reactor<H> {
                 return;
             }
             self.timers.pop();
-            if let Some(slot) = self.connections.get_mut(key) {
+            if let Some(slot @ Slot::Parked(_)) = self.connections.get_mut(key) {
                 if let Slot::Parked(connection) = std::mem::replace(slot, Slot::Away) {
                     *slot = Slot::Home(connection);
                     self.service(key);
@@ -390,7 +390,10 @@ impl<H: Handler> Reactor<H> {
     }
 
     fn service(&mut self, key: usize) {
-        let Some(slot) = self.connections.get_mut(key) else {
+        // Events of a connection that is with a worker or parked are
+        // ignored: it is driven again when it comes home, which reads and
+        // writes whatever became ready meanwhile.
+        let Some(slot @ Slot::Home(_)) = self.connections.get_mut(key) else {
             return;
         };
         let Slot::Home(mut connection) = std::mem::replace(slot, Slot::Away) else {

@@ -89,6 +89,21 @@ fn pipelined_requests_answered_in_order() {
     assert_eq!(read_response(&mut stream).unwrap(), (200, b"POST /c 2".to_vec()));
 }
 
+/// Bytes that arrive while a response is held must neither close the
+/// connection nor be lost: they are read when the response has gone out.
+#[test]
+fn events_while_a_response_is_held_keep_the_connection() {
+    let server = start();
+    let mut stream = connect(&server);
+    for _ in 0..3 {
+        stream.write_all(b"GET /sleep/150 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(40));
+        stream.write_all(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(read_response(&mut stream).unwrap(), (200, b"GET /sleep/150 0".to_vec()));
+        assert_eq!(read_response(&mut stream).unwrap(), (200, b"GET /next 0".to_vec()));
+    }
+}
+
 #[test]
 fn a_held_response_blocks_no_other_connection() {
     let server = start();
