@@ -122,6 +122,6 @@ def test_latency_flag(server):
         client = make_client(process.url)
         client.create_bucket(Bucket="flagged")
         assert min(timed(lambda: client.put_object(Bucket="flagged", Key="k", Body=b"x")) for _ in range(3)) >= 0.05
-        assert timed(lambda: client.head_bucket(Bucket="flagged")) < 0.05
+        assert min(timed(lambda: client.head_bucket(Bucket="flagged")) for _ in range(3)) < 0.05
     finally:
         process.stop()
