@@ -8,6 +8,7 @@
 //! - `store`: the `ObjectStore` trait (submit, completions on a channel),
 //!   typed errors, and a blocking helper.
 //! - `local`: the local-disk backend (files, IO thread pool).
+//! - `s3`: the S3 backend (event-driven client, SigV4, pool, retries).
 //! - `failing`: a wrapper that fails operations on purpose, for tests.
 //! - `persister`: which batches to write, retry, and report durable (pure).
 //! - `recovery`: the log's tail state at start.
@@ -23,4 +24,5 @@ pub mod local;
 pub mod names;
 pub mod persister;
 pub mod recovery;
+pub mod s3;
 pub mod store;

@@ -47,8 +47,102 @@ pub struct StageLabels {
     pub stage: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct S3RequestLabels {
+    pub operation: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct S3OperationLabels {
+    pub operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct S3CodeLabels {
+    pub code: String,
+}
+
+/// The S3 client's metrics (cheap to clone: handles on shared families).
+#[derive(Clone, Debug)]
+pub struct S3Metrics {
+    /// Attempts by S3 operation and outcome (`ok`, `retried`, `failed`).
+    pub requests: Family<S3RequestLabels, Counter>,
+    request_seconds: Family<S3OperationLabels, Histogram, fn() -> Histogram>,
+    pub retries: Family<S3OperationLabels, Counter>,
+    /// Failed attempts by S3 error code (or `HTTP<status>`, `Connection`,
+    /// `Timeout`); codes outside a known set are counted as `Other`.
+    pub errors: Family<S3CodeLabels, Counter>,
+    /// Store operations submitted and not yet completed.
+    pub in_flight: Gauge,
+}
+
+fn s3_latency_histogram() -> Histogram {
+    // 100 us .. ~100 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 21))
+}
+
+impl Default for S3Metrics {
+    fn default() -> Self {
+        S3Metrics {
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(s3_latency_histogram),
+            retries: Family::default(),
+            errors: Family::default(),
+            in_flight: Gauge::default(),
+        }
+    }
+}
+
+impl S3Metrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register("s3_requests", "S3 request attempts by operation and outcome", self.requests.clone());
+        registry.register(
+            "s3_request_duration_seconds",
+            "S3 request attempts' latency, from sending to the complete response, by operation",
+            self.request_seconds.clone(),
+        );
+        registry.register("s3_retries", "S3 request attempts retried, by operation", self.retries.clone());
+        registry.register("s3_errors", "Failed S3 request attempts by error code", self.errors.clone());
+        registry.register(
+            "s3_operations_in_flight",
+            "Store operations on S3 not yet completed",
+            self.in_flight.clone(),
+        );
+    }
+
+    pub fn observe(&self, operation: &'static str, seconds: f64) {
+        self.request_seconds.get_or_create(&S3OperationLabels { operation }).observe(seconds);
+    }
+
+    pub fn error(&self, code: &str) {
+        const KNOWN: [&str; 16] = [
+            "InternalError",
+            "SlowDown",
+            "ServiceUnavailable",
+            "RequestTimeout",
+            "AccessDenied",
+            "SignatureDoesNotMatch",
+            "InvalidAccessKeyId",
+            "NoSuchBucket",
+            "NoSuchKey",
+            "PreconditionFailed",
+            "ConditionalRequestConflict",
+            "Connection",
+            "Timeout",
+            "BadResponse",
+            "BadXml",
+            "Redirect",
+        ];
+        let known = KNOWN.contains(&code) || (code.starts_with("HTTP") && code.len() == 7);
+        let code = if known { code.to_owned() } else { "Other".to_owned() };
+        self.errors.get_or_create(&S3CodeLabels { code }).inc();
+    }
+}
+
 /// Every metric the process exports.
 pub struct Metrics {
+    pub s3: S3Metrics,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     request_duration: Family<RouteLabels, Histogram>,
@@ -146,7 +240,10 @@ impl Metrics {
              durable) or committed version (class committed) minus the stream's position",
             subscriber_lag.clone(),
         );
+        let s3 = S3Metrics::default();
+        s3.register(&mut registry);
         Metrics {
+            s3,
             subscribers,
             subscribe_events,
             subscribe_bytes,
