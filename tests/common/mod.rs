@@ -2,6 +2,8 @@
 //! raw HTTP/1.1 to it over TCP.
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
