@@ -11,6 +11,7 @@ use signal_hook::iterator::Signals;
 use stoat::config::{Config, Overrides, Settings, StorageUrl};
 use stoat::log::failing::{FailingStore, FaultPlan};
 use stoat::log::local::{LocalStore, LocalStoreOptions};
+use stoat::log::s3::{endpoint_host, Credentials, S3Location, S3Options, S3Store};
 use stoat::log::store::ObjectStore;
 use stoat::ops::logging::LogHandle;
 use stoat::ops::metrics::Metrics;
@@ -78,7 +79,8 @@ fn serve(args: ServeArgs) -> ExitCode {
     check_open_files_limit(settings.config.server.max_connections);
 
     let published = Arc::new(Published::new(uuid::Uuid::new_v4().to_string()));
-    let open_store = match store_opener(&settings) {
+    let metrics = Arc::new(Metrics::new());
+    let open_store = match store_opener(&settings, &metrics) {
         Ok(open_store) => open_store,
         Err(message) => {
             eprintln!("stoat: config error: {message}");
@@ -94,7 +96,6 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let metrics = Arc::new(Metrics::new());
     let server = match Server::start(ServerContext::new(settings, metrics, published.clone()), open_store) {
         Ok(server) => server,
         Err(error) => {
@@ -111,7 +112,7 @@ fn serve(args: ServeArgs) -> ExitCode {
 }
 
 /// How stage 2 opens the configured storage (retried until it works).
-fn store_opener(settings: &Settings) -> Result<StoreOpener, String> {
+fn store_opener(settings: &Settings, metrics: &Metrics) -> Result<StoreOpener, String> {
     match &settings.storage {
         StorageUrl::File(directory) => {
             let directory = directory.clone();
@@ -126,8 +127,29 @@ fn store_opener(settings: &Settings) -> Result<StoreOpener, String> {
                 Ok(store)
             }))
         }
-        StorageUrl::S3 { .. } => {
-            Err("storage.url: s3:// storage is not available yet in this build; use file:DIR".into())
+        StorageUrl::S3 { bucket, prefix, endpoint, region } => {
+            let Some(endpoint) = endpoint else {
+                return Err("storage.url: s3:// needs endpoint=http://HOST:PORT (AWS's https endpoints are not \
+                            supported yet in this build)"
+                    .into());
+            };
+            endpoint_host(endpoint).map_err(|message| format!("storage.url: {message}"))?;
+            let credentials = Credentials::from_env()?;
+            if credentials.is_none() {
+                tracing::warn!("AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are not set: S3 requests are not signed");
+            }
+            let location = S3Location {
+                endpoint: endpoint.clone(),
+                bucket: bucket.clone(),
+                prefix: prefix.clone(),
+                region: region.clone().unwrap_or_else(|| "us-east-1".into()),
+                credentials,
+            };
+            let s3_metrics = metrics.s3.clone();
+            Ok(Box::new(move || {
+                let store = S3Store::open(location.clone(), S3Options::default(), s3_metrics.clone())?;
+                Ok(Arc::new(store) as Arc<dyn ObjectStore>)
+            }))
         }
     }
 }
