@@ -220,7 +220,12 @@ fn an_unreachable_endpoint_fails_as_transient_and_dropping_the_store_answers_eve
     for index in 0..50u64 {
         store.submit(index, put(&format!("d/{index}"), b"x"), &reply);
     }
-    std::thread::sleep(Duration::from_millis(100));
+    // Wait until the server has seen some of them, so that they are in flight.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while s3.fault_stats().requests.get("PutObject").copied().unwrap_or(0) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no PutObject reached the server");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     drop(store);
     let ids: HashSet<u64> = completions.try_iter().map(|completion| completion.op_id).collect();
     assert_eq!(ids.len(), 50);
