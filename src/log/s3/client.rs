@@ -32,10 +32,12 @@ pub(super) const WAKER: Token = Token(0);
 const HEAD_BYTES_MAX: usize = 64 * 1024;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
-/// What the store sends the client thread.
-pub(super) enum Message {
-    Submit { op_id: OpId, operation: Operation, reply: Sender<Completion> },
-    Stop,
+/// An operation the store hands to the client thread. The thread stops when
+/// the store drops its sender.
+pub(super) struct Submission {
+    pub op_id: OpId,
+    pub operation: Operation,
+    pub reply: Sender<Completion>,
 }
 
 /// The delay before attempt `attempt + 1` (`attempt >= 1`): doubling from
@@ -75,7 +77,7 @@ struct Failure {
 
 pub(super) struct Client {
     poll: Poll,
-    inbox: Receiver<Message>,
+    inbox: Receiver<Submission>,
     target: Target,
     options: S3Options,
     metrics: S3Metrics,
@@ -92,7 +94,7 @@ pub(super) struct Client {
 impl Client {
     pub(super) fn new(
         poll: Poll,
-        inbox: Receiver<Message>,
+        inbox: Receiver<Submission>,
         target: Target,
         options: S3Options,
         metrics: S3Metrics,
@@ -139,8 +141,8 @@ impl Client {
     fn take_messages(&mut self) {
         loop {
             match self.inbox.try_recv() {
-                Ok(Message::Submit { op_id, operation, reply }) => self.admit(op_id, operation, reply),
-                Ok(Message::Stop) | Err(TryRecvError::Disconnected) => {
+                Ok(Submission { op_id, operation, reply }) => self.admit(op_id, operation, reply),
+                Err(TryRecvError::Disconnected) => {
                     self.stopping = true;
                     return;
                 }
@@ -267,10 +269,8 @@ impl Client {
     /// sent bytes nobody asked for): either way it is done.
     fn check_idle(&mut self, connection: usize) {
         let mut byte = [0u8; 1];
-        let done = match self.connections[connection].stream.read(&mut byte) {
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => false,
-            _ => true,
-        };
+        let read = self.connections[connection].stream.read(&mut byte);
+        let done = !matches!(read, Err(error) if error.kind() == io::ErrorKind::WouldBlock);
         if done {
             self.close(connection);
         }

@@ -29,7 +29,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use mio::{Poll, Waker};
 
 pub use self::client::backoff_delay;
-use self::client::{Client, Message, WAKER};
+use self::client::{Client, Submission, WAKER};
 use self::operation::Operation;
 pub use self::request::Credentials;
 use self::request::Target;
@@ -95,7 +95,8 @@ impl Default for S3Options {
 /// An [`ObjectStore`] on S3. Dropping it fails what is still in flight
 /// (as transient) and stops its thread.
 pub struct S3Store {
-    messages: Sender<Message>,
+    /// `None` once dropping: the thread stops when the sender is gone.
+    messages: Option<Sender<Submission>>,
     waker: Arc<Waker>,
     thread: Option<JoinHandle<()>>,
     location: S3Location,
@@ -149,7 +150,7 @@ impl S3Store {
         let (messages, inbox) = crossbeam_channel::bounded(options.queue_depth.max(1));
         let client = Client::new(poll, inbox, target, options, metrics);
         let thread = std::thread::Builder::new().name("stoat-s3".into()).spawn(move || client.run())?;
-        Ok(S3Store { messages, waker, thread: Some(thread), location })
+        Ok(S3Store { messages: Some(messages), waker, thread: Some(thread), location })
     }
 
     pub fn location(&self) -> &S3Location {
@@ -166,7 +167,8 @@ impl ObjectStore for S3Store {
                 return;
             }
         };
-        let refused = match self.messages.try_send(Message::Submit { op_id, operation, reply: reply.clone() }) {
+        let Some(messages) = &self.messages else { return };
+        let refused = match messages.try_send(Submission { op_id, operation, reply: reply.clone() }) {
             Ok(()) => {
                 let _ = self.waker.wake();
                 return;
@@ -180,12 +182,9 @@ impl ObjectStore for S3Store {
 
 impl Drop for S3Store {
     fn drop(&mut self) {
-        // A full queue still stops the thread: it sees the channel
-        // disconnect once this store's sender is gone.
-        let _ = self.messages.try_send(Message::Stop);
-        let _ = self.waker.wake();
-        let (closed, _) = crossbeam_channel::bounded(1);
-        self.messages = closed;
+        // The thread sees the channel disconnect (after taking what is
+        // queued), fails what is in flight and stops.
+        self.messages = None;
         let _ = self.waker.wake();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
