@@ -8,11 +8,13 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::s3::{create_bucket, location};
-use common::{Stoat, DEADLINE};
-use fake_s3::{Config, FakeS3};
+use common::{check_chain, read_log_from, Client, Stoat, DEADLINE};
+use fake_s3::{Config, FakeS3, FaultConfig, FaultRule, Latency};
 use stoat::log::names::LOG_PREFIX;
 use stoat::log::s3::S3Store;
 use stoat::log::store::Blocking;
@@ -90,6 +92,98 @@ fn commits_are_durable_in_s3_and_survive_a_crash() {
     }
     assert!(versions.windows(2).all(|pair| pair[0] < pair[1]), "{versions:?}");
     subscribe_sees(stoat.addr, &ids);
+}
+
+/// Commits from `clients` threads until `stop`; the acknowledged
+/// (request id, version) pairs.
+fn load(
+    addr: SocketAddr,
+    clients: usize,
+    stop: &Arc<AtomicBool>,
+    acknowledged: &Arc<AtomicUsize>,
+) -> Vec<std::thread::JoinHandle<Vec<(String, u64)>>> {
+    (0..clients)
+        .map(|client| {
+            let (stop, acknowledged) = (stop.clone(), acknowledged.clone());
+            std::thread::spawn(move || {
+                let mut done = Vec::new();
+                let Some(mut connection) = Client::try_connect(addr) else { return done };
+                for n in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let request_id = format!("load-{client}-{n}");
+                    let body = format!(
+                        r#"{{"request_id":"{request_id}","operations":[{{"type":"write","key":"aw==","value":"dg=="}}]}}"#
+                    );
+                    let Some(response) = connection.try_post("/v1/commit", &body) else { break };
+                    assert_eq!(response.status, 200, "{}", response.text());
+                    done.push((request_id, response.json()["version"].as_u64().unwrap()));
+                    acknowledged.fetch_add(1, Ordering::Relaxed);
+                }
+                done
+            })
+        })
+        .collect()
+}
+
+fn wait_for_more(acknowledged: &AtomicUsize, more: usize, what: &str) {
+    let started = Instant::now();
+    let target = acknowledged.load(Ordering::Relaxed) + more;
+    let deadline = Instant::now() + DEADLINE;
+    while acknowledged.load(Ordering::Relaxed) < target {
+        assert!(Instant::now() < deadline, "{what}: commits did not progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!("{what}: {more} more commits in {:?}", started.elapsed());
+}
+
+#[test]
+fn s3_faults_and_an_outage_lose_and_duplicate_nothing() {
+    let s3 = FakeS3::start(Config::ephemeral().with_credentials(ACCESS_KEY, SECRET_KEY)).unwrap();
+    create_bucket(&s3, "stoat-bucket", Some((ACCESS_KEY, SECRET_KEY)));
+    let mut stoat = start(&s3);
+    let (stop, acknowledged) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let clients = load(stoat.addr, 4, &stop, &acknowledged);
+    wait_for_more(&acknowledged, 50, "before faults");
+
+    // 5xx, throttling, dropped connections before and after acting, stalls
+    // and slow responses, on every operation.
+    let rule = FaultRule::for_operations(["*"])
+        .error_rate(0.1)
+        .slowdown_rate(0.05)
+        .drop_rate(0.05)
+        .drop_after_rate(0.05)
+        .stall(0.01, 1_000)
+        .latency(Latency::UniformMs(0, 20));
+    s3.set_faults(FaultConfig::new(9).rule(rule));
+    wait_for_more(&acknowledged, 60, "under faults");
+    let stats = s3.fault_stats();
+    assert!(stats.internal_errors + stats.slowdowns > 0 && stats.drops + stats.drops_after > 0, "{stats:?}");
+
+    // A total outage, then recovery: commits wait, then resume.
+    s3.set_faults(FaultConfig::new(10).rule(FaultRule::for_operations(["*"]).error_rate(1.0)));
+    std::thread::sleep(Duration::from_millis(1500));
+    s3.set_faults(FaultConfig::default());
+    wait_for_more(&acknowledged, 100, "after the outage");
+
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<(String, u64)> = clients.into_iter().flat_map(|client| client.join().unwrap()).collect();
+    stoat.crash();
+    let reader = S3Store::open(
+        location(&s3, "stoat-bucket", "cluster/one", Some((ACCESS_KEY, SECRET_KEY))),
+        common::s3::fast_options(),
+        S3Metrics::default(),
+    )
+    .unwrap();
+    let logged = check_chain(&read_log_from(&reader));
+    for (request_id, version) in &acked {
+        assert_eq!(logged.get(request_id), Some(version), "acknowledged {request_id} at {version}");
+    }
+
+    let stoat = start(&s3);
+    let last = acked.iter().map(|(_, version)| *version).max().unwrap();
+    assert!(commit(&stoat, "after-restart") > last);
 }
 
 #[test]

@@ -294,12 +294,17 @@ pub struct LoggedBatch {
 
 /// Every batch in a data directory's log, in log order, decoded and verified.
 pub fn read_log(data_dir: &std::path::Path) -> Vec<LoggedBatch> {
-    use stoat::log::format::decode_batch;
     use stoat::log::local::{LocalStore, LocalStoreOptions};
+    let store = LocalStore::open(data_dir.join("log"), LocalStoreOptions::default()).unwrap();
+    read_log_from(&store)
+}
+
+/// Every batch in a store's log, in log order, decoded and verified.
+pub fn read_log_from(store: &dyn stoat::log::store::ObjectStore) -> Vec<LoggedBatch> {
+    use stoat::log::format::decode_batch;
     use stoat::log::names::LOG_PREFIX;
     use stoat::log::store::Blocking;
-    let store = LocalStore::open(data_dir.join("log"), LocalStoreOptions::default()).unwrap();
-    let blocking = Blocking::new(&store);
+    let blocking = Blocking::new(store);
     let names = blocking.list_all(LOG_PREFIX, None, 1000).unwrap();
     names
         .into_iter()
