@@ -1,0 +1,193 @@
+//! Against a real S3 implementation (moto, installed from PyPI by
+//! `scripts/test`): the `ObjectStore` contract on `S3Store`, and the binary
+//! on `--storage s3://...` through kill -9 rounds and two leaders on one
+//! prefix. Runs when `STOAT_S3_TEST_ENDPOINT` names the server
+//! (`http://127.0.0.1:PORT`, any credentials accepted); otherwise each test
+//! says it was skipped and passes.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use common::s3::fast_options;
+use common::{check_chain, read_log_from, Client, Stoat, DEADLINE};
+use stoat::log::s3::{Credentials, S3Location, S3Store};
+use stoat::log::store::{Blocking, StoreError};
+use stoat::ops::metrics::S3Metrics;
+
+const BUCKET: &str = "stoat-tests";
+
+/// The endpoint, with the test bucket created; `None` skips the test.
+fn endpoint() -> Option<String> {
+    let Ok(endpoint) = std::env::var("STOAT_S3_TEST_ENDPOINT") else {
+        eprintln!("skipped: STOAT_S3_TEST_ENDPOINT is not set (scripts/test starts moto and sets it)");
+        return None;
+    };
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let mut stream = TcpStream::connect(&host).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let request = format!("PUT /{BUCKET} HTTP/1.1\r\nhost: {host}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    // 200 created, or 409 BucketAlreadyOwnedByYou from an earlier test.
+    assert!(reply.starts_with("HTTP/1.1 200") || reply.starts_with("HTTP/1.1 409"), "create bucket: {reply}");
+    Some(endpoint)
+}
+
+/// A prefix no other test or run uses.
+fn unique_prefix(label: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{label}-{}-{nanos}", std::process::id())
+}
+
+fn store(endpoint: &str, prefix: &str) -> S3Store {
+    let location = S3Location {
+        endpoint: endpoint.into(),
+        bucket: BUCKET.into(),
+        prefix: prefix.into(),
+        region: "us-east-1".into(),
+        credentials: Some(Credentials {
+            access_key_id: "testing".into(),
+            secret_access_key: "testing".into(),
+            session_token: None,
+        }),
+    };
+    S3Store::open(location, fast_options(), S3Metrics::default()).unwrap()
+}
+
+#[test]
+fn the_object_store_contract_holds_on_moto() {
+    let Some(endpoint) = endpoint() else { return };
+    let prefix = unique_prefix("contract");
+    let stores: Vec<Arc<S3Store>> = (0..4).map(|_| Arc::new(store(&endpoint, &prefix))).collect();
+    for round in 0..5 {
+        let name = format!("race/{round}");
+        let barrier = Arc::new(Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|writer| {
+                let (store, barrier, name) = (stores[writer % 4].clone(), barrier.clone(), name.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    Blocking::new(store.as_ref()).put_if_absent(&name, vec![writer as u8; 10])
+                })
+            })
+            .collect();
+        let results: Vec<_> = threads.into_iter().map(|thread| thread.join().unwrap()).collect();
+        assert_eq!(results.iter().filter(|result| result.is_ok()).count(), 1, "{results:?}");
+        assert!(results.iter().all(|r| matches!(r, Ok(()) | Err(StoreError::AlreadyExists { .. }))), "{results:?}");
+    }
+    let blocking = Blocking::new(stores[0].as_ref());
+    blocking.put_if_absent("object", b"0123456789".to_vec()).unwrap();
+    assert_eq!(blocking.get("object", Some(2..5)).unwrap(), b"234");
+    assert_eq!(blocking.get("object", Some(8..50)).unwrap(), b"89");
+    assert_eq!(blocking.get("object", Some(10..20)).unwrap(), b"");
+    assert_eq!(blocking.get("missing", None), Err(StoreError::NotFound { name: "missing".into() }));
+
+    let names: Vec<String> = (0..1105).map(|index| format!("log/{index:05}")).collect();
+    let (reply, completions) = crossbeam_channel::unbounded();
+    for (index, name) in names.iter().enumerate() {
+        let op = stoat::log::store::ObjectOp::PutIfAbsent { name: name.clone(), bytes: Arc::new(b"x".to_vec()) };
+        stoat::log::store::ObjectStore::submit(stores[0].as_ref(), index as u64, op, &reply);
+    }
+    for _ in 0..names.len() {
+        let completion = completions.recv_timeout(Duration::from_secs(120)).unwrap();
+        assert!(completion.result.is_ok(), "{completion:?}");
+    }
+    assert_eq!(blocking.list_all("log/", None, 1000).unwrap(), names);
+    assert_eq!(blocking.list_all("log/", Some("log/00999"), 7).unwrap(), names[1000..]);
+    blocking.delete(names[..1050].to_vec()).unwrap();
+    assert_eq!(blocking.list_all("log/", None, 1000).unwrap(), names[1050..]);
+}
+
+fn load(
+    addr: SocketAddr,
+    label: &str,
+    clients: usize,
+    stop: &Arc<AtomicBool>,
+    count: &Arc<AtomicUsize>,
+) -> Vec<std::thread::JoinHandle<Vec<(String, u64)>>> {
+    (0..clients)
+        .map(|client| {
+            let (stop, count, label) = (stop.clone(), count.clone(), label.to_owned());
+            std::thread::spawn(move || {
+                let mut acknowledged = Vec::new();
+                let Some(mut connection) = Client::try_connect(addr) else { return acknowledged };
+                for n in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let request_id = format!("{label}-{client}-{n}");
+                    let body = format!(
+                        r#"{{"request_id":"{request_id}","operations":[{{"type":"write","key":"aw==","value":"dg=="}}]}}"#
+                    );
+                    let Some(response) = connection.try_post("/v1/commit", &body) else { break };
+                    match response.status {
+                        200 => {
+                            acknowledged.push((request_id, response.json()["version"].as_u64().unwrap()));
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                        503 => break,
+                        other => panic!("unexpected {other}: {}", response.text()),
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect()
+}
+
+fn wait_until(condition: impl Fn() -> bool, what: &str) {
+    let deadline = Instant::now() + DEADLINE * 3;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn check_acknowledged(logged: &HashMap<String, u64>, acknowledged: &[(String, u64)]) {
+    for (request_id, version) in acknowledged {
+        assert_eq!(logged.get(request_id), Some(version), "acknowledged {request_id} at {version}");
+    }
+}
+
+#[test]
+fn kill_9_rounds_and_two_leaders_keep_one_chain_on_moto() {
+    let Some(endpoint) = endpoint() else { return };
+    let prefix = unique_prefix("server");
+    let config = format!("[storage]\nurl = \"s3://{BUCKET}/{prefix}?endpoint={endpoint}\"\n");
+    let env = [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")];
+    let mut acknowledged = Vec::new();
+    for round in 0..3 {
+        let mut stoat = Stoat::start_with_env(&config, &env);
+        let (stop, count) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+        let threads = load(stoat.addr, &format!("r{round}"), 4, &stop, &count);
+        wait_until(|| count.load(Ordering::Relaxed) >= 100, "commits under load");
+        stoat.crash();
+        stop.store(true, Ordering::Relaxed);
+        acknowledged.extend(threads.into_iter().flat_map(|thread| thread.join().unwrap()));
+    }
+    let reader = store(&endpoint, &prefix);
+    check_acknowledged(&check_chain(&read_log_from(&reader)), &acknowledged);
+
+    let mut first = Stoat::start_with_env(&config, &env);
+    let mut second = Stoat::start_with_env(&config, &env);
+    let (stop, count) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let mut threads = load(first.addr, "a", 3, &stop, &count);
+    threads.extend(load(second.addr, "b", 3, &stop, &count));
+    let ready = |stoat: &Stoat| Client::connect(stoat.addr).get("/readyz").status == 200;
+    wait_until(|| !ready(&first) || !ready(&second), "one server to be fenced");
+    wait_until(|| count.load(Ordering::Relaxed) >= 100, "commits acknowledged by the leader");
+    stop.store(true, Ordering::Relaxed);
+    acknowledged.extend(threads.into_iter().flat_map(|thread| thread.join().unwrap()));
+    assert!(ready(&first) != ready(&second), "exactly one server must still lead");
+    first.crash();
+    second.crash();
+    let logged = check_chain(&read_log_from(&reader));
+    check_acknowledged(&logged, &acknowledged);
+}
