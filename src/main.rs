@@ -11,7 +11,7 @@ use signal_hook::iterator::Signals;
 use stoat::config::{Config, Overrides, Settings, StorageUrl};
 use stoat::log::failing::{FailingStore, FaultPlan};
 use stoat::log::local::{LocalStore, LocalStoreOptions};
-use stoat::log::s3::{endpoint_host, Credentials, S3Location, S3Options, S3Store};
+use stoat::log::s3::{parse_endpoint, Credentials, S3Location, S3Options, S3Store};
 use stoat::log::store::ObjectStore;
 use stoat::ops::logging::LogHandle;
 use stoat::ops::metrics::Metrics;
@@ -128,23 +128,15 @@ fn store_opener(settings: &Settings, metrics: &Metrics) -> Result<StoreOpener, S
             }))
         }
         StorageUrl::S3 { bucket, prefix, endpoint, region } => {
-            let Some(endpoint) = endpoint else {
-                return Err("storage.url: s3:// needs endpoint=http://HOST:PORT (AWS's https endpoints are not \
-                            supported yet in this build)"
-                    .into());
-            };
-            endpoint_host(endpoint).map_err(|message| format!("storage.url: {message}"))?;
+            let region = region.clone().unwrap_or_else(|| "us-east-1".into());
+            // Without an endpoint: AWS S3 in the region, path-style.
+            let endpoint = endpoint.clone().unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+            parse_endpoint(&endpoint).map_err(|message| format!("storage.url: {message}"))?;
             let credentials = Credentials::from_env()?;
             if credentials.is_none() {
                 tracing::warn!("AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are not set: S3 requests are not signed");
             }
-            let location = S3Location {
-                endpoint: endpoint.clone(),
-                bucket: bucket.clone(),
-                prefix: prefix.clone(),
-                region: region.clone().unwrap_or_else(|| "us-east-1".into()),
-                credentials,
-            };
+            let location = S3Location { endpoint, bucket: bucket.clone(), prefix: prefix.clone(), region, credentials };
             let s3_metrics = metrics.s3.clone();
             Ok(Box::new(move || {
                 let store = S3Store::open(location.clone(), S3Options::default(), s3_metrics.clone())?;

@@ -13,11 +13,13 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::ToSocketAddrs;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use rustls::pki_types::ServerName;
 use slab::Slab;
 
 use super::operation::{Operation, Step};
@@ -66,8 +68,13 @@ enum State {
 
 struct Connection {
     stream: TcpStream,
+    /// The TLS session on an https connection (boxed: it is large).
+    tls: Option<Box<rustls::ClientConnection>>,
     state: State,
 }
+
+/// TLS settings and the name checked against the server's certificate.
+pub(super) type TlsSettings = (Arc<rustls::ClientConfig>, ServerName<'static>);
 
 /// Why an attempt failed without a usable response.
 struct Failure {
@@ -79,6 +86,9 @@ pub(super) struct Client {
     poll: Poll,
     inbox: Receiver<Submission>,
     target: Target,
+    /// `HOST:PORT` to connect to.
+    address: String,
+    tls: Option<TlsSettings>,
     options: S3Options,
     metrics: S3Metrics,
     random: SplitMix64,
@@ -96,6 +106,8 @@ impl Client {
         poll: Poll,
         inbox: Receiver<Submission>,
         target: Target,
+        address: String,
+        tls: Option<TlsSettings>,
         options: S3Options,
         metrics: S3Metrics,
     ) -> Client {
@@ -104,6 +116,8 @@ impl Client {
             poll,
             inbox,
             target,
+            address,
+            tls,
             options,
             metrics,
             random,
@@ -199,7 +213,7 @@ impl Client {
     }
 
     fn connect(&mut self, key: usize) {
-        let address = self.target.host.to_socket_addrs().map(|mut addresses| addresses.next());
+        let address = self.address.to_socket_addrs().map(|mut addresses| addresses.next());
         let stream = match address {
             Ok(Some(address)) => TcpStream::connect(address),
             Ok(None) => Err(io::Error::other("the endpoint's host resolves to no address")),
@@ -209,12 +223,19 @@ impl Client {
             Ok(stream) => stream,
             Err(error) => return self.retry(key, Failure { reason: format!("connect: {error}"), code: "Connection" }),
         };
+        let tls = match &self.tls {
+            None => None,
+            Some((config, name)) => match rustls::ClientConnection::new(config.clone(), name.clone()) {
+                Ok(session) => Some(Box::new(session)),
+                Err(error) => return self.complete(key, Err(StoreError::permanent(format!("TLS: {error}")))),
+            },
+        };
         let entry = self.connections.vacant_entry();
         let token = Token(entry.key() + 1);
         if let Err(error) = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
             return self.retry(key, Failure { reason: format!("register: {error}"), code: "Connection" });
         }
-        entry.insert(Connection { stream, state: State::Connecting { since: Instant::now(), op: key } });
+        entry.insert(Connection { stream, tls, state: State::Connecting { since: Instant::now(), op: key } });
     }
 
     /// Sends the operation's current request on a connected connection.
@@ -307,48 +328,23 @@ impl Client {
         }
     }
 
+    /// Sends what it can of the request and parses what has arrived; over
+    /// TLS, also moves the handshake along (its messages go both ways).
     fn exchange(&mut self, connection: usize) -> Result<Option<Response>, Failure> {
         let entry = &mut self.connections[connection];
         let State::Busy { out, written, parser, last_progress, .. } = &mut entry.state else { return Ok(None) };
-        while *written < out.len() {
-            match entry.stream.write(&out[*written..]) {
-                Ok(0) => {
-                    return Err(Failure { reason: "the connection closed while sending".into(), code: "Connection" })
-                }
-                Ok(count) => {
-                    *written += count;
-                    *last_progress = Instant::now();
-                }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => return Err(Failure { reason: format!("send: {error}"), code: "Connection" }),
+        let stream = &mut entry.stream;
+        match entry.tls.as_deref_mut() {
+            None => {
+                send_plain(stream, out, written, last_progress)?;
+                receive(parser, last_progress, |buffer| stream.read(buffer))
             }
-        }
-        if *written == out.len() && !out.is_empty() {
-            // The request is out: its bytes are no longer needed.
-            *out = Vec::new();
-            *written = 0;
-        }
-        let mut buffer = [0u8; READ_CHUNK_BYTES];
-        loop {
-            match entry.stream.read(&mut buffer) {
-                Ok(0) => {
-                    return match parser.finish() {
-                        Ok(response) => Ok(Some(response)),
-                        Err(error) => Err(response_failure(error, parser.started())),
-                    }
-                }
-                Ok(count) => {
-                    *last_progress = Instant::now();
-                    match parser.feed(&buffer[..count]) {
-                        Ok(Some(response)) => return Ok(Some(response)),
-                        Ok(None) => {}
-                        Err(error) => return Err(response_failure(error, true)),
-                    }
-                }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => return Err(Failure { reason: format!("receive: {error}"), code: "Connection" }),
+            Some(tls) => {
+                send_tls(tls, stream, out, written, last_progress)?;
+                let response = receive(parser, last_progress, |buffer| read_tls(tls, stream, buffer))?;
+                // Reading may have produced handshake or alert messages.
+                send_tls(tls, stream, out, written, last_progress)?;
+                Ok(response)
             }
         }
     }
@@ -455,6 +451,125 @@ impl Client {
         });
         let ready = (!self.ready.is_empty()).then(Instant::now);
         backoff.chain(connections).chain(ready).min()
+    }
+}
+
+fn connection_failure(what: &str, error: impl std::fmt::Display) -> Failure {
+    Failure { reason: format!("{what}: {error}"), code: "Connection" }
+}
+
+/// Writes the request's bytes until done or the socket is full.
+fn send_plain(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    written: &mut usize,
+    last_progress: &mut Instant,
+) -> Result<(), Failure> {
+    while *written < out.len() {
+        match stream.write(&out[*written..]) {
+            Ok(0) => return Err(connection_failure("send", "the connection closed")),
+            Ok(count) => {
+                *written += count;
+                *last_progress = Instant::now();
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(connection_failure("send", error)),
+        }
+    }
+    // The request is out: its bytes are no longer needed.
+    *out = Vec::new();
+    *written = 0;
+    Ok(())
+}
+
+/// Hands the request to the TLS session (which buffers it until the
+/// handshake is done), then writes the session's records until done or the
+/// socket is full.
+fn send_tls(
+    tls: &mut rustls::ClientConnection,
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    written: &mut usize,
+    last_progress: &mut Instant,
+) -> Result<(), Failure> {
+    loop {
+        let handed_before = *written;
+        while *written < out.len() {
+            match tls.writer().write(&out[*written..]) {
+                Ok(0) => break,
+                Ok(count) => *written += count,
+                Err(error) => return Err(connection_failure("TLS", error)),
+            }
+        }
+        while tls.wants_write() {
+            match tls.write_tls(stream) {
+                Ok(0) => return Err(connection_failure("send", "the connection closed")),
+                Ok(_) => *last_progress = Instant::now(),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(connection_failure("send", error)),
+            }
+        }
+        if *written == out.len() {
+            *out = Vec::new();
+            *written = 0;
+            return Ok(());
+        }
+        // The session's buffer was full (or the handshake is not done):
+        // go on only if this round handed it anything.
+        if *written == handed_before {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads plaintext from a TLS connection: `Ok(0)` at the end (close_notify
+/// or the socket closing), `WouldBlock` when nothing more is there yet.
+fn read_tls(tls: &mut rustls::ClientConnection, stream: &mut TcpStream, buffer: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match tls.reader().read(buffer) {
+            Ok(count) => return Ok(count),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(error),
+        }
+        match tls.read_tls(stream) {
+            Ok(0) => return Ok(0),
+            Ok(_) => {
+                tls.process_new_packets().map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Reads with `read` until it would block, feeding the parser.
+fn receive(
+    parser: &mut ResponseParser,
+    last_progress: &mut Instant,
+    mut read: impl FnMut(&mut [u8]) -> io::Result<usize>,
+) -> Result<Option<Response>, Failure> {
+    let mut buffer = [0u8; READ_CHUNK_BYTES];
+    loop {
+        match read(&mut buffer) {
+            Ok(0) => {
+                return match parser.finish() {
+                    Ok(response) => Ok(Some(response)),
+                    Err(error) => Err(response_failure(error, parser.started())),
+                }
+            }
+            Ok(count) => {
+                *last_progress = Instant::now();
+                match parser.feed(&buffer[..count]) {
+                    Ok(Some(response)) => return Ok(Some(response)),
+                    Ok(None) => {}
+                    Err(error) => return Err(response_failure(error, true)),
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(connection_failure("receive", error)),
+        }
     }
 }
 

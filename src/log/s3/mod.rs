@@ -39,7 +39,7 @@ use crate::ops::metrics::S3Metrics;
 /// Where the store is: from `s3://BUCKET/PREFIX?endpoint=...&region=...`.
 #[derive(Clone, Debug)]
 pub struct S3Location {
-    /// `http://HOST:PORT`; https is refused in this build.
+    /// `http://HOST[:PORT]` or `https://HOST[:PORT]`, path-style.
     pub endpoint: String,
     pub bucket: String,
     pub prefix: String,
@@ -71,6 +71,9 @@ pub struct S3Options {
     pub response_bytes_max: usize,
     /// Seeds the retry jitter.
     pub seed: u64,
+    /// Certificate authorities trusted for https endpoints; `None` trusts
+    /// the Mozilla roots (`webpki-roots`).
+    pub tls_roots: Option<rustls::RootCertStore>,
 }
 
 impl Default for S3Options {
@@ -88,6 +91,7 @@ impl Default for S3Options {
             queue_depth: 4096,
             response_bytes_max: 256 * 1024 * 1024,
             seed: 0x5354_4f41_5433,
+            tls_roots: None,
         }
     }
 }
@@ -113,23 +117,47 @@ impl std::fmt::Debug for S3Store {
     }
 }
 
-/// The `HOST:PORT` of an `http://` endpoint; https and paths are refused.
-pub fn endpoint_host(endpoint: &str) -> Result<String, String> {
-    if endpoint.starts_with("https://") {
-        return Err(format!("endpoint {endpoint:?}: https is not supported yet in this build; use http://"));
-    }
-    let Some(rest) = endpoint.strip_prefix("http://") else {
-        return Err(format!("endpoint {endpoint:?} must start with http://"));
-    };
-    let host = rest.trim_end_matches('/');
-    if host.is_empty() || host.contains(['/', '?', '#', '@', ' ']) {
-        return Err(format!("endpoint {endpoint:?} must be http://HOST[:PORT] with no path"));
-    }
-    Ok(if host.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) && !host.ends_with(']') {
-        host.to_owned()
+/// An endpoint URL, taken apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The `Host` header: the host, with the port unless it is the scheme's
+    /// default.
+    pub host_header: String,
+    /// `HOST:PORT` to connect to.
+    pub address: String,
+    /// The host name (no port, no brackets), checked against the server's
+    /// certificate for https.
+    pub server_name: String,
+    pub tls: bool,
+}
+
+/// Parses `http://HOST[:PORT]` or `https://HOST[:PORT]` (no path, query or
+/// user).
+pub fn parse_endpoint(endpoint: &str) -> Result<Endpoint, String> {
+    let (rest, tls, default_port) = if let Some(rest) = endpoint.strip_prefix("https://") {
+        (rest, true, 443)
+    } else if let Some(rest) = endpoint.strip_prefix("http://") {
+        (rest, false, 80)
     } else {
-        format!("{host}:80")
-    })
+        return Err(format!("endpoint {endpoint:?} must start with http:// or https://"));
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
+        return Err(format!("endpoint {endpoint:?} must be http(s)://HOST[:PORT] with no path"));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => {
+            let port: u16 = port.parse().map_err(|_| format!("endpoint {endpoint:?}: bad port {port:?}"))?;
+            (host, port)
+        }
+        _ => (authority, default_port),
+    };
+    if host.is_empty() {
+        return Err(format!("endpoint {endpoint:?} has no host"));
+    }
+    let host_header = if port == default_port { host.to_owned() } else { format!("{host}:{port}") };
+    let server_name = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    Ok(Endpoint { host_header, address: format!("{host}:{port}"), server_name, tls })
 }
 
 impl S3Store {
@@ -137,9 +165,17 @@ impl S3Store {
     /// thread cannot start; the store is not contacted here.
     pub fn open(location: S3Location, options: S3Options, metrics: S3Metrics) -> std::io::Result<S3Store> {
         let invalid = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, message);
-        let host = endpoint_host(&location.endpoint).map_err(invalid)?;
+        let endpoint = parse_endpoint(&location.endpoint).map_err(invalid)?;
+        let tls = if endpoint.tls {
+            let config = tls_config(options.tls_roots.clone()).map_err(invalid)?;
+            let name = rustls::pki_types::ServerName::try_from(endpoint.server_name.clone())
+                .map_err(|error| invalid(format!("endpoint {:?}: {error}", location.endpoint)))?;
+            Some((config, name))
+        } else {
+            None
+        };
         let target = Target {
-            host,
+            host: endpoint.host_header.clone(),
             bucket: location.bucket.clone(),
             key_prefix: Target::key_prefix_from(&location.prefix),
             region: location.region.clone(),
@@ -148,7 +184,7 @@ impl S3Store {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (messages, inbox) = crossbeam_channel::bounded(options.queue_depth.max(1));
-        let client = Client::new(poll, inbox, target, options, metrics);
+        let client = Client::new(poll, inbox, target, endpoint.address, tls, options, metrics);
         let thread = std::thread::Builder::new().name("stoat-s3".into()).spawn(move || client.run())?;
         Ok(S3Store { messages: Some(messages), waker, thread: Some(thread), location })
     }
@@ -156,6 +192,21 @@ impl S3Store {
     pub fn location(&self) -> &S3Location {
         &self.location
     }
+}
+
+/// TLS settings for https endpoints: the `ring` provider (built
+/// explicitly, so another provider enabled elsewhere cannot make the
+/// default panic), the given roots or else the Mozilla roots of
+/// `webpki-roots`.
+fn tls_config(roots: Option<rustls::RootCertStore>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let roots = roots.unwrap_or_else(|| rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() });
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| format!("TLS: {error}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 impl ObjectStore for S3Store {
@@ -197,11 +248,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn endpoints_must_be_plain_http() {
-        assert_eq!(endpoint_host("http://127.0.0.1:9000").unwrap(), "127.0.0.1:9000");
-        assert_eq!(endpoint_host("http://s3.local/").unwrap(), "s3.local:80");
-        for bad in ["https://s3.amazonaws.com", "ftp://x", "http://", "http://h:1/path", "http://u@h:1"] {
-            assert!(endpoint_host(bad).is_err(), "{bad}");
+    fn endpoints_parse_into_host_address_and_scheme() {
+        let plain = parse_endpoint("http://127.0.0.1:9000").unwrap();
+        assert_eq!(
+            (plain.host_header.as_str(), plain.address.as_str(), plain.tls),
+            ("127.0.0.1:9000", "127.0.0.1:9000", false)
+        );
+        let aws = parse_endpoint("https://s3.eu-west-1.amazonaws.com/").unwrap();
+        assert_eq!(aws.host_header, "s3.eu-west-1.amazonaws.com");
+        assert_eq!(aws.address, "s3.eu-west-1.amazonaws.com:443");
+        assert!(aws.tls);
+        let default_port = parse_endpoint("http://minio:80").unwrap();
+        assert_eq!((default_port.host_header.as_str(), default_port.address.as_str()), ("minio", "minio:80"));
+        let v6 = parse_endpoint("https://[::1]:8443").unwrap();
+        assert_eq!((v6.host_header.as_str(), v6.server_name.as_str()), ("[::1]:8443", "::1"));
+        for bad in ["ftp://x", "http://", "http://h:1/path", "http://u@h:1", "http://h:99999", "https://:1"] {
+            assert!(parse_endpoint(bad).is_err(), "{bad}");
         }
     }
 }
