@@ -81,6 +81,15 @@ fn commits_are_durable_in_s3_and_survive_a_crash() {
     let batches = Blocking::new(&reader).list_all(LOG_PREFIX, None, 1000).unwrap();
     assert!(!batches.is_empty());
 
+    let metrics = stoat.connect().get("/metrics").text();
+    for needle in [
+        "stoat_s3_requests_total{operation=\"PutObject\",outcome=\"ok\"}",
+        "stoat_s3_request_duration_seconds_count{operation=\"PutObject\"}",
+        "stoat_s3_operations_in_flight",
+    ] {
+        assert!(metrics.contains(needle), "{needle} in {metrics}");
+    }
+
     stoat.crash();
     let stoat = start(&s3);
     let status = stoat.connect().get("/v1/status?request_id=s3-e2e-19");
