@@ -37,6 +37,7 @@ pub struct Config {
     pub persist: PersistConfig,
     pub subscribe: SubscribeConfig,
     pub storage: StorageConfig,
+    pub s3: S3Config,
     pub log: LogConfig,
 }
 
@@ -185,6 +186,41 @@ impl Default for StorageConfig {
     }
 }
 
+/// The S3 client, used when `storage.url` is `s3://...`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// Connections (so requests) in flight at most.
+    pub connections_max: usize,
+    /// Idle keep-alive connections kept for reuse.
+    pub target_pool_size: usize,
+    pub idle_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// Longest wait for progress on a request (sending or receiving).
+    pub read_timeout_ms: u64,
+    /// Longest an operation may take with all its retries.
+    pub operation_timeout_ms: u64,
+    /// Attempts of one request before it fails as transient.
+    pub attempts_max: u32,
+    /// Largest response body accepted.
+    pub response_bytes_max: usize,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            connections_max: 64,
+            target_pool_size: 16,
+            idle_timeout_ms: 20_000,
+            connect_timeout_ms: 3_000,
+            read_timeout_ms: 15_000,
+            operation_timeout_ms: 60_000,
+            attempts_max: 10,
+            response_bytes_max: 256 * 1024 * 1024,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -298,6 +334,15 @@ impl Config {
         check_range("pipeline.queue_depth", self.pipeline.queue_depth as u64, 1, 1_000_000)?;
         check_range("subscribe.checkpoint_interval_ms", self.subscribe.checkpoint_interval_ms, 10, 3_600_000)?;
         check_range("subscribe.buffer_bytes", self.subscribe.buffer_bytes as u64, 0, 1 << 40)?;
+        let s3 = &self.s3;
+        check_range("s3.connections_max", s3.connections_max as u64, 1, 4096)?;
+        check_range("s3.target_pool_size", s3.target_pool_size as u64, 0, 4096)?;
+        check_range("s3.idle_timeout_ms", s3.idle_timeout_ms, 1, 3_600_000)?;
+        check_range("s3.connect_timeout_ms", s3.connect_timeout_ms, 1, 600_000)?;
+        check_range("s3.read_timeout_ms", s3.read_timeout_ms, 1, 3_600_000)?;
+        check_range("s3.operation_timeout_ms", s3.operation_timeout_ms, 1, 86_400_000)?;
+        check_range("s3.attempts_max", u64::from(s3.attempts_max), 1, 1000)?;
+        check_range("s3.response_bytes_max", s3.response_bytes_max as u64, 1024, 1 << 34)?;
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::new("storage.data_dir", "must not be empty"));
         }
@@ -395,6 +440,9 @@ mod tests {
         let config = Config::from_toml("[server]\nmax_connections = 0\n").unwrap();
         let error = config.into_settings(Overrides::default()).unwrap_err().to_string();
         assert_eq!(error, "server.max_connections: 0 is out of range 1..=1000000");
+        let config = Config::from_toml("[s3]\nattempts_max = 0\n").unwrap();
+        let error = config.into_settings(Overrides::default()).unwrap_err().to_string();
+        assert_eq!(error, "s3.attempts_max: 0 is out of range 1..=1000");
         let overrides = Overrides { listen: Some("nowhere".into()), ..Default::default() };
         let error = Config::default().into_settings(overrides).unwrap_err().to_string();
         assert_eq!(error, "server.listen: \"nowhere\" is not an IP:PORT address");

@@ -4,11 +4,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use stoat::config::{Config, Overrides, Settings, StorageUrl};
+use stoat::config::{Config, Overrides, S3Config, Settings, StorageUrl};
 use stoat::log::failing::{FailingStore, FaultPlan};
 use stoat::log::local::{LocalStore, LocalStoreOptions};
 use stoat::log::s3::{parse_endpoint, Credentials, S3Location, S3Options, S3Store};
@@ -138,11 +139,26 @@ fn store_opener(settings: &Settings, metrics: &Metrics) -> Result<StoreOpener, S
             }
             let location = S3Location { endpoint, bucket: bucket.clone(), prefix: prefix.clone(), region, credentials };
             let s3_metrics = metrics.s3.clone();
+            let options = s3_options(&settings.config.s3);
             Ok(Box::new(move || {
-                let store = S3Store::open(location.clone(), S3Options::default(), s3_metrics.clone())?;
+                let store = S3Store::open(location.clone(), options.clone(), s3_metrics.clone())?;
                 Ok(Arc::new(store) as Arc<dyn ObjectStore>)
             }))
         }
+    }
+}
+
+fn s3_options(config: &S3Config) -> S3Options {
+    S3Options {
+        connections_max: config.connections_max,
+        target_pool_size: config.target_pool_size,
+        idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+        connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+        read_timeout: Duration::from_millis(config.read_timeout_ms),
+        operation_timeout: Duration::from_millis(config.operation_timeout_ms),
+        attempts_max: config.attempts_max,
+        response_bytes_max: config.response_bytes_max,
+        ..S3Options::default()
     }
 }
 
