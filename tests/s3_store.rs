@@ -230,3 +230,22 @@ fn an_unreachable_endpoint_fails_as_transient_and_dropping_the_store_answers_eve
     let ids: HashSet<u64> = completions.try_iter().map(|completion| completion.op_id).collect();
     assert_eq!(ids.len(), 50);
 }
+
+#[test]
+fn an_answer_before_the_whole_request_was_sent_does_not_poison_the_connection() {
+    let config = Config { max_object_bytes: 1024, ..Config::ephemeral() };
+    let s3 = FakeS3::start(config).unwrap();
+    create_bucket(&s3, "bucket", None);
+    let options = S3Options { connections_max: 1, ..fast_options() };
+    let store = S3Store::open(location(&s3, "bucket", "early", None), options, S3Metrics::default()).unwrap();
+    let blocking = Blocking::new(&store);
+    for round in 0..3 {
+        let result = blocking.put_if_absent(&format!("big/{round}"), vec![7; 4 * 1024 * 1024]);
+        assert!(
+            matches!(&result, Err(StoreError::Permanent { message }) if message.contains("EntityTooLarge")),
+            "{result:?}"
+        );
+        blocking.put_if_absent(&format!("small/{round}"), b"ok".to_vec()).unwrap();
+        assert_eq!(blocking.get(&format!("small/{round}"), None).unwrap(), b"ok");
+    }
+}

@@ -307,11 +307,14 @@ impl Client {
     /// Writes what is left of the request and reads what has arrived.
     fn drive(&mut self, connection: usize) {
         let outcome = self.exchange(connection);
-        let State::Busy { op, sent_at, .. } = self.connections[connection].state else { return };
+        let State::Busy { op, sent_at, ref out, .. } = self.connections[connection].state else { return };
+        // A server may answer before it has read the whole request (an
+        // early error): such a connection is not reusable.
+        let request_sent = out.is_empty();
         match outcome {
             Ok(None) => {}
             Ok(Some(response)) => {
-                let keep = response.keep_alive && self.idle.len() < self.options.target_pool_size;
+                let keep = response.keep_alive && request_sent && self.idle.len() < self.options.target_pool_size;
                 if keep {
                     self.connections[connection].state = State::Idle { since: Instant::now() };
                     self.idle.push(connection);
@@ -334,17 +337,24 @@ impl Client {
         let entry = &mut self.connections[connection];
         let State::Busy { out, written, parser, last_progress, .. } = &mut entry.state else { return Ok(None) };
         let stream = &mut entry.stream;
+        // A failed send still reads: a server may answer early (an error
+        // before the whole body arrived) and close, and that answer, when it
+        // is complete, is the outcome.
         match entry.tls.as_deref_mut() {
             None => {
-                send_plain(stream, out, written, last_progress)?;
-                receive(parser, last_progress, |buffer| stream.read(buffer))
+                let sent = send_plain(stream, out, written, last_progress);
+                let received = receive(parser, last_progress, |buffer| stream.read(buffer));
+                prefer_response(sent, received)
             }
             Some(tls) => {
-                send_tls(tls, stream, out, written, last_progress)?;
-                let response = receive(parser, last_progress, |buffer| read_tls(tls, stream, buffer))?;
+                let sent = send_tls(tls, stream, out, written, last_progress);
+                let received = receive(parser, last_progress, |buffer| read_tls(tls, stream, buffer));
+                if sent.is_err() {
+                    return prefer_response(sent, received);
+                }
                 // Reading may have produced handshake or alert messages.
-                send_tls(tls, stream, out, written, last_progress)?;
-                Ok(response)
+                let flushed = send_tls(tls, stream, out, written, last_progress);
+                prefer_response(flushed, received)
             }
         }
     }
@@ -451,6 +461,19 @@ impl Client {
         });
         let ready = (!self.ready.is_empty()).then(Instant::now);
         backoff.chain(connections).chain(ready).min()
+    }
+}
+
+/// A complete response wins over a failure to send; otherwise the send
+/// failure, then whatever receiving gave.
+fn prefer_response(
+    sent: Result<(), Failure>,
+    received: Result<Option<Response>, Failure>,
+) -> Result<Option<Response>, Failure> {
+    match (sent, received) {
+        (_, Ok(Some(response))) => Ok(Some(response)),
+        (Err(failure), _) => Err(failure),
+        (Ok(()), received) => received,
     }
 }
 
