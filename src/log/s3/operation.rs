@@ -67,9 +67,6 @@ impl Operation {
             }
             ObjectOp::Delete { names } => {
                 names.iter().try_for_each(|name| validate_name(name))?;
-                if names.is_empty() {
-                    return Ok(Operation { work: Work::Delete { remaining: names }, request: None });
-                }
                 Work::Delete { remaining: names }
             }
         };
