@@ -93,8 +93,13 @@ impl RetentionWorker {
                     self.reactors.return_connection(connection);
                 }
                 Ok(RetentionMessage::Start(store)) => {
-                    running = Some(Running { store, policies: None });
-                    next_round = Instant::now();
+                    // Loaded at once: stage 2 sends this before it reports
+                    // the log recovered, so requests sent after that find
+                    // the policies (unless storage fails; then ticks retry).
+                    let mut started = Running { store, policies: None };
+                    self.tick(&mut started);
+                    running = Some(started);
+                    next_round = Instant::now() + interval;
                 }
                 Ok(RetentionMessage::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
                 Err(RecvTimeoutError::Timeout) => {
