@@ -238,6 +238,8 @@ fn bad_policy_requests_are_refused_precisely() {
         ("POST", "p".into(), Some("{}"), 405, "/v1/retention/<policy_id> does not take POST"),
     ];
     for (method, id, body, status, message) in cases {
+        // A refused head closes its connection: one connection per case.
+        let mut client = stoat.connect();
         let response = request(&mut client, method, &format!("/v1/retention/{id}"), body);
         assert_eq!(response.status, status, "{method} {id} {body:?}: {}", response.text());
         let text = response.json()["message"].as_str().unwrap().to_string();
@@ -248,6 +250,7 @@ fn bad_policy_requests_are_refused_precisely() {
     assert!(future.text().contains("newer than the newest committed version"), "{}", future.text());
     let list_put = request(&mut client, "PUT", "/v1/retention/", Some("{}"));
     assert_eq!((list_put.status, list_put.header("Allow")), (405, Some("GET")));
+    let mut client = stoat.connect();
     assert_eq!(client.get("/v1/retention/").json()["policies"], json!([]), "nothing was stored");
 }
 
