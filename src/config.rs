@@ -318,7 +318,12 @@ impl Config {
         check_range("subscribe.buffer_bytes", self.subscribe.buffer_bytes as u64, 0, 1 << 40)?;
         let retention = &self.retention;
         check_range("retention.truncate_interval_ms", retention.truncate_interval_ms, 10, 86_400_000)?;
-        check_range("retention.objects_deleted_per_round_max", retention.objects_deleted_per_round_max as u64, 1, 1000)?;
+        check_range(
+            "retention.objects_deleted_per_round_max",
+            retention.objects_deleted_per_round_max as u64,
+            1,
+            1000,
+        )?;
         check_range("retention.policies_max", retention.policies_max as u64, 1, 100_000)?;
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::new("storage.data_dir", "must not be empty"));

@@ -32,7 +32,8 @@ fn put_policy(client: &mut Client, policy_id: &str, version: u64) -> Response {
 }
 
 fn commit_write(client: &mut Client, key: &str, value: &[u8]) -> u64 {
-    let operations: Vec<Value> = vec![json!({"type": "write", "key": STANDARD.encode(key), "value": STANDARD.encode(value)})];
+    let operations: Vec<Value> =
+        vec![json!({"type": "write", "key": STANDARD.encode(key), "value": STANDARD.encode(value)})];
     let response = client.post("/v1/commit", &json!({ "operations": operations }).to_string());
     assert_eq!(response.status, 200, "{}", response.text());
     response.json()["version"].as_u64().unwrap()
@@ -203,7 +204,8 @@ fn policies_are_created_read_listed_moved_and_deleted() {
     let colon = request(&mut client, "GET", "/v1/retention/a%3Ab.c_d-0", None);
     assert_eq!(colon.json()["policy_id"], "a:b.c_d-0", "ids are percent-decoded");
     let listing = client.get("/v1/retention/").json();
-    let ids: Vec<&str> = listing["policies"].as_array().unwrap().iter().map(|p| p["policy_id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> =
+        listing["policies"].as_array().unwrap().iter().map(|p| p["policy_id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["a:b.c_d-0", "backup"]);
     assert_eq!(listing["oldest_version"], 0);
 
@@ -232,8 +234,20 @@ fn bad_policy_requests_are_refused_precisely() {
         ("PUT", "p".into(), Some(""), 400, "body: expected a JSON object"),
         ("PUT", "p".into(), Some("{"), 400, "body: invalid JSON"),
         ("PUT", "p".into(), Some("{}"), 400, "version: required"),
-        ("PUT", "p".into(), Some(r#"{"version":"1"}"#), 400, "version: expected an unsigned 64-bit integer, got a string"),
-        ("PUT", "p".into(), Some(r#"{"version":-3}"#), 400, "version: expected an unsigned 64-bit integer, got the number -3"),
+        (
+            "PUT",
+            "p".into(),
+            Some(r#"{"version":"1"}"#),
+            400,
+            "version: expected an unsigned 64-bit integer, got a string",
+        ),
+        (
+            "PUT",
+            "p".into(),
+            Some(r#"{"version":-3}"#),
+            400,
+            "version: expected an unsigned 64-bit integer, got the number -3",
+        ),
         ("PUT", "p".into(), Some(r#"{"version":1,"ttl":5}"#), 400, "\"ttl\": unknown field"),
         ("POST", "p".into(), Some("{}"), 405, "/v1/retention/<policy_id> does not take POST"),
     ];
@@ -305,7 +319,8 @@ fn truncation_keeps_history_from_the_smallest_policy_and_answers_410_before_it()
     assert_eq!(metric(&mut client, "stoat_retention_oldest_version"), oldest as f64);
     assert_eq!(metric(&mut client, "stoat_retention_objects_deleted_total"), 10.0);
     assert_eq!(metric(&mut client, "stoat_history_objects"), 10.0);
-    let bytes: u64 = std::fs::read_dir(data.path().join("log/log")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    let bytes: u64 =
+        std::fs::read_dir(data.path().join("log/log")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
     assert_eq!(metric(&mut client, "stoat_history_bytes"), bytes as f64);
     let text = client.get("/metrics").text();
     let lag = format!("stoat_retention_policy_lag_versions{{policy_id=\"backup\"}} {}", versions[19] - versions[10]);
@@ -327,7 +342,10 @@ fn deleting_the_policy_that_pinned_old_history_lets_truncation_delete_it() {
     assert_eq!(metric(&mut client, "stoat_retention_objects_deleted_total"), rounds_before);
     assert_eq!(request(&mut client, "DELETE", "/v1/retention/low", None).status, 204);
     wait_for_oldest(&mut client, versions[11]);
-    assert_eq!(Stream::open(stoat.addr, &format!("after={}", versions[11])).read_chain(versions[11], 4), versions[12..]);
+    assert_eq!(
+        Stream::open(stoat.addr, &format!("after={}", versions[11])).read_chain(versions[11], 4),
+        versions[12..]
+    );
     // With no policy at all, nothing more is deleted.
     assert_eq!(request(&mut client, "DELETE", "/v1/retention/high", None).status, 204);
     let more = commit_many(&mut client, 3);
@@ -375,7 +393,8 @@ fn a_log_left_partly_truncated_by_a_crash_recovers_and_truncation_finishes() {
     // gone, in order, the rest still there.
     let batches = remaining_log(data.path());
     for batch in &batches[..3] {
-        std::fs::remove_file(data.path().join("log/log").join(format!("{:020}.batch", batch.prev_version + 1))).unwrap();
+        std::fs::remove_file(data.path().join("log/log").join(format!("{:020}.batch", batch.prev_version + 1)))
+            .unwrap();
     }
     let stoat = Stoat::start_at(FAST, data.path());
     let mut client = stoat.connect();

@@ -258,8 +258,13 @@ impl Disk {
         if limit == 0 {
             return Err(StoreError::permanent("list limit must be at least 1"));
         }
-        let mut walk =
-            ListWalk { prefix, start_after, wanted: limit.min(LIST_LIMIT_MAX) + 1, names: Vec::new(), sizes: Vec::new() };
+        let mut walk = ListWalk {
+            prefix,
+            start_after,
+            wanted: limit.min(LIST_LIMIT_MAX) + 1,
+            names: Vec::new(),
+            sizes: Vec::new(),
+        };
         walk.directory(&self.root, "").map_err(|error| io_error(error, prefix))?;
         let truncated = walk.names.len() > limit.min(LIST_LIMIT_MAX);
         walk.names.truncate(limit.min(LIST_LIMIT_MAX));

@@ -72,7 +72,9 @@ enum Found {
     /// Part of `min_version..below` is deleted (retention truncated it after
     /// the sequencer checked `min_version`): answering "not committed"
     /// could be wrong.
-    Truncated { oldest_version: u64 },
+    Truncated {
+        oldest_version: u64,
+    },
 }
 
 /// The version at which `request_id` committed, searching `min_version..below`.

@@ -7,7 +7,6 @@
 //!   value or a precise error message, never a panic;
 //! - a stored policy is verified (magic, checksum, its name) before use.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use simd_json::borrowed::Value;
@@ -102,7 +101,7 @@ pub fn parse_put_body(body: &[u8]) -> Result<u64, String> {
     version.ok_or_else(|| "version: required".to_string())
 }
 
-fn json_key(key: &Cow<'_, str>) -> String {
+fn json_key(key: &str) -> String {
     let shown: String = key.chars().take(64).collect();
     format!("{shown:?}")
 }
@@ -340,7 +339,10 @@ mod tests {
             policies.check_put("a", 11, 10, 0),
             Err(PutRefused::InTheFuture { version: 11, committed_version: 10 })
         );
-        assert_eq!(policies.check_put("a", 4, 10, 4), Err(PutRefused::AlreadyDeleted { version: 4, oldest_version: 4 }));
+        assert_eq!(
+            policies.check_put("a", 4, 10, 4),
+            Err(PutRefused::AlreadyDeleted { version: 4, oldest_version: 4 })
+        );
         assert_eq!(policies.check_put("a", 5, 10, 4), Ok(()));
         policies.insert(Policy { policy_id: "a".into(), version: 7, updated_at_ms: 0 });
         policies.insert(Policy { policy_id: "b".into(), version: 5, updated_at_ms: 0 });

@@ -53,7 +53,10 @@ pub enum PolicyRequest {
 
 /// The one message type the worker takes.
 pub enum RetentionMessage {
-    Request { connection: Box<Connection>, request: PolicyRequest },
+    Request {
+        connection: Box<Connection>,
+        request: PolicyRequest,
+    },
     /// The log's store, handed over by stage 2 once the log is recovered.
     Start(Arc<dyn ObjectStore>),
     Shutdown,
@@ -222,7 +225,13 @@ impl RetentionWorker {
         }
     }
 
-    fn answer(&self, connection: &mut Connection, request: PolicyRequest, store: &dyn ObjectStore, policies: &mut Policies) {
+    fn answer(
+        &self,
+        connection: &mut Connection,
+        request: PolicyRequest,
+        store: &dyn ObjectStore,
+        policies: &mut Policies,
+    ) {
         let result = match request {
             PolicyRequest::List => {
                 let oldest_version = self.published.oldest_version();
@@ -245,7 +254,13 @@ impl RetentionWorker {
         }
     }
 
-    fn put(&self, store: &dyn ObjectStore, policies: &mut Policies, policy_id: String, version: u64) -> Result<Policy, ApiError> {
+    fn put(
+        &self,
+        store: &dyn ObjectStore,
+        policies: &mut Policies,
+        policy_id: String,
+        version: u64,
+    ) -> Result<Policy, ApiError> {
         self.check_leading()?;
         let committed = self.published.committed_version();
         let oldest = self.published.oldest_version();
@@ -278,7 +293,9 @@ impl RetentionWorker {
         if self.published.is_leading() {
             Ok(())
         } else {
-            Err(ApiError::Unavailable("this server is no longer the leader; change policies on the current leader".into()))
+            Err(ApiError::Unavailable(
+                "this server is no longer the leader; change policies on the current leader".into(),
+            ))
         }
     }
 }

@@ -11,15 +11,28 @@ use stoat_http::{write_response_head, HttpError, ResponseHead};
 pub enum ApiError {
     BadRequest(String),
     NotFound(String),
-    MethodNotAllowed { allow: &'static str, message: String },
-    PayloadTooLarge { limit: u64 },
+    MethodNotAllowed {
+        allow: &'static str,
+        message: String,
+    },
+    PayloadTooLarge {
+        limit: u64,
+    },
     TooManyRequests(String),
-    HeadersTooLarge { limit: usize },
+    HeadersTooLarge {
+        limit: usize,
+    },
     Unavailable(String),
-    VersionTooOld { message: String, oldest_version: u64 },
+    VersionTooOld {
+        message: String,
+        oldest_version: u64,
+    },
     /// A retention policy `PUT` below history already deleted: 409 with the
     /// code and `oldest_version` of `version_too_old`.
-    RetentionTooOld { message: String, oldest_version: u64 },
+    RetentionTooOld {
+        message: String,
+        oldest_version: u64,
+    },
 }
 
 /// Seconds a client is asked to wait on 429 and 503.
@@ -86,7 +99,8 @@ impl ApiError {
         out.put(self.code().as_bytes());
         out.put(b"\",\"message\":");
         write_json_string(out, &self.message());
-        if let ApiError::VersionTooOld { oldest_version, .. } | ApiError::RetentionTooOld { oldest_version, .. } = self {
+        if let ApiError::VersionTooOld { oldest_version, .. } | ApiError::RetentionTooOld { oldest_version, .. } = self
+        {
             out.put(b",\"oldest_version\":");
             write_u64(out, *oldest_version);
         }
