@@ -9,6 +9,11 @@
 //! query inside; the last stage writes the response into it and returns it to
 //! its home reactor. Each stage owns its state and takes one message enum.
 //!
+//! The retention worker (`crate::retention::worker`) is started here too: it
+//! takes `/v1/retention/` requests from the reactors on its own bounded
+//! queue, gets the store from stage 2 once the log is recovered, and stops
+//! with the stages.
+//!
 //! Invariants:
 //! - Only stage 1 assigns versions; only stage 2 moves the durable version.
 //! - A commit (or a status answer naming a version) is answered only once

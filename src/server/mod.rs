@@ -12,7 +12,7 @@
 //! Invariants:
 //! - Only the home reactor reads or writes a connection's socket.
 //! - Every queue is bounded: the pipeline queue by `pipeline.queue_depth`
-//!   (full: 429), each mailbox by the number of connections it can receive
+//!   (full: 429), the retention worker's queue by 256 (full: 429), each mailbox by the number of connections it can receive
 //!   (at most `server.max_connections`).
 
 pub mod connection;
