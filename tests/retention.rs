@@ -286,8 +286,9 @@ fn truncation_keeps_history_from_the_smallest_policy_and_answers_410_before_it()
     let stoat = Stoat::start_at(FAST, data.path());
     let mut client = stoat.connect();
     let versions = commit_many(&mut client, 20);
-    assert_eq!(put_policy(&mut client, "reader", versions[12]).status, 200);
+    // The lower policy first: truncation may run between the two.
     assert_eq!(put_policy(&mut client, "backup", versions[10]).status, 200);
+    assert_eq!(put_policy(&mut client, "reader", versions[12]).status, 200);
     // Batches ending before versions[10] go; the one holding it stays.
     let oldest = versions[9];
     wait_for_oldest(&mut client, oldest);
@@ -332,8 +333,9 @@ fn deleting_the_policy_that_pinned_old_history_lets_truncation_delete_it() {
     let stoat = Stoat::start(FAST);
     let mut client = stoat.connect();
     let versions = commit_many(&mut client, 16);
-    assert_eq!(put_policy(&mut client, "high", versions[12]).status, 200);
+    // The lower policy first: truncation may run between the two.
     assert_eq!(put_policy(&mut client, "low", versions[4]).status, 200);
+    assert_eq!(put_policy(&mut client, "high", versions[12]).status, 200);
     wait_for_oldest(&mut client, versions[3]);
     // Several more rounds: "low" still holds history back.
     let rounds_before = metric(&mut client, "stoat_retention_objects_deleted_total");
