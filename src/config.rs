@@ -36,6 +36,7 @@ pub struct Config {
     pub commit: CommitConfig,
     pub persist: PersistConfig,
     pub subscribe: SubscribeConfig,
+    pub retention: RetentionConfig,
     pub storage: StorageConfig,
     pub log: LogConfig,
 }
@@ -173,6 +174,23 @@ impl Default for SubscribeConfig {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// How often the truncation task looks for history no policy pins.
+    pub truncate_interval_ms: u64,
+    /// Batch objects deleted in one truncation round at most.
+    pub objects_deleted_per_round_max: usize,
+    /// Policies at most (also the bound on the per-policy metric's labels).
+    pub policies_max: usize,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { truncate_interval_ms: 1000, objects_deleted_per_round_max: 100, policies_max: 1000 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     pub data_dir: PathBuf,
     /// `file:DIR` or `s3://BUCKET/PREFIX?...`; empty means `file:<data_dir>/log`.
@@ -298,6 +316,15 @@ impl Config {
         check_range("pipeline.queue_depth", self.pipeline.queue_depth as u64, 1, 1_000_000)?;
         check_range("subscribe.checkpoint_interval_ms", self.subscribe.checkpoint_interval_ms, 10, 3_600_000)?;
         check_range("subscribe.buffer_bytes", self.subscribe.buffer_bytes as u64, 0, 1 << 40)?;
+        let retention = &self.retention;
+        check_range("retention.truncate_interval_ms", retention.truncate_interval_ms, 10, 86_400_000)?;
+        check_range(
+            "retention.objects_deleted_per_round_max",
+            retention.objects_deleted_per_round_max as u64,
+            1,
+            1000,
+        )?;
+        check_range("retention.policies_max", retention.policies_max as u64, 1, 100_000)?;
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::new("storage.data_dir", "must not be empty"));
         }
