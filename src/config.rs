@@ -36,6 +36,7 @@ pub struct Config {
     pub commit: CommitConfig,
     pub persist: PersistConfig,
     pub subscribe: SubscribeConfig,
+    pub retention: RetentionConfig,
     pub storage: StorageConfig,
     pub s3: S3Config,
     pub log: LogConfig,
@@ -169,6 +170,23 @@ pub struct SubscribeConfig {
 impl Default for SubscribeConfig {
     fn default() -> Self {
         SubscribeConfig { checkpoint_interval_ms: 1000, buffer_bytes: 64 * 1024 * 1024 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// How often the truncation task looks for history no policy pins.
+    pub truncate_interval_ms: u64,
+    /// Batch objects deleted in one truncation round at most.
+    pub objects_deleted_per_round_max: usize,
+    /// Policies at most (also the bound on the per-policy metric's labels).
+    pub policies_max: usize,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { truncate_interval_ms: 1000, objects_deleted_per_round_max: 100, policies_max: 1000 }
     }
 }
 
@@ -343,6 +361,15 @@ impl Config {
         check_range("s3.operation_timeout_ms", s3.operation_timeout_ms, 1, 86_400_000)?;
         check_range("s3.attempts_max", u64::from(s3.attempts_max), 1, 1000)?;
         check_range("s3.response_bytes_max", s3.response_bytes_max as u64, 1024, 1 << 34)?;
+        let retention = &self.retention;
+        check_range("retention.truncate_interval_ms", retention.truncate_interval_ms, 10, 86_400_000)?;
+        check_range(
+            "retention.objects_deleted_per_round_max",
+            retention.objects_deleted_per_round_max as u64,
+            1,
+            1000,
+        )?;
+        check_range("retention.policies_max", retention.policies_max as u64, 1, 100_000)?;
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::new("storage.data_dir", "must not be empty"));
         }

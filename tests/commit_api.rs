@@ -227,3 +227,33 @@ fn concurrent_read_modify_write_loses_no_update() {
     }
     assert!(conflicts > 0, "the clients never contended; the test proves nothing");
 }
+
+#[test]
+fn a_full_pipeline_queue_is_429_with_retry_after_and_nothing_applied() {
+    // One request may wait for the sequencer; batch writes take 300 ms.
+    let stoat = common::Stoat::start_with_env("[pipeline]\nqueue_depth = 1\n", &[("STOAT_TEST_PUT_DELAY_MS", "300")]);
+    let mut clients: Vec<Client> = (0..24).map(|_| stoat.connect()).collect();
+    for (index, client) in clients.iter_mut().enumerate() {
+        let body = json!({"request_id": format!("flood-{index}"), "operations": [write(KEY)]}).to_string();
+        client.send(format!("POST /v1/commit HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
+    }
+    let responses: Vec<common::Response> = clients.iter_mut().map(Client::read_response).collect();
+    let refused: Vec<usize> = (0..responses.len()).filter(|&i| responses[i].status == 429).collect();
+    assert!(!refused.is_empty(), "a queue of 1 cannot hold 24 commits while a write takes 300 ms");
+    for (index, response) in responses.iter().enumerate() {
+        match response.status {
+            200 => {}
+            429 => {
+                assert_eq!(response.error_code(), "too_many_requests");
+                assert_eq!(response.header("retry-after"), Some("1"), "{index}");
+            }
+            other => panic!("commit {index}: unexpected {other}: {}", response.text()),
+        }
+    }
+    // A refused commit was not applied.
+    let mut client = stoat.connect();
+    for index in refused {
+        let status = client.get(&format!("/v1/status?request_id=flood-{index}"));
+        assert_eq!(status.json()["status"], "not_committed", "flood-{index}");
+    }
+}

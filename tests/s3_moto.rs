@@ -88,6 +88,10 @@ fn the_object_store_contract_holds_on_moto() {
     assert_eq!(blocking.get("object", Some(8..50)).unwrap(), b"89");
     assert_eq!(blocking.get("object", Some(10..20)).unwrap(), b"");
     assert_eq!(blocking.get("missing", None), Err(StoreError::NotFound { name: "missing".into() }));
+    blocking.put("meta", b"one".to_vec()).unwrap();
+    blocking.put("meta", b"three".to_vec()).unwrap();
+    assert_eq!(blocking.get("meta", None).unwrap(), b"three");
+    assert_eq!(blocking.list_all_sized("meta", None, 10).unwrap(), [("meta".to_string(), 5)]);
 
     let names: Vec<String> = (0..1105).map(|index| format!("log/{index:05}")).collect();
     let (reply, completions) = crossbeam_channel::unbounded();

@@ -85,6 +85,13 @@ fn gets_read_ranges_and_report_missing_objects() {
     assert_eq!(blocking.get("log/b", None), Err(StoreError::NotFound { name: "log/b".into() }));
     assert_eq!(blocking.get("log/b", Some(0..4)), Err(StoreError::NotFound { name: "log/b".into() }));
     assert!(matches!(blocking.get("../x", None), Err(StoreError::Permanent { .. })));
+    // Put replaces; put-if-absent still refuses a taken name.
+    blocking.put("meta/policy", b"first".to_vec()).unwrap();
+    blocking.put("meta/policy", b"second, longer".to_vec()).unwrap();
+    assert_eq!(blocking.get("meta/policy", None).unwrap(), b"second, longer");
+    assert!(matches!(blocking.put_if_absent("meta/policy", b"x".to_vec()), Err(StoreError::AlreadyExists { .. })));
+    let sized = blocking.list_all_sized("", None, 1).unwrap();
+    assert_eq!(sized, [("log/a".to_string(), 10), ("meta/policy".to_string(), 14)]);
     let empty = open(&s3, "bucket", "empty");
     Blocking::new(&empty).put_if_absent("e", Vec::new()).unwrap();
     assert_eq!(Blocking::new(&empty).get("e", Some(0..5)).unwrap(), b"");

@@ -21,15 +21,36 @@ end
 key_space = tonumber(os.getenv("KEY_SPACE") or "1000000")
 local cache_size = 65536
 keys = {}
+-- Ranges of about ten keys: [key(n), key(n + 10)).
+range_begins = {}
+range_ends = {}
+
+local function key_of(n)
+  return "stoat-bench-" .. string.char(
+    math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
+end
 
 function init_keys()
   math.randomseed(os.time() + math.floor(os.clock() * 1000000))
   for i = 1, cache_size do
     local n = math.random(0, key_space - 1)
-    local raw = "stoat-bench-" .. string.char(
-      math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
-    keys[i] = base64(raw)
+    keys[i] = base64(key_of(n))
+    local m = math.random(0, key_space - 11)
+    range_begins[i] = base64(key_of(m))
+    range_ends[i] = base64(key_of(m + 10))
   end
+end
+
+-- `count` distinct cached keys (consecutive cache entries).
+function distinct_keys(count)
+  local start = math.random(1, cache_size - count)
+  local picked = {}
+  for i = 1, count do picked[i] = keys[start + i - 1] end
+  return picked
+end
+
+function random_range_index()
+  return math.random(1, cache_size)
 end
 
 function init(args)

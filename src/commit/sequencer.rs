@@ -255,8 +255,11 @@ impl Sequencer {
     }
 
     fn status(&self, request_id: &str, min_version: Option<u64>, oldest_retained: u64) -> Decision {
-        let min_version = min_version.unwrap_or(oldest_retained);
-        if min_version < oldest_retained {
+        // Versions up to `oldest_retained` are deleted once it is above 0
+        // (it is the version the retained log continues from).
+        let first_retained = if oldest_retained == 0 { 0 } else { oldest_retained.saturating_add(1) };
+        let min_version = min_version.unwrap_or(first_retained);
+        if min_version < first_retained {
             return Decision::VersionTooOld { oldest_version: oldest_retained };
         }
         if min_version > self.committed_version {

@@ -71,6 +71,43 @@ pub enum FormatError {
     TrailingBytes { extra_bytes: usize },
 }
 
+/// Bytes at the start of a batch that hold its versions (see
+/// [`BatchVersions::peek`]).
+pub const VERSIONS_PREFIX_BYTES: u64 = 40;
+
+/// The versions a batch's header claims, read from its first
+/// [`VERSIONS_PREFIX_BYTES`] without the rest of the object. Unverified (the
+/// checksum covers the whole object): use it only to decide *not* to act,
+/// e.g. to stop truncation at a batch that does not chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchVersions {
+    pub first_version: u64,
+    pub last_version: u64,
+    pub prev_version: u64,
+}
+
+impl BatchVersions {
+    /// Reads magic, format version and the three versions; checks that they
+    /// are ordered (`prev < first <= last`).
+    pub fn peek(bytes: &[u8]) -> Result<Self, FormatError> {
+        let mut reader = Reader::new(bytes, 0);
+        if reader.take(MAGIC.len())? != MAGIC {
+            return Err(FormatError::BadMagic);
+        }
+        let format_version = reader.u32()?;
+        if format_version != FORMAT_VERSION {
+            return Err(FormatError::UnknownVersion(format_version));
+        }
+        let _transaction_count = reader.u32()?;
+        let versions =
+            BatchVersions { first_version: reader.u64()?, last_version: reader.u64()?, prev_version: reader.u64()? };
+        if versions.prev_version >= versions.first_version || versions.first_version > versions.last_version {
+            return Err(FormatError::InvalidField { field: "versions", offset: 16 });
+        }
+        Ok(versions)
+    }
+}
+
 /// A finished batch, ready to be written under [`crate::log::names::batch_name`]
 /// of its `first_version`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -150,6 +150,7 @@ impl Disk {
     fn run(&self, op: ObjectOp) -> Result<OpOutput, StoreError> {
         match op {
             ObjectOp::PutIfAbsent { name, bytes } => self.put_if_absent(&name, &bytes).map(|()| OpOutput::Created),
+            ObjectOp::Put { name, bytes } => self.put(&name, &bytes).map(|()| OpOutput::Created),
             ObjectOp::Get { name, range } => self.get(&name, range).map(OpOutput::Bytes),
             ObjectOp::List { prefix, start_after, limit } => {
                 self.list(&prefix, start_after.as_deref(), limit).map(OpOutput::Listed)
@@ -172,6 +173,27 @@ impl Disk {
                 return Err(StoreError::permanent(format!("{name:?} is a directory of other objects")));
             }
             Err(error) => return Err(io_error(error, name)),
+        }
+        if self.sync {
+            sync_directory(&parent).map_err(|error| io_error(error, name))?;
+        }
+        Ok(())
+    }
+
+    /// Creates or replaces: the bytes go to a synced temporary file that is
+    /// renamed over the name (atomic on POSIX), then the directory is synced.
+    fn put(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        validate_name(name)?;
+        let path = self.root.join(name);
+        let parent = path.parent().unwrap_or(&self.root).to_path_buf();
+        self.create_directories(&parent).map_err(|error| io_error(error, name))?;
+        if path.is_dir() {
+            return Err(StoreError::permanent(format!("{name:?} is a directory of other objects")));
+        }
+        let temp = self.write_temp_file(bytes).map_err(|error| io_error(error, name))?;
+        if let Err(error) = fs::rename(&temp, &path) {
+            let _ = fs::remove_file(&temp);
+            return Err(io_error(error, name));
         }
         if self.sync {
             sync_directory(&parent).map_err(|error| io_error(error, name))?;
@@ -236,11 +258,18 @@ impl Disk {
         if limit == 0 {
             return Err(StoreError::permanent("list limit must be at least 1"));
         }
-        let mut walk = ListWalk { prefix, start_after, wanted: limit.min(LIST_LIMIT_MAX) + 1, names: Vec::new() };
+        let mut walk = ListWalk {
+            prefix,
+            start_after,
+            wanted: limit.min(LIST_LIMIT_MAX) + 1,
+            names: Vec::new(),
+            sizes: Vec::new(),
+        };
         walk.directory(&self.root, "").map_err(|error| io_error(error, prefix))?;
         let truncated = walk.names.len() > limit.min(LIST_LIMIT_MAX);
         walk.names.truncate(limit.min(LIST_LIMIT_MAX));
-        Ok(ListPage { names: walk.names, truncated })
+        walk.sizes.truncate(limit.min(LIST_LIMIT_MAX));
+        Ok(ListPage { names: walk.names, sizes: walk.sizes, truncated })
     }
 
     fn delete(&self, names: &[String]) -> Result<(), StoreError> {
@@ -270,6 +299,7 @@ struct ListWalk<'a> {
     start_after: Option<&'a str>,
     wanted: usize,
     names: Vec<String>,
+    sizes: Vec<u64>,
 }
 
 impl ListWalk<'_> {
@@ -284,7 +314,7 @@ impl ListWalk<'_> {
             }
             let full = format!("{name_prefix}{key}");
             if !is_directory {
-                self.file(full);
+                self.file(full, &path.join(&key));
             } else if self.may_hold_matches(&full) {
                 self.directory(&path.join(key.trim_end_matches('/')), &full)?;
             }
@@ -292,9 +322,12 @@ impl ListWalk<'_> {
         Ok(())
     }
 
-    fn file(&mut self, name: String) {
+    fn file(&mut self, name: String, path: &Path) {
         let after_start = self.start_after.is_none_or(|start_after| name.as_str() > start_after);
         if after_start && name.starts_with(self.prefix) {
+            // A file removed since the directory was read has size 0 here;
+            // sizes are for accounting, never for reading.
+            self.sizes.push(fs::metadata(path).map_or(0, |metadata| metadata.len()));
             self.names.push(name);
         }
     }

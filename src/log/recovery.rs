@@ -62,6 +62,10 @@ pub struct RecoveredLog {
     pub orphaned_objects: Vec<String>,
     /// Batch objects the listing found (after `start_after_version`).
     pub objects_listed: usize,
+    /// Their total size in bytes, as the listing reported it.
+    pub objects_bytes: u64,
+    /// Bytes of the orphaned objects (included in `objects_bytes`).
+    pub orphaned_bytes: u64,
 }
 
 /// The header of the log's newest batch.
@@ -106,6 +110,7 @@ impl RecoveryError {
 /// One batch read during the backward walk.
 struct ReadBatch {
     tail: TailBatch,
+    size_bytes: u64,
     /// (version, request id), newest first, only as many as still wanted.
     recent: Vec<RecentTransaction>,
 }
@@ -114,10 +119,11 @@ struct ReadBatch {
 pub fn recover(store: &dyn ObjectStore, config: &RecoveryConfig) -> Result<RecoveredLog, RecoveryError> {
     let blocking = Blocking::new(store);
     let page_size = config.list_page_size.max(1);
-    let mut start_versions = list_start_versions(&blocking, config.start_after_version, page_size)?;
+    let (mut start_versions, mut objects_bytes) =
+        list_start_versions(&blocking, config.start_after_version, page_size)?;
     if start_versions.is_empty() && config.start_after_version.is_some() {
         // The hint was past the tail: fall back to the whole listing.
-        start_versions = list_start_versions(&blocking, None, page_size)?;
+        (start_versions, objects_bytes) = list_start_versions(&blocking, None, page_size)?;
     }
     let oldest = match (config.start_after_version, start_versions.first()) {
         (None, first) => first.copied(),
@@ -127,7 +133,9 @@ pub fn recover(store: &dyn ObjectStore, config: &RecoveryConfig) -> Result<Recov
         return Ok(RecoveredLog::default());
     };
     let (valid, orphans) = walk_back(&blocking, &start_versions, config)?;
-    Ok(assemble(oldest_version, valid, orphans, start_versions.len()))
+    let mut log = assemble(oldest_version, valid, orphans, start_versions.len());
+    log.objects_bytes = objects_bytes;
+    Ok(log)
 }
 
 fn assemble(
@@ -139,9 +147,12 @@ fn assemble(
     let tail = valid.first().map(|batch| batch.tail.clone());
     let mut recent_transactions: Vec<RecentTransaction> = valid.into_iter().flat_map(|batch| batch.recent).collect();
     recent_transactions.reverse();
+    let orphaned_bytes = orphans.iter().map(|batch| batch.size_bytes).sum();
     let mut orphaned_objects: Vec<String> = orphans.into_iter().map(|batch| batch.tail.name).collect();
     orphaned_objects.reverse();
     RecoveredLog {
+        orphaned_bytes,
+        objects_bytes: 0,
         oldest_version,
         last_version: tail.as_ref().map_or(0, |tail| tail.last_version),
         tail,
@@ -152,22 +163,27 @@ fn assemble(
 }
 
 /// First versions of every batch object after `start_after_version`, in
-/// order. Other names under the log prefix are skipped with a warning.
+/// order, and their total size. Other names under the log prefix are skipped
+/// with a warning.
 fn list_start_versions(
     blocking: &Blocking<'_>,
     start_after_version: Option<u64>,
     page_size: usize,
-) -> Result<Vec<u64>, StoreError> {
+) -> Result<(Vec<u64>, u64), StoreError> {
     let start_after = start_after_version.map(batch_name);
-    let names = blocking.list_all(LOG_PREFIX, start_after.as_deref(), page_size)?;
-    let mut start_versions = Vec::with_capacity(names.len());
-    for name in names {
+    let objects = blocking.list_all_sized(LOG_PREFIX, start_after.as_deref(), page_size)?;
+    let mut start_versions = Vec::with_capacity(objects.len());
+    let mut total_bytes = 0u64;
+    for (name, size_bytes) in objects {
         match parse_batch_name(&name) {
-            Some(start_version) => start_versions.push(start_version),
+            Some(start_version) => {
+                start_versions.push(start_version);
+                total_bytes = total_bytes.saturating_add(size_bytes);
+            }
             None => tracing::warn!(%name, "ignoring an object in the log that is not a batch"),
         }
     }
-    Ok(start_versions)
+    Ok((start_versions, total_bytes))
 }
 
 /// The first version of the oldest batch object, without listing them all.
@@ -219,7 +235,7 @@ fn walk_back(
             last_version: view.last_version,
             prev_version: view.prev_version,
         };
-        valid.push(ReadBatch { tail, recent });
+        valid.push(ReadBatch { tail, size_bytes: bytes.len() as u64, recent });
     }
     Ok((valid, orphans))
 }

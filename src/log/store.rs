@@ -14,6 +14,10 @@
 //! - `PutIfAbsent` is atomic and exclusive: of any number of puts of one name,
 //!   across threads and processes, at most one succeeds and a reader sees
 //!   either no object or the whole object;
+//! - `Put` is atomic: a reader sees the previous object (or none) or the
+//!   whole new one, never a mix; it is never used for log batches, whose
+//!   exclusivity is the fencing mechanism (only for small metadata such as
+//!   retention policies, where the last writer wins);
 //! - `List` returns names in byte order, only names `> start_after`;
 //! - errors are typed, so that retry and fencing decisions are made on
 //!   [`StoreError`] variants, never on message strings.
@@ -38,11 +42,13 @@ pub type ObjectBytes = Arc<Vec<u8>>;
 pub enum ObjectOp {
     /// Creates `name` only if no object has that name.
     PutIfAbsent { name: String, bytes: ObjectBytes },
+    /// Creates `name` or replaces the object it names, atomically.
+    Put { name: String, bytes: ObjectBytes },
     /// Reads `name`, or only the bytes of `range` (clamped to the object's
     /// size; empty when it starts at or after the end).
     Get { name: String, range: Option<Range<u64>> },
     /// Names starting with `prefix`, `> start_after`, in byte order, at most
-    /// `limit` of them (`limit >= 1`).
+    /// `limit` of them (`limit >= 1`), with their sizes.
     List { prefix: String, start_after: Option<String>, limit: usize },
     /// Deletes every name given; a name that does not exist is not an error.
     Delete { names: Vec<String> },
@@ -61,6 +67,8 @@ pub enum OpOutput {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ListPage {
     pub names: Vec<String>,
+    /// The size in bytes of each object of `names`, in the same order.
+    pub sizes: Vec<u64>,
     /// True when more names may follow the last one (list again with
     /// `start_after` set to it).
     pub truncated: bool,
@@ -171,6 +179,12 @@ impl<'a> Blocking<'a> {
         self.run(op).and_then(|output| expect_output(output, "put", |o| matches!(o, OpOutput::Created).then_some(())))
     }
 
+    /// Creates or replaces `name` (see [`ObjectOp::Put`]).
+    pub fn put(&self, name: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        let op = ObjectOp::Put { name: name.to_owned(), bytes: Arc::new(bytes) };
+        self.run(op).and_then(|output| expect_output(output, "put", |o| matches!(o, OpOutput::Created).then_some(())))
+    }
+
     pub fn get(&self, name: &str, range: Option<Range<u64>>) -> Result<Vec<u8>, StoreError> {
         let op = ObjectOp::Get { name: name.to_owned(), range };
         self.run(op).and_then(|output| {
@@ -199,16 +213,28 @@ impl<'a> Blocking<'a> {
         start_after: Option<&str>,
         page_size: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let mut names: Vec<String> = Vec::new();
+        let sized = self.list_all_sized(prefix, start_after, page_size)?;
+        Ok(sized.into_iter().map(|(name, _)| name).collect())
+    }
+
+    /// Like [`Blocking::list_all`], with each object's size in bytes.
+    pub fn list_all_sized(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        page_size: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut objects: Vec<(String, u64)> = Vec::new();
         let mut cursor = start_after.map(str::to_owned);
         loop {
             let page = self.list(prefix, cursor.as_deref(), page_size)?;
             let truncated = page.truncated && !page.names.is_empty();
-            names.extend(page.names);
+            let sizes = page.sizes.into_iter().chain(std::iter::repeat(0));
+            objects.extend(page.names.into_iter().zip(sizes));
             if !truncated {
-                return Ok(names);
+                return Ok(objects);
             }
-            cursor = names.last().cloned();
+            cursor = objects.last().map(|(name, _)| name.clone());
         }
     }
 

@@ -48,6 +48,11 @@ pub struct StageLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub policy_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct S3RequestLabels {
     pub operation: &'static str,
     pub outcome: &'static str,
@@ -158,6 +163,16 @@ pub struct Metrics {
     pub subscribe_events: Counter,
     pub subscribe_bytes: Counter,
     subscriber_lag: Family<ClassLabels, Histogram>,
+    /// The published oldest version: history after it is retained.
+    pub retention_oldest_version: Gauge,
+    /// Batch objects of the log in storage, and their bytes.
+    pub history_objects: Gauge,
+    pub history_bytes: Gauge,
+    pub retention_objects_deleted: Counter,
+    pub retention_policies: Gauge,
+    /// One label per policy: at most `retention.policies_max` of them, and
+    /// a policy's label is removed with it.
+    retention_policy_lag: Family<PolicyLabels, Gauge>,
 }
 
 impl Metrics {
@@ -240,10 +255,41 @@ impl Metrics {
              durable) or committed version (class committed) minus the stream's position",
             subscriber_lag.clone(),
         );
+        let retention_oldest_version = Gauge::default();
+        registry.register(
+            "retention_oldest_version",
+            "The oldest retained version: history after it can be streamed; older history was deleted",
+            retention_oldest_version.clone(),
+        );
+        let history_objects = Gauge::default();
+        registry.register("history_objects", "Batch objects of the log in storage", history_objects.clone());
+        let history_bytes = Gauge::default();
+        registry.register("history_bytes", "Bytes of the log's batch objects in storage", history_bytes.clone());
+        let retention_objects_deleted = Counter::default();
+        registry.register(
+            "retention_objects_deleted",
+            "Batch objects deleted by truncation because no retention policy pinned them",
+            retention_objects_deleted.clone(),
+        );
+        let retention_policies = Gauge::default();
+        registry.register("retention_policies", "Retention policies defined", retention_policies.clone());
+        let retention_policy_lag = Family::<PolicyLabels, Gauge>::default();
+        registry.register(
+            "retention_policy_lag_versions",
+            "How far each retention policy is behind the committed version, in versions (the smallest pins \
+             history); one series per policy, at most retention.policies_max",
+            retention_policy_lag.clone(),
+        );
         let s3 = S3Metrics::default();
         s3.register(&mut registry);
         Metrics {
             s3,
+            retention_oldest_version,
+            history_objects,
+            history_bytes,
+            retention_objects_deleted,
+            retention_policies,
+            retention_policy_lag,
             subscribers,
             subscribe_events,
             subscribe_bytes,
@@ -279,6 +325,17 @@ impl Metrics {
     /// The lag histogram of streams of `class` (`durable` or `committed`).
     pub fn subscriber_lag(&self, class: &'static str) -> Histogram {
         self.subscriber_lag.get_or_create(&ClassLabels { class }).clone()
+    }
+
+    /// Sets the lag of one retention policy behind the committed version.
+    pub fn set_policy_lag(&self, policy_id: &str, lag_versions: u64) {
+        let labels = PolicyLabels { policy_id: policy_id.to_owned() };
+        self.retention_policy_lag.get_or_create(&labels).set(i64::try_from(lag_versions).unwrap_or(i64::MAX));
+    }
+
+    /// Removes a deleted policy's series.
+    pub fn remove_policy_lag(&self, policy_id: &str) {
+        self.retention_policy_lag.remove(&PolicyLabels { policy_id: policy_id.to_owned() });
     }
 
     /// The OpenMetrics text of every metric.

@@ -9,6 +9,11 @@
 //! query inside; the last stage writes the response into it and returns it to
 //! its home reactor. Each stage owns its state and takes one message enum.
 //!
+//! The retention worker (`crate::retention::worker`) is started here too: it
+//! takes `/v1/retention/` requests from the reactors on its own bounded
+//! queue, gets the store from stage 2 once the log is recovered, and stops
+//! with the stages.
+//!
 //! Invariants:
 //! - Only stage 1 assigns versions; only stage 2 moves the durable version.
 //! - A commit (or a status answer naming a version) is answered only once
@@ -29,9 +34,10 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 
 use crate::commit::sequencer::SequencerConfig;
-use crate::config::{CommitConfig, PersistConfig};
+use crate::config::{CommitConfig, PersistConfig, RetentionConfig};
 use crate::log::format::EncodedBatch;
 use crate::ops::metrics::Metrics;
+use crate::retention::worker::{self as retention_worker, RetentionMessage, RetentionWorker};
 use crate::server::connection::Connection;
 use crate::server::ReactorHandles;
 use crate::subscribe::feed::Feed;
@@ -59,6 +65,7 @@ pub struct PipelineParts {
     pub queue_depth: usize,
     pub commit: CommitConfig,
     pub persist: PersistConfig,
+    pub retention: RetentionConfig,
     pub open_store: StoreOpener,
     pub published: Arc<Published>,
     pub metrics: Arc<Metrics>,
@@ -76,6 +83,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// The running stages and the sending side of their input queue.
 pub struct Pipeline {
     sender: Sender<StageMessage>,
+    /// Policy requests to the retention worker.
+    retention: Sender<RetentionMessage>,
     /// Disconnects when every stage thread has ended.
     stages_running: crossbeam_channel::Receiver<()>,
     threads: Vec<JoinHandle<()>>,
@@ -91,6 +100,7 @@ impl Pipeline {
         let (to_history, history_requests) = crossbeam_channel::bounded(history::QUEUE_DEPTH);
         let (to_sequencer, recovered) = crossbeam_channel::bounded(1);
         let (ready_for_batch, batch_wanted) = crossbeam_channel::bounded(1);
+        let (retention, retention_inbox) = crossbeam_channel::bounded(retention_worker::QUEUE_DEPTH);
         let config = SequencerConfig {
             conflict_window_ms: parts.commit.conflict_window_ms,
             conflict_window_versions: parts.commit.conflict_window_versions,
@@ -124,6 +134,14 @@ impl Pipeline {
             metrics: parts.metrics.clone(),
             feed: parts.feed,
             subscribe_history: Some((parts.subscribe_history, parts.deliver_history)),
+            retention: retention.clone(),
+        };
+        let retention_worker = RetentionWorker {
+            inbox: retention_inbox,
+            reactors: reactors.clone(),
+            published: parts.published.clone(),
+            metrics: parts.metrics.clone(),
+            config: parts.retention,
         };
         let stage3 = reply::ReplyStage {
             inbox: reply_inbox,
@@ -133,7 +151,7 @@ impl Pipeline {
         };
         drop(to_reply);
         let (running, stages_running) = crossbeam_channel::bounded::<()>(0);
-        let (running1, running2, running3) = (running.clone(), running.clone(), running);
+        let (running1, running2, running3, running4) = (running.clone(), running.clone(), running.clone(), running);
         let threads = vec![
             spawn("stoat-sequence", move || {
                 stage1.run();
@@ -147,8 +165,12 @@ impl Pipeline {
                 stage3.run();
                 drop(running3);
             })?,
+            spawn("stoat-retention", move || {
+                retention_worker.run();
+                drop(running4);
+            })?,
         ];
-        Ok(Pipeline { sender, stages_running, threads })
+        Ok(Pipeline { sender, retention, stages_running, threads })
     }
 
     /// A sender for reactors; `try_send` on a full queue fails at once.
@@ -156,11 +178,19 @@ impl Pipeline {
         self.sender.clone()
     }
 
+    /// The retention worker's queue, for reactors (`try_send`; full: 429).
+    pub fn retention_sender(&self) -> Sender<RetentionMessage> {
+        self.retention.clone()
+    }
+
     /// Asks the stages to finish what they have and waits for them, for at
     /// most `STOP_TIMEOUT` (a stage stuck on storage must not hold the
     /// process; nothing unacknowledged is lost by exiting).
     pub fn stop(self) {
         let deadline = std::time::Instant::now() + STOP_TIMEOUT;
+        // The worker finishes the request or the delete it is doing; an
+        // interrupted round leaves no hole (it deletes oldest first).
+        let _ = self.retention.send_deadline(RetentionMessage::Shutdown, deadline);
         if self.sender.send_deadline(StageMessage::Shutdown, deadline).is_err() {
             tracing::warn!("the pipeline did not take the shutdown in time");
             return;

@@ -32,6 +32,7 @@ use crate::log::persister::{Action, Persister, PersisterConfig};
 use crate::log::recovery::{recover, RecoveredLog, RecoveryConfig};
 use crate::log::store::{Blocking, Completion, ObjectStore};
 use crate::ops::metrics::Metrics;
+use crate::retention::worker::RetentionMessage;
 use crate::server::response::ApiError;
 use crate::subscribe::feed::{Feed, FeedBatch};
 use crate::subscribe::history::{self as subscribe_history, Deliver, HistoryRequest};
@@ -70,6 +71,8 @@ pub(super) struct PersistStage {
     pub feed: Arc<Feed>,
     /// Taken at start: the subscribers' history reader needs the store.
     pub subscribe_history: Option<(Receiver<HistoryRequest>, Deliver)>,
+    /// The retention worker, given the store once the log is recovered.
+    pub retention: Sender<RetentionMessage>,
 }
 
 impl PersistStage {
@@ -89,6 +92,10 @@ impl PersistStage {
         self.published.set_committed_version(recovered.last_version);
         self.published.set_durable_version(recovered.last_version);
         self.published.set_oldest_version(oldest);
+        self.publish_history_metrics(&recovered, oldest);
+        // The worker loads the policies before any truncation round; until
+        // then it answers 503. A full queue cannot drop this: it blocks.
+        let _ = self.retention.send(RetentionMessage::Start(store.clone()));
         let orphans = recovered.orphaned_objects.clone();
         if self.to_sequencer.send(sequencer_state(&recovered, self.request_ids_recovered)).is_err() {
             return;
@@ -102,6 +109,15 @@ impl PersistStage {
         );
         let persister = Persister::new(self.persister_config(), recovered.last_version);
         Driver::new(self, store, persister, orphans).run();
+    }
+
+    fn publish_history_metrics(&self, recovered: &RecoveredLog, oldest: u64) {
+        let metrics = &self.metrics;
+        let objects = recovered.objects_listed - recovered.orphaned_objects.len();
+        metrics.history_objects.set(objects as i64);
+        let bytes = recovered.objects_bytes.saturating_sub(recovered.orphaned_bytes);
+        metrics.history_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        metrics.retention_oldest_version.set(i64::try_from(oldest).unwrap_or(i64::MAX));
     }
 
     fn persister_config(&self) -> PersisterConfig {
@@ -289,11 +305,14 @@ impl Driver {
                     return;
                 }
                 let last_version = batch.last_version;
+                let size_bytes = batch.bytes.len() as i64;
                 self.batch_asked = false;
                 let for_subscribers = FeedBatch::from_encoded(&batch);
                 match self.persister.batch_ready(batch) {
                     Ok(()) => {
                         self.stage.feed.push(for_subscribers);
+                        self.stage.metrics.history_objects.inc();
+                        self.stage.metrics.history_bytes.inc_by(size_bytes);
                         self.batches_accepted += 1;
                         self.accepted_at.insert(last_version, Instant::now());
                         self.awaiting.entry(last_version).or_default().extend(waiting);

@@ -60,7 +60,8 @@ impl Published {
     }
 
     /// The oldest version from which the retained log continues: history
-    /// after it is complete.
+    /// after it is complete. Set by stage 2 at recovery, then moved only by
+    /// the retention worker, before it deletes the history up to it.
     pub fn set_oldest_version(&self, version: u64) {
         let previous = self.oldest_version.swap(version, Ordering::AcqRel);
         assert!(previous <= version, "oldest version went back from {previous} to {version}");

@@ -6,6 +6,8 @@ use super::response::{write_json_string, write_u64, ApiError, ByteSink};
 use super::routes::Route;
 use super::ServerContext;
 use crate::ops::metrics;
+use crate::retention::policy::{parse_policy_id, parse_put_body};
+use crate::retention::worker::PolicyRequest;
 use crate::subscribe::event::Prefix;
 use crate::subscribe::query;
 
@@ -17,6 +19,8 @@ pub(super) enum Answer {
     ToPipeline,
     /// The connection becomes a subscribe stream.
     Stream(StreamStart),
+    /// The request (and its connection) goes to the retention worker.
+    ToRetention(PolicyRequest),
 }
 
 /// A validated subscribe request.
@@ -62,10 +66,11 @@ pub(super) fn answer(
             Ok(start) => return Answer::Stream(start),
             Err(error) => connection.respond_error(&error),
         },
-        Route::RetentionList | Route::RetentionPolicy => {
-            let message = format!("{} is not available yet in this build", route.path_description());
-            connection.respond_error(&ApiError::Unavailable(message));
-        }
+        Route::RetentionList => return Answer::ToRetention(PolicyRequest::List),
+        Route::RetentionPolicy => match policy_request(connection) {
+            Ok(request) => return Answer::ToRetention(request),
+            Err(message) => connection.respond_error(&ApiError::BadRequest(message)),
+        },
         Route::Unknown => connection.respond_error(&ApiError::NotFound("no such path".into())),
     }
     Answer::Written
@@ -120,4 +125,17 @@ fn subscribe(connection: &Connection, context: &ServerContext) -> Result<StreamS
         });
     }
     Ok(StreamStart { after, durable: query.durable, prefix: query.prefix })
+}
+
+/// `/v1/retention/<policy_id>`: the id from the path and, for `PUT`, the
+/// version from the body, parsed here so the worker gets a typed request.
+fn policy_request(connection: &Connection) -> Result<PolicyRequest, String> {
+    let head = connection.head();
+    let segment = head.path().strip_prefix("/v1/retention/").unwrap_or_default();
+    let policy_id = parse_policy_id(segment)?;
+    Ok(match head.method {
+        stoat_http::Method::Put => PolicyRequest::Put { policy_id, version: parse_put_body(connection.body())? },
+        stoat_http::Method::Delete => PolicyRequest::Delete { policy_id },
+        _ => PolicyRequest::Get { policy_id },
+    })
 }

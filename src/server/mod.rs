@@ -6,12 +6,13 @@
 //! round-robin (its own share directly, the others' through their mailbox).
 //! A complete request is either answered on the reactor (health, metrics,
 //! version: reads of published state) or handed, with its connection, to the
-//! pipeline; the pipeline returns the connection through the mailbox.
+//! pipeline (commits, status) or the retention worker (policies), which
+//! return the connection through the mailbox.
 //!
 //! Invariants:
 //! - Only the home reactor reads or writes a connection's socket.
 //! - Every queue is bounded: the pipeline queue by `pipeline.queue_depth`
-//!   (full: 429), each mailbox by the number of connections it can receive
+//!   (full: 429), the retention worker's queue by 256 (full: 429), each mailbox by the number of connections it can receive
 //!   (at most `server.max_connections`).
 
 pub mod connection;
@@ -208,6 +209,7 @@ impl Server {
             queue_depth: context.settings.config.pipeline.queue_depth,
             commit: context.settings.config.commit.clone(),
             persist: context.settings.config.persist.clone(),
+            retention: context.settings.config.retention.clone(),
             open_store,
             published: context.published.clone(),
             metrics: context.metrics.clone(),
@@ -226,6 +228,7 @@ impl Server {
                 mailbox,
                 reactors.clone(),
                 pipeline.sender(),
+                pipeline.retention_sender(),
                 history_sender.clone(),
                 context.clone(),
             )?;

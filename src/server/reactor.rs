@@ -24,6 +24,7 @@ use super::routes::{self, Resolved, Route};
 use super::{Mail, OpenConnections, PipelineSender, ReactorHandles, ServerContext};
 use crate::ops::metrics::RequestRecorder;
 use crate::pipeline::StageMessage;
+use crate::retention::worker::{PolicyRequest, RetentionMessage};
 use crate::subscribe::history::{HistoryAnswer, HistoryRequest};
 use crate::subscribe::stream::{Advance, Subscription};
 
@@ -56,6 +57,8 @@ enum Drive {
     Close,
     /// A complete request for the pipeline.
     HandOff,
+    /// A complete policy request for the retention worker.
+    HandOffRetention(PolicyRequest),
 }
 
 pub(super) struct Reactor {
@@ -65,6 +68,7 @@ pub(super) struct Reactor {
     mailbox: Receiver<Mail>,
     reactors: Arc<ReactorHandles>,
     pipeline: PipelineSender,
+    retention: Sender<RetentionMessage>,
     context: Arc<ServerContext>,
     connections: Slab<Slot>,
     scratch: Box<[u8]>,
@@ -94,6 +98,7 @@ impl Reactor {
         mailbox: Receiver<Mail>,
         reactors: Arc<ReactorHandles>,
         pipeline: PipelineSender,
+        retention: Sender<RetentionMessage>,
         history: Sender<HistoryRequest>,
         context: Arc<ServerContext>,
     ) -> io::Result<Reactor> {
@@ -110,6 +115,7 @@ impl Reactor {
             mailbox,
             reactors,
             pipeline,
+            retention,
             recorder: RequestRecorder::new(context.metrics.clone()),
             context,
             connections: Slab::new(),
@@ -348,6 +354,25 @@ impl Reactor {
                         self.complete_request(&mut connection);
                     }
                 },
+                Drive::HandOffRetention(request) => {
+                    match self.retention.try_send(RetentionMessage::Request { connection, request }) {
+                        Ok(()) => return,
+                        Err(error) => {
+                            let is_full = matches!(error, TrySendError::Full(_));
+                            let RetentionMessage::Request { connection: returned, .. } = error.into_inner() else {
+                                return;
+                            };
+                            connection = returned;
+                            let error = if is_full {
+                                ApiError::TooManyRequests("the retention queue is full; retry shortly".into())
+                            } else {
+                                ApiError::Unavailable("the retention worker has stopped".into())
+                            };
+                            connection.respond_error(&error);
+                            self.complete_request(&mut connection);
+                        }
+                    }
+                }
             }
         }
         self.connections[key] = Slot::Home(connection);
@@ -381,6 +406,7 @@ impl Reactor {
                     budget -= 1;
                     match self.dispatch(connection) {
                         Answer::ToPipeline => return Drive::HandOff,
+                        Answer::ToRetention(request) => return Drive::HandOffRetention(request),
                         Answer::Stream(start) => self.start_stream(connection, start),
                         Answer::Written => {}
                     }

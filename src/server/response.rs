@@ -11,12 +11,28 @@ use stoat_http::{write_response_head, HttpError, ResponseHead};
 pub enum ApiError {
     BadRequest(String),
     NotFound(String),
-    MethodNotAllowed { allow: &'static str, message: String },
-    PayloadTooLarge { limit: u64 },
+    MethodNotAllowed {
+        allow: &'static str,
+        message: String,
+    },
+    PayloadTooLarge {
+        limit: u64,
+    },
     TooManyRequests(String),
-    HeadersTooLarge { limit: usize },
+    HeadersTooLarge {
+        limit: usize,
+    },
     Unavailable(String),
-    VersionTooOld { message: String, oldest_version: u64 },
+    VersionTooOld {
+        message: String,
+        oldest_version: u64,
+    },
+    /// A retention policy `PUT` below history already deleted: 409 with the
+    /// code and `oldest_version` of `version_too_old`.
+    RetentionTooOld {
+        message: String,
+        oldest_version: u64,
+    },
 }
 
 /// Seconds a client is asked to wait on 429 and 503.
@@ -33,6 +49,7 @@ impl ApiError {
             ApiError::HeadersTooLarge { .. } => 431,
             ApiError::Unavailable(_) => 503,
             ApiError::VersionTooOld { .. } => 410,
+            ApiError::RetentionTooOld { .. } => 409,
         }
     }
 
@@ -45,7 +62,7 @@ impl ApiError {
             ApiError::TooManyRequests(_) => "too_many_requests",
             ApiError::HeadersTooLarge { .. } => "headers_too_large",
             ApiError::Unavailable(_) => "unavailable",
-            ApiError::VersionTooOld { .. } => "version_too_old",
+            ApiError::VersionTooOld { .. } | ApiError::RetentionTooOld { .. } => "version_too_old",
         }
     }
 
@@ -56,7 +73,8 @@ impl ApiError {
             | ApiError::MethodNotAllowed { message, .. }
             | ApiError::TooManyRequests(message)
             | ApiError::Unavailable(message)
-            | ApiError::VersionTooOld { message, .. } => message.clone(),
+            | ApiError::VersionTooOld { message, .. }
+            | ApiError::RetentionTooOld { message, .. } => message.clone(),
             ApiError::PayloadTooLarge { limit } => {
                 format!("request body exceeds the limit of {limit} bytes")
             }
@@ -81,7 +99,8 @@ impl ApiError {
         out.put(self.code().as_bytes());
         out.put(b"\",\"message\":");
         write_json_string(out, &self.message());
-        if let ApiError::VersionTooOld { oldest_version, .. } = self {
+        if let ApiError::VersionTooOld { oldest_version, .. } | ApiError::RetentionTooOld { oldest_version, .. } = self
+        {
             out.put(b",\"oldest_version\":");
             write_u64(out, *oldest_version);
         }

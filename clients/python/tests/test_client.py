@@ -141,16 +141,10 @@ def test_conflicts_inside_one_batch(make_server):
 
 
 def test_retention_errors_surface_as_stoat_errors(client: Client):
-    """Until the server serves retention it answers 503 'not available yet';
-    once it does, an unknown policy is NotFound."""
-    try:
+    """An unknown policy is NotFound (a StoatError with the 404)."""
+    with pytest.raises(NotFound) as error:
         client.retention.get("no-such-policy")
-    except NotFound as error:
-        assert error.status == 404
-    except StoatError as error:
-        assert error.status == 503 and error.code == "unavailable"
-    else:
-        pytest.fail("an unknown policy must not be found")
+    assert isinstance(error.value, StoatError) and error.value.status == 404
 
 
 def test_async_client(server):

@@ -1,10 +1,5 @@
 """/v1/subscribe and /v1/retention/ on the real binary, through raw HTTP, the
-client, the CLI and the examples.
-
-Each test skips only while the server answers its route with API.md's 503
-``unavailable`` "... is not available yet" (a build where the route has not
-landed); any other answer runs the test.
-"""
+client, the CLI and the examples."""
 
 from __future__ import annotations
 
@@ -40,41 +35,19 @@ FAST = Backoff(retries=3, initial_seconds=0.02, max_seconds=0.2)
 CONFIG = "[server]\nshutdown_timeout_ms = 1000\n"
 
 
-def skip_unless_served(url: str, method: str, path: str) -> None:
-    with httpx.Client(base_url=url, timeout=DEADLINE_SECONDS) as http:
-        with http.stream(method, path) as response:
-            if response.status_code != 503:
-                return
-            response.read()
-    try:
-        body = response.json()
-    except ValueError:
-        return
-    message = str(body.get("message", ""))
-    if body.get("error") == "unavailable" and "is not available yet" in message:
-        pytest.skip(f"not in this build: {message}")
-
-
 @pytest.fixture
 def live(make_server):
-    server = make_server(CONFIG)
-    skip_unless_served(server.url, "GET", "/v1/subscribe?after=0")
-    skip_unless_served(server.url, "GET", "/v1/retention/")
-    return server
+    return make_server(CONFIG)
 
 
 @pytest.fixture
 def subscribe_server(make_server):
-    server = make_server(CONFIG)
-    skip_unless_served(server.url, "GET", "/v1/subscribe?after=0")
-    return server
+    return make_server(CONFIG)
 
 
 @pytest.fixture
 def retention_server(make_server):
-    server = make_server(CONFIG)
-    skip_unless_served(server.url, "GET", "/v1/retention/")
-    return server
+    return make_server(CONFIG)
 
 
 def commit_write(client: Client, key: bytes, value: bytes, request_id=None):

@@ -190,6 +190,14 @@ fn status_checks_min_version_against_the_retained_log() {
     decide_commits(&mut sequencer, 0, &[&rmw("a", 0, &[], &[K]), &rmw("b", 0, &[], &[K])]);
     let ask = |min_version| [Input::Status { request_id: "a", min_version }];
     assert_eq!(sequencer.decide(0, 2, &ask(Some(1))), vec![Decision::VersionTooOld { oldest_version: 2 }]);
+    // Version `oldest` itself is deleted: it may hold the id.
+    assert_eq!(sequencer.decide(0, 1, &ask(Some(1))), vec![Decision::VersionTooOld { oldest_version: 1 }]);
+    assert_eq!(sequencer.decide(0, 1, &ask(Some(2))), vec![Decision::StatusNotCommitted { version: 2 }]);
+    assert_eq!(
+        sequencer.decide(0, 1, &ask(None)),
+        vec![Decision::StatusNotCommitted { version: 2 }],
+        "defaults after it"
+    );
     assert_eq!(sequencer.decide(0, 0, &ask(Some(2))), vec![Decision::StatusNotCommitted { version: 2 }]);
     assert!(matches!(sequencer.decide(0, 0, &ask(Some(3)))[0], Decision::BadRequest(_)));
 }

@@ -58,6 +58,23 @@ fn small_batch_round_trips_with_header_fields() {
 }
 
 #[test]
+fn the_versions_are_read_from_the_first_bytes_alone() {
+    let bytes = small_batch();
+    let prefix = &bytes[..VERSIONS_PREFIX_BYTES as usize];
+    let expected = BatchVersions { first_version: 7, last_version: 12, prev_version: 5 };
+    assert_eq!(BatchVersions::peek(prefix), Ok(expected));
+    for length in 0..prefix.len() {
+        assert!(BatchVersions::peek(&prefix[..length]).is_err(), "{length} bytes");
+    }
+    let mut bad_magic = prefix.to_vec();
+    bad_magic[0] ^= 1;
+    assert_eq!(BatchVersions::peek(&bad_magic), Err(FormatError::BadMagic));
+    let mut disordered = prefix.to_vec();
+    disordered[32..40].copy_from_slice(&12u64.to_le_bytes());
+    assert!(BatchVersions::peek(&disordered).is_err(), "prev_version must be below first_version");
+}
+
+#[test]
 fn every_truncation_is_detected() {
     let bytes = small_batch();
     for length in 0..bytes.len() {

@@ -34,6 +34,26 @@ fn put_if_absent_then_get_and_ranges() {
 }
 
 #[test]
+fn put_creates_or_replaces_whole_objects_and_listings_report_sizes() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = open(directory.path());
+    let blocking = Blocking::new(&store);
+    blocking.put("retention/policy-a", b"first".to_vec()).unwrap();
+    blocking.put("retention/policy-a", b"second, longer".to_vec()).unwrap();
+    assert_eq!(blocking.get("retention/policy-a", None).unwrap(), b"second, longer");
+    blocking.put_if_absent("retention/policy-b", b"12".to_vec()).unwrap();
+    let page = blocking.list("retention/", None, 10).unwrap();
+    assert_eq!(page.names, ["retention/policy-a", "retention/policy-b"]);
+    assert_eq!(page.sizes, [14, 2]);
+    let sized = blocking.list_all_sized("retention/", None, 1).unwrap();
+    assert_eq!(sized, [("retention/policy-a".to_string(), 14), ("retention/policy-b".to_string(), 2)]);
+    assert!(matches!(blocking.put("retention", vec![]), Err(StoreError::Permanent { .. })), "a directory");
+    assert!(matches!(blocking.put("a/.hidden", vec![]), Err(StoreError::Permanent { .. })));
+    let temp_files = std::fs::read_dir(directory.path().join(".tmp")).unwrap().count();
+    assert_eq!(temp_files, 0, "no temporary file is left behind");
+}
+
+#[test]
 fn racing_puts_of_one_name_have_one_winner_across_instances() {
     let directory = tempfile::tempdir().unwrap();
     let stores = [Arc::new(open(directory.path())), Arc::new(open(directory.path()))];

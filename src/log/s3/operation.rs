@@ -21,10 +21,26 @@ pub const KEYS_PER_REQUEST_MAX: usize = 1000;
 /// What the operation needs.
 #[derive(Debug)]
 enum Work {
-    Put { name: String, bytes: ObjectBytes },
-    Get { name: String, range: Option<Range<u64>> },
-    List { prefix: String, start_after: Option<String>, limit: usize, names: Vec<String>, token: Option<String> },
-    Delete { remaining: Vec<String> },
+    Put {
+        name: String,
+        bytes: ObjectBytes,
+        if_absent: bool,
+    },
+    Get {
+        name: String,
+        range: Option<Range<u64>>,
+    },
+    List {
+        prefix: String,
+        start_after: Option<String>,
+        limit: usize,
+        names: Vec<String>,
+        sizes: Vec<u64>,
+        token: Option<String>,
+    },
+    Delete {
+        remaining: Vec<String>,
+    },
 }
 
 /// What to do after a response.
@@ -52,7 +68,11 @@ impl Operation {
         let work = match op {
             ObjectOp::PutIfAbsent { name, bytes } => {
                 validate_name(&name)?;
-                Work::Put { name, bytes }
+                Work::Put { name, bytes, if_absent: true }
+            }
+            ObjectOp::Put { name, bytes } => {
+                validate_name(&name)?;
+                Work::Put { name, bytes, if_absent: false }
             }
             ObjectOp::Get { name, range } => {
                 validate_name(&name)?;
@@ -63,7 +83,7 @@ impl Operation {
                     return Err(StoreError::permanent("list limit must be at least 1"));
                 }
                 let limit = limit.min(KEYS_PER_REQUEST_MAX);
-                Work::List { prefix, start_after, limit, names: Vec::new(), token: None }
+                Work::List { prefix, start_after, limit, names: Vec::new(), sizes: Vec::new(), token: None }
             }
             ObjectOp::Delete { names } => {
                 names.iter().try_for_each(|name| validate_name(name))?;
@@ -88,22 +108,23 @@ impl Operation {
         }
     }
 
-    pub fn is_put(&self) -> bool {
-        matches!(self.work, Work::Put { .. })
+    /// A conditional put, whose 412 is an answer, not a failure.
+    pub fn is_put_if_absent(&self) -> bool {
+        matches!(self.work, Work::Put { if_absent: true, .. })
     }
 
     /// The request for the current step (the same one on every retry).
     pub fn request(&mut self, target: &Target) -> &Request {
         let work = &self.work;
         self.request.get_or_insert_with(|| match work {
-            Work::Put { name, bytes } => target.put_if_absent(name, bytes.clone()),
+            Work::Put { name, bytes, if_absent } => target.put(name, bytes.clone(), *if_absent),
             Work::Get { name, range } => {
                 // An empty range still asks for a byte, so that a missing
                 // object is reported; the answer is cut to nothing.
                 let inclusive = range.as_ref().map(|range| (range.start, range.end.max(range.start + 1) - 1));
                 target.get(name, inclusive)
             }
-            Work::List { prefix, start_after, limit, names, token } => {
+            Work::List { prefix, start_after, limit, names, token, .. } => {
                 let wanted = (*limit - names.len()).max(1);
                 let start_after = if token.is_some() { None } else { start_after.as_deref() };
                 target.list(prefix, start_after, token.as_deref(), wanted)
@@ -124,7 +145,7 @@ impl Operation {
         let code = if error.code.is_empty() { format!("HTTP{status}") } else { error.code.clone() };
         let detail = format!("S3 answered {status} {code}: {}", error.message);
         match (status, code.as_str()) {
-            (412, _) | (409, "ConditionalRequestConflict") if self.is_put() => {
+            (412, _) | (409, "ConditionalRequestConflict") if self.is_put_if_absent() => {
                 Step::Complete(Err(StoreError::AlreadyExists { name: self.name().to_owned() }))
             }
             (404, "NoSuchKey") | (404, "HTTP404") if matches!(self.work, Work::Get { .. }) => {
@@ -186,7 +207,7 @@ impl Operation {
     }
 
     fn on_list_page(&mut self, target: &Target, body: &[u8]) -> Step {
-        let Work::List { prefix, limit, names, token, .. } = &mut self.work else {
+        let Work::List { prefix, limit, names, sizes, token, .. } = &mut self.work else {
             return Step::Complete(Err(StoreError::permanent("internal: not a list")));
         };
         let page = match xml::parse_list(body) {
@@ -198,7 +219,10 @@ impl Operation {
                 }
             }
         };
-        for key in &page.keys {
+        if page.sizes.len() != page.keys.len() {
+            return Step::Retry { reason: "a ListObjectsV2 page without sizes".into(), code: "BadXml".into() };
+        }
+        for (key, size) in page.keys.iter().zip(&page.sizes) {
             let Some(name) = target.name(key) else { continue };
             if !name.starts_with(prefix.as_str()) || names.last().is_some_and(|last| name <= last.as_str()) {
                 // Out of prefix or out of order: a store that breaks the
@@ -208,12 +232,14 @@ impl Operation {
                 ))));
             }
             names.push(name.to_owned());
+            sizes.push(*size);
         }
         let more = page.is_truncated && page.next_continuation_token.is_some();
         if names.len() >= *limit || !more {
             let truncated = more || names.len() > *limit;
             names.truncate(*limit);
-            let page = ListPage { names: std::mem::take(names), truncated };
+            sizes.truncate(*limit);
+            let page = ListPage { names: std::mem::take(names), sizes: std::mem::take(sizes), truncated };
             return Step::Complete(Ok(OpOutput::Listed(page)));
         }
         *token = page.next_continuation_token;
@@ -267,6 +293,13 @@ mod tests {
     fn conditional_put_outcomes() {
         let t = target();
         assert_eq!(put().on_response(&t, response(200, "")), Step::Complete(Ok(OpOutput::Created)));
+        let mut overwrite = Operation::new(ObjectOp::Put { name: "p".into(), bytes: Arc::new(vec![1]) }).unwrap();
+        assert!(overwrite.request(&t).headers.is_empty());
+        assert!(matches!(
+            overwrite.on_response(&t, response(412, "")),
+            Step::Complete(Err(StoreError::Permanent { .. }))
+        ));
+        assert_eq!(put().request(&t).headers, [("if-none-match".to_string(), "*".to_string())]);
         let taken = Step::Complete(Err(StoreError::AlreadyExists { name: "log/a".into() }));
         assert_eq!(put().on_response(&t, response(412, "<Error><Code>PreconditionFailed</Code></Error>")), taken);
         assert_eq!(
@@ -320,18 +353,21 @@ mod tests {
         let t = target();
         let mut list = Operation::new(ObjectOp::List { prefix: "log/".into(), start_after: None, limit: 3 }).unwrap();
         let first = "<ListBucketResult><IsTruncated>true</IsTruncated><NextContinuationToken>n</NextContinuationToken>\
-<Contents><Key>p/log/1</Key></Contents></ListBucketResult>";
+<Contents><Key>p/log/1</Key><Size>1</Size></Contents></ListBucketResult>";
         assert_eq!(list.on_response(&t, response(200, first)), Step::Continue);
         assert!(list.request(&t).target.contains("continuation-token=n"));
         assert!(list.request(&t).target.contains("max-keys=2"));
         let second =
             "<ListBucketResult><IsTruncated>true</IsTruncated><NextContinuationToken>m</NextContinuationToken>\
-<Contents><Key>p/log/2</Key></Contents><Contents><Key>p/log/3</Key></Contents></ListBucketResult>";
-        let page = ListPage { names: vec!["log/1".into(), "log/2".into(), "log/3".into()], truncated: true };
+<Contents><Key>p/log/2</Key><Size>2</Size></Contents><Contents><Key>p/log/3</Key><Size>3</Size></Contents>\
+</ListBucketResult>";
+        let names = vec!["log/1".into(), "log/2".into(), "log/3".into()];
+        let page = ListPage { names, sizes: vec![1, 2, 3], truncated: true };
         assert_eq!(list.on_response(&t, response(200, second)), Step::Complete(Ok(OpOutput::Listed(page))));
 
         let mut unordered = Operation::new(ObjectOp::List { prefix: "".into(), start_after: None, limit: 5 }).unwrap();
-        let body = "<ListBucketResult><Contents><Key>p/b</Key></Contents><Contents><Key>p/a</Key></Contents></ListBucketResult>";
+        let body = "<ListBucketResult><Contents><Key>p/b</Key><Size>1</Size></Contents>\
+<Contents><Key>p/a</Key><Size>1</Size></Contents></ListBucketResult>";
         assert!(matches!(
             unordered.on_response(&t, response(200, body)),
             Step::Complete(Err(StoreError::Permanent { .. }))

@@ -100,9 +100,10 @@ impl Target {
         format!("/{}/{}", self.bucket, utf8_percent_encode(&self.key(name), KEY_PATH))
     }
 
-    pub fn put_if_absent(&self, name: &str, body: Arc<Vec<u8>>) -> Request {
-        let headers = vec![("if-none-match".to_owned(), "*".to_owned())];
-        self.request("PUT", self.object_path(name), headers, body)
+    /// PutObject; `if_absent` adds `If-None-Match: *` (create only).
+    pub fn put(&self, name: &str, body: Arc<Vec<u8>>, if_absent: bool) -> Request {
+        let headers = if_absent.then(|| ("if-none-match".to_owned(), "*".to_owned()));
+        self.request("PUT", self.object_path(name), headers.into_iter().collect(), body)
     }
 
     /// `range` is inclusive here, as in the `Range` header.
@@ -250,7 +251,7 @@ mod tests {
             secret_access_key: "secret".into(),
             session_token: Some("token".into()),
         });
-        let request = t.put_if_absent("log/a", Arc::new(b"x".to_vec()));
+        let request = t.put("log/a", Arc::new(b"x".to_vec()), true);
         let text = String::from_utf8(t.encode(&request, SystemTime::now()).unwrap()).unwrap();
         assert!(text.starts_with("PUT /bucket/p/log/a HTTP/1.1\r\nhost: 127.0.0.1:9000\r\n"), "{text}");
         for needle in [

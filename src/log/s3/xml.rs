@@ -19,6 +19,8 @@ pub struct ErrorBody {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ListResult {
     pub keys: Vec<String>,
+    /// The size in bytes of each object of `keys`, in the same order.
+    pub sizes: Vec<u64>,
     pub is_truncated: bool,
     pub next_continuation_token: Option<String>,
 }
@@ -85,13 +87,22 @@ pub fn parse_error(body: &[u8]) -> Option<ErrorBody> {
 pub fn parse_list(body: &[u8]) -> Result<ListResult, String> {
     let mut result = ListResult::default();
     let mut truncated_text = String::new();
+    let mut size_texts: Vec<String> = Vec::new();
     let mut root_seen = false;
     walk(body, |path, text| match path {
         "ListBucketResult" => root_seen = true,
-        "ListBucketResult/Contents" => result.keys.push(String::new()),
+        "ListBucketResult/Contents" => {
+            result.keys.push(String::new());
+            size_texts.push(String::new());
+        }
         "ListBucketResult/Contents/Key" => {
             if let Some(key) = result.keys.last_mut() {
                 key.push_str(text);
+            }
+        }
+        "ListBucketResult/Contents/Size" => {
+            if let Some(size) = size_texts.last_mut() {
+                size.push_str(text);
             }
         }
         "ListBucketResult/IsTruncated" => truncated_text.push_str(text),
@@ -105,6 +116,10 @@ pub fn parse_list(body: &[u8]) -> Result<ListResult, String> {
     }
     if result.keys.iter().any(String::is_empty) {
         return Err("a listed object has no key".into());
+    }
+    for text in &size_texts {
+        let size = text.trim().parse().map_err(|_| format!("a listed object's Size is {text:?}"))?;
+        result.sizes.push(size);
     }
     result.is_truncated = match truncated_text.trim() {
         "true" => true,
@@ -166,10 +181,11 @@ mod tests {
         let body = br#"<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
 <Name>b</Name><Prefix>p/</Prefix><KeyCount>2</KeyCount><MaxKeys>2</MaxKeys>
 <IsTruncated>true</IsTruncated><NextContinuationToken>tok+/=</NextContinuationToken>
-<Contents><Key>p/a &lt;1&gt;</Key><Size>3</Size></Contents><Contents><Key>p/b</Key></Contents>
+<Contents><Key>p/a &lt;1&gt;</Key><Size>3</Size></Contents><Contents><Key>p/b</Key><Size>0</Size></Contents>
 </ListBucketResult>"#;
         let page = parse_list(body).unwrap();
         assert_eq!(page.keys, ["p/a <1>", "p/b"]);
+        assert_eq!(page.sizes, [3, 0]);
         assert!(page.is_truncated);
         assert_eq!(page.next_continuation_token.as_deref(), Some("tok+/="));
         let empty = parse_list(b"<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>").unwrap();
@@ -177,6 +193,9 @@ mod tests {
         assert!(parse_list(b"<Other/>").is_err());
         assert!(parse_list(b"<ListBucketResult><Contents><Size>1</Size></Contents></ListBucketResult>").is_err());
         assert!(parse_list(b"<ListBucketResult><IsTruncated>maybe</IsTruncated></ListBucketResult>").is_err());
+        assert!(parse_list(b"<ListBucketResult><Contents><Key>a</Key></Contents></ListBucketResult>").is_err());
+        assert!(parse_list(b"<ListBucketResult><Contents><Key>a</Key><Size>-1</Size></Contents></ListBucketResult>")
+            .is_err());
     }
 
     #[test]
