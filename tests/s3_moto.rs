@@ -195,3 +195,73 @@ fn kill_9_rounds_and_two_leaders_keep_one_chain_on_moto() {
     let logged = check_chain(&read_log_from(&reader));
     check_acknowledged(&logged, &acknowledged);
 }
+
+/// The versions of the first `count` transaction events of a subscribe stream.
+fn stream_versions(addr: SocketAddr, after: u64, count: usize) -> Vec<u64> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.write_all(format!("GET /v1/subscribe?after={after} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()).unwrap();
+    let mut text = String::new();
+    let mut chunk = [0u8; 65536];
+    while text.matches("event: transaction").count() < count {
+        let read = stream.read(&mut chunk).unwrap();
+        assert!(read > 0, "the stream ended early: {text}");
+        text.push_str(std::str::from_utf8(&chunk[..read]).unwrap());
+    }
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text.lines().filter_map(|line| line.strip_prefix("id: ")).map(|id| id.parse().unwrap()).take(count).collect()
+}
+
+#[test]
+fn retention_truncates_and_policies_survive_a_restart_on_moto() {
+    let Some(endpoint) = endpoint() else { return };
+    let prefix = unique_prefix("retention");
+    let config = format!(
+        "[storage]\nurl = \"s3://{BUCKET}/{prefix}?endpoint={endpoint}\"\n[retention]\ntruncate_interval_ms = 20\n"
+    );
+    let env = [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")];
+    let mut stoat = Stoat::start_with_env(&config, &env);
+    let mut client = stoat.connect();
+    // One commit at a time: each is its own batch object.
+    let versions: Vec<u64> = (0..12)
+        .map(|i| {
+            let body =
+                format!(r#"{{"operations":[{{"type":"write","key":"a2V5","value":"{}"}}]}}"#, ["MA==", "MQ=="][i % 2]);
+            let response = client.post("/v1/commit", &body);
+            assert_eq!(response.status, 200, "{}", response.text());
+            response.json()["version"].as_u64().unwrap()
+        })
+        .collect();
+    let put = |client: &mut Client, version: u64| {
+        let body = format!(r#"{{"version":{version}}}"#);
+        client.send(
+            format!("PUT /v1/retention/keep HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
+        );
+        client.read_response()
+    };
+    let policy = put(&mut client, versions[8]);
+    assert_eq!(policy.status, 200, "{}", policy.text());
+    // Every batch before the one holding versions[8] goes.
+    let oldest = versions[7];
+    wait_until(|| Client::connect(stoat.addr).get("/v1/retention/").json()["oldest_version"] == oldest, "truncation");
+    let reader = store(&endpoint, &prefix);
+    let batches = read_log_from(&reader);
+    assert_eq!(batches[0].prev_version, oldest, "the log in S3 starts where the policy pins it");
+    for pair in batches.windows(2) {
+        assert_eq!(pair[1].prev_version, pair[0].last_version, "{} continues {}", pair[1].name, pair[0].name);
+    }
+    assert_eq!(batches.last().unwrap().last_version, versions[11]);
+    let refused = client.get("/v1/subscribe?after=0");
+    assert_eq!((refused.status, refused.json()["oldest_version"].as_u64()), (410, Some(oldest)));
+    assert_eq!(client.get("/v1/status?request_id=x&min_version=0").status, 410);
+
+    let kept = client.get("/v1/retention/keep").json();
+    drop(client);
+    stoat.signal("TERM");
+    assert!(stoat.wait_exit().success());
+    let stoat = Stoat::start_with_env(&config, &env);
+    let mut client = stoat.connect();
+    assert_eq!(client.get("/v1/retention/keep").json(), kept, "the policy is read back from S3");
+    assert_eq!(client.get("/v1/retention/").json()["oldest_version"], oldest);
+    assert_eq!(stream_versions(stoat.addr, oldest, 4), versions[8..]);
+}
