@@ -216,3 +216,75 @@ fn bad_s3_settings_exit_with_code_2_and_one_line() {
         assert!(stderr.contains(needle), "{url}: {stderr}");
     }
 }
+
+/// Commits from `clients` threads until `stop` or until the server answers
+/// 503 (it was fenced); the acknowledged (request id, version) pairs.
+fn load_until_fenced(
+    addr: SocketAddr,
+    label: &'static str,
+    clients: usize,
+    stop: &Arc<AtomicBool>,
+    acknowledged: &Arc<AtomicUsize>,
+) -> Vec<std::thread::JoinHandle<Vec<(String, u64)>>> {
+    (0..clients)
+        .map(|client| {
+            let (stop, acknowledged) = (stop.clone(), acknowledged.clone());
+            std::thread::spawn(move || {
+                let mut done = Vec::new();
+                let Some(mut connection) = Client::try_connect(addr) else { return done };
+                for n in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let request_id = format!("{label}-{client}-{n}");
+                    let body = format!(
+                        r#"{{"request_id":"{request_id}","operations":[{{"type":"write","key":"aw==","value":"dg=="}}]}}"#
+                    );
+                    let Some(response) = connection.try_post("/v1/commit", &body) else { break };
+                    match response.status {
+                        200 => {
+                            done.push((request_id, response.json()["version"].as_u64().unwrap()));
+                            acknowledged.fetch_add(1, Ordering::Relaxed);
+                        }
+                        503 => break,
+                        other => panic!("unexpected {other}: {}", response.text()),
+                    }
+                }
+                done
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn two_servers_on_one_s3_prefix_keep_one_chain() {
+    let s3 = FakeS3::start(Config::ephemeral().with_credentials(ACCESS_KEY, SECRET_KEY)).unwrap();
+    create_bucket(&s3, "stoat-bucket", Some((ACCESS_KEY, SECRET_KEY)));
+    let mut first = start(&s3);
+    let mut second = start(&s3);
+    let (stop, count) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let mut threads = load_until_fenced(first.addr, "a", 3, &stop, &count);
+    threads.extend(load_until_fenced(second.addr, "b", 3, &stop, &count));
+    let ready = |stoat: &Stoat| Client::connect(stoat.addr).get("/readyz").status == 200;
+    let deadline = Instant::now() + DEADLINE;
+    while ready(&first) && ready(&second) {
+        assert!(Instant::now() < deadline, "both servers still lead: the second's first batch must collide");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    wait_for_more(&count, 100, "commits acknowledged by the remaining leader");
+    stop.store(true, Ordering::Relaxed);
+    let acknowledged: Vec<(String, u64)> = threads.into_iter().flat_map(|thread| thread.join().unwrap()).collect();
+    assert!(ready(&first) != ready(&second), "exactly one server must still lead");
+    first.crash();
+    second.crash();
+    let reader = S3Store::open(
+        location(&s3, "stoat-bucket", "cluster/one", Some((ACCESS_KEY, SECRET_KEY))),
+        common::s3::fast_options(),
+        S3Metrics::default(),
+    )
+    .unwrap();
+    let logged = check_chain(&read_log_from(&reader));
+    for (request_id, version) in &acknowledged {
+        assert_eq!(logged.get(request_id), Some(version), "acknowledged {request_id} at {version}");
+    }
+}
