@@ -104,10 +104,13 @@ fn commits_are_durable_in_s3_and_survive_a_crash() {
 }
 
 /// Commits from `clients` threads until `stop`; the acknowledged
-/// (request id, version) pairs.
+/// (request id, version) pairs. Every answer must be 200, except that with
+/// `until_fenced` a 503 (the server stopped leading) ends the thread.
 fn load(
     addr: SocketAddr,
+    label: &'static str,
     clients: usize,
+    until_fenced: bool,
     stop: &Arc<AtomicBool>,
     acknowledged: &Arc<AtomicUsize>,
 ) -> Vec<std::thread::JoinHandle<Vec<(String, u64)>>> {
@@ -121,11 +124,14 @@ fn load(
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let request_id = format!("load-{client}-{n}");
+                    let request_id = format!("{label}-{client}-{n}");
                     let body = format!(
                         r#"{{"request_id":"{request_id}","operations":[{{"type":"write","key":"aw==","value":"dg=="}}]}}"#
                     );
                     let Some(response) = connection.try_post("/v1/commit", &body) else { break };
+                    if until_fenced && response.status == 503 {
+                        break;
+                    }
                     assert_eq!(response.status, 200, "{}", response.text());
                     done.push((request_id, response.json()["version"].as_u64().unwrap()));
                     acknowledged.fetch_add(1, Ordering::Relaxed);
@@ -153,7 +159,7 @@ fn s3_faults_and_an_outage_lose_and_duplicate_nothing() {
     create_bucket(&s3, "stoat-bucket", Some((ACCESS_KEY, SECRET_KEY)));
     let mut stoat = start(&s3);
     let (stop, acknowledged) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
-    let clients = load(stoat.addr, 4, &stop, &acknowledged);
+    let clients = load(stoat.addr, "load", 4, false, &stop, &acknowledged);
     wait_for_more(&acknowledged, 50, "before faults");
 
     // 5xx, throttling, dropped connections before and after acting, stalls
@@ -217,45 +223,6 @@ fn bad_s3_settings_exit_with_code_2_and_one_line() {
     }
 }
 
-/// Commits from `clients` threads until `stop` or until the server answers
-/// 503 (it was fenced); the acknowledged (request id, version) pairs.
-fn load_until_fenced(
-    addr: SocketAddr,
-    label: &'static str,
-    clients: usize,
-    stop: &Arc<AtomicBool>,
-    acknowledged: &Arc<AtomicUsize>,
-) -> Vec<std::thread::JoinHandle<Vec<(String, u64)>>> {
-    (0..clients)
-        .map(|client| {
-            let (stop, acknowledged) = (stop.clone(), acknowledged.clone());
-            std::thread::spawn(move || {
-                let mut done = Vec::new();
-                let Some(mut connection) = Client::try_connect(addr) else { return done };
-                for n in 0.. {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let request_id = format!("{label}-{client}-{n}");
-                    let body = format!(
-                        r#"{{"request_id":"{request_id}","operations":[{{"type":"write","key":"aw==","value":"dg=="}}]}}"#
-                    );
-                    let Some(response) = connection.try_post("/v1/commit", &body) else { break };
-                    match response.status {
-                        200 => {
-                            done.push((request_id, response.json()["version"].as_u64().unwrap()));
-                            acknowledged.fetch_add(1, Ordering::Relaxed);
-                        }
-                        503 => break,
-                        other => panic!("unexpected {other}: {}", response.text()),
-                    }
-                }
-                done
-            })
-        })
-        .collect()
-}
-
 #[test]
 fn two_servers_on_one_s3_prefix_keep_one_chain() {
     let s3 = FakeS3::start(Config::ephemeral().with_credentials(ACCESS_KEY, SECRET_KEY)).unwrap();
@@ -263,8 +230,8 @@ fn two_servers_on_one_s3_prefix_keep_one_chain() {
     let mut first = start(&s3);
     let mut second = start(&s3);
     let (stop, count) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
-    let mut threads = load_until_fenced(first.addr, "a", 3, &stop, &count);
-    threads.extend(load_until_fenced(second.addr, "b", 3, &stop, &count));
+    let mut threads = load(first.addr, "a", 3, true, &stop, &count);
+    threads.extend(load(second.addr, "b", 3, true, &stop, &count));
     let ready = |stoat: &Stoat| Client::connect(stoat.addr).get("/readyz").status == 200;
     let deadline = Instant::now() + DEADLINE;
     while ready(&first) && ready(&second) {
