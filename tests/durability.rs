@@ -4,62 +4,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{check_chain, read_log, Client, Stoat, DEADLINE};
-
-/// Commits blind writes with ids `{prefix}-{n}` until `stop` is set or the
-/// connection fails; returns the acknowledged (request id, version) pairs.
-fn commit_until_stopped(
-    addr: SocketAddr,
-    prefix: String,
-    stop: Arc<AtomicBool>,
-    acknowledged_count: Arc<AtomicUsize>,
-) -> Vec<(String, u64)> {
-    let mut acknowledged = Vec::new();
-    let Some(mut client) = Client::try_connect(addr) else { return acknowledged };
-    for n in 0.. {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let request_id = format!("{prefix}-{n}");
-        let body = format!(
-            r#"{{"request_id":"{request_id}","operations":[{{"type":"write","key":"aw==","value":"dmFsdWU="}}]}}"#
-        );
-        let Some(response) = client.try_post("/v1/commit", &body) else { break };
-        match response.status {
-            200 => {
-                let version = response.json()["version"].as_u64().unwrap();
-                acknowledged.push((request_id, version));
-                acknowledged_count.fetch_add(1, Ordering::Relaxed);
-            }
-            // Not leading (fenced) or stopping: no more commits here.
-            503 => break,
-            other => panic!("unexpected {other}: {}", response.text()),
-        }
-    }
-    acknowledged
-}
-
-/// Starts `clients` committing threads against `addr`.
-fn start_load(
-    addr: SocketAddr,
-    label: &str,
-    clients: usize,
-    stop: &Arc<AtomicBool>,
-    count: &Arc<AtomicUsize>,
-) -> Vec<std::thread::JoinHandle<Vec<(String, u64)>>> {
-    (0..clients)
-        .map(|client| {
-            let (stop, count) = (stop.clone(), count.clone());
-            let prefix = format!("{label}-c{client}");
-            std::thread::spawn(move || commit_until_stopped(addr, prefix, stop, count))
-        })
-        .collect()
-}
+use common::{check_chain, read_log, start_load, Client, Stoat, DEADLINE};
 
 fn wait_until(condition: impl Fn() -> bool, what: &str) {
     let deadline = Instant::now() + DEADLINE;
@@ -84,7 +33,7 @@ fn acknowledged_commits_survive_repeated_kill_9_under_load() {
         );
         let stop = Arc::new(AtomicBool::new(false));
         let count = Arc::new(AtomicUsize::new(0));
-        let threads = start_load(stoat.addr, &format!("r{round}"), 6, &stop, &count);
+        let threads = start_load(stoat.addr, &format!("r{round}"), 6, true, &stop, &count);
         wait_until(|| count.load(Ordering::Relaxed) >= 150, "commits to be acknowledged");
         // Crash with commits in flight.
         stoat.crash();
@@ -111,8 +60,8 @@ fn two_leaders_on_one_storage_never_fork_the_log() {
     let mut second = Stoat::start_at("", data.path());
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicUsize::new(0));
-    let mut threads = start_load(first.addr, "a", 3, &stop, &count);
-    threads.extend(start_load(second.addr, "b", 3, &stop, &count));
+    let mut threads = start_load(first.addr, "a", 3, true, &stop, &count);
+    threads.extend(start_load(second.addr, "b", 3, true, &stop, &count));
     // Both are sent commits until one of them has lost leadership.
     let ready = |stoat: &Stoat| Client::connect(stoat.addr).get("/readyz").status == 200;
     wait_until(|| !ready(&first) || !ready(&second), "one server to be fenced");

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::s3::fast_options;
-use common::{check_chain, read_log_from, Client, Stoat, DEADLINE};
+use common::{check_chain, read_log_from, start_load, Client, Stoat, DEADLINE};
 use stoat::log::s3::{Credentials, S3Location, S3Store};
 use stoat::log::store::{Blocking, StoreError};
 use stoat::ops::metrics::S3Metrics;
@@ -109,43 +109,6 @@ fn the_object_store_contract_holds_on_moto() {
     assert_eq!(blocking.list_all("log/", None, 1000).unwrap(), names[1050..]);
 }
 
-fn load(
-    addr: SocketAddr,
-    label: &str,
-    clients: usize,
-    stop: &Arc<AtomicBool>,
-    count: &Arc<AtomicUsize>,
-) -> Vec<std::thread::JoinHandle<Vec<(String, u64)>>> {
-    (0..clients)
-        .map(|client| {
-            let (stop, count, label) = (stop.clone(), count.clone(), label.to_owned());
-            std::thread::spawn(move || {
-                let mut acknowledged = Vec::new();
-                let Some(mut connection) = Client::try_connect(addr) else { return acknowledged };
-                for n in 0.. {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let request_id = format!("{label}-{client}-{n}");
-                    let body = format!(
-                        r#"{{"request_id":"{request_id}","operations":[{{"type":"write","key":"aw==","value":"dg=="}}]}}"#
-                    );
-                    let Some(response) = connection.try_post("/v1/commit", &body) else { break };
-                    match response.status {
-                        200 => {
-                            acknowledged.push((request_id, response.json()["version"].as_u64().unwrap()));
-                            count.fetch_add(1, Ordering::Relaxed);
-                        }
-                        503 => break,
-                        other => panic!("unexpected {other}: {}", response.text()),
-                    }
-                }
-                acknowledged
-            })
-        })
-        .collect()
-}
-
 fn wait_until(condition: impl Fn() -> bool, what: &str) {
     let deadline = Instant::now() + DEADLINE * 3;
     while !condition() {
@@ -170,7 +133,7 @@ fn kill_9_rounds_keep_one_chain_on_moto() {
     for round in 0..3 {
         let mut stoat = Stoat::start_with_env(&config, &env);
         let (stop, count) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
-        let threads = load(stoat.addr, &format!("r{round}"), 4, &stop, &count);
+        let threads = start_load(stoat.addr, &format!("r{round}"), 4, true, &stop, &count);
         wait_until(|| count.load(Ordering::Relaxed) >= 100, "commits under load");
         stoat.crash();
         stop.store(true, Ordering::Relaxed);

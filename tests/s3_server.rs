@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::s3::{create_bucket, location};
-use common::{check_chain, read_log_from, Client, Stoat, DEADLINE};
+use common::{check_chain, read_log_from, start_load, Client, Stoat, DEADLINE};
 use fake_s3::{Config, FakeS3, FaultConfig, FaultRule, Latency};
 use stoat::log::names::LOG_PREFIX;
 use stoat::log::s3::S3Store;
@@ -30,6 +30,12 @@ fn config(s3: &FakeS3) -> String {
 fn start(s3: &FakeS3) -> Stoat {
     let env = [("AWS_ACCESS_KEY_ID", ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", SECRET_KEY)];
     Stoat::start_with_env(&config(s3), &env)
+}
+
+/// A store of our own on the bucket and prefix the servers use.
+fn reader(s3: &FakeS3) -> S3Store {
+    let location = location(s3, "stoat-bucket", "cluster/one", Some((ACCESS_KEY, SECRET_KEY)));
+    S3Store::open(location, common::s3::fast_options(), S3Metrics::default()).unwrap()
 }
 
 fn commit(stoat: &Stoat, request_id: &str) -> u64 {
@@ -72,12 +78,7 @@ fn commits_are_durable_in_s3_and_survive_a_crash() {
 
     // The batches are in the bucket under the prefix, readable by a store
     // of our own.
-    let reader = S3Store::open(
-        location(&s3, "stoat-bucket", "cluster/one", Some((ACCESS_KEY, SECRET_KEY))),
-        common::s3::fast_options(),
-        S3Metrics::default(),
-    )
-    .unwrap();
+    let reader = reader(&s3);
     let batches = Blocking::new(&reader).list_all(LOG_PREFIX, None, 1000).unwrap();
     assert!(!batches.is_empty());
 
@@ -103,45 +104,6 @@ fn commits_are_durable_in_s3_and_survive_a_crash() {
     subscribe_sees(stoat.addr, &ids);
 }
 
-/// Commits from `clients` threads until `stop`; the acknowledged
-/// (request id, version) pairs. Every answer must be 200, except that with
-/// `until_fenced` a 503 (the server stopped leading) ends the thread.
-fn load(
-    addr: SocketAddr,
-    label: &'static str,
-    clients: usize,
-    until_fenced: bool,
-    stop: &Arc<AtomicBool>,
-    acknowledged: &Arc<AtomicUsize>,
-) -> Vec<std::thread::JoinHandle<Vec<(String, u64)>>> {
-    (0..clients)
-        .map(|client| {
-            let (stop, acknowledged) = (stop.clone(), acknowledged.clone());
-            std::thread::spawn(move || {
-                let mut done = Vec::new();
-                let Some(mut connection) = Client::try_connect(addr) else { return done };
-                for n in 0.. {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let request_id = format!("{label}-{client}-{n}");
-                    let body = format!(
-                        r#"{{"request_id":"{request_id}","operations":[{{"type":"write","key":"aw==","value":"dg=="}}]}}"#
-                    );
-                    let Some(response) = connection.try_post("/v1/commit", &body) else { break };
-                    if until_fenced && response.status == 503 {
-                        break;
-                    }
-                    assert_eq!(response.status, 200, "{}", response.text());
-                    done.push((request_id, response.json()["version"].as_u64().unwrap()));
-                    acknowledged.fetch_add(1, Ordering::Relaxed);
-                }
-                done
-            })
-        })
-        .collect()
-}
-
 fn wait_for_more(acknowledged: &AtomicUsize, more: usize, what: &str) {
     let started = Instant::now();
     let target = acknowledged.load(Ordering::Relaxed) + more;
@@ -159,7 +121,7 @@ fn s3_faults_and_an_outage_lose_and_duplicate_nothing() {
     create_bucket(&s3, "stoat-bucket", Some((ACCESS_KEY, SECRET_KEY)));
     let mut stoat = start(&s3);
     let (stop, acknowledged) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
-    let clients = load(stoat.addr, "load", 4, false, &stop, &acknowledged);
+    let clients = start_load(stoat.addr, "load", 4, false, &stop, &acknowledged);
     wait_for_more(&acknowledged, 50, "before faults");
 
     // 5xx, throttling, dropped connections before and after acting, stalls
@@ -185,12 +147,7 @@ fn s3_faults_and_an_outage_lose_and_duplicate_nothing() {
     stop.store(true, Ordering::Relaxed);
     let acked: Vec<(String, u64)> = clients.into_iter().flat_map(|client| client.join().unwrap()).collect();
     stoat.crash();
-    let reader = S3Store::open(
-        location(&s3, "stoat-bucket", "cluster/one", Some((ACCESS_KEY, SECRET_KEY))),
-        common::s3::fast_options(),
-        S3Metrics::default(),
-    )
-    .unwrap();
+    let reader = reader(&s3);
     let logged = check_chain(&read_log_from(&reader));
     for (request_id, version) in &acked {
         assert_eq!(logged.get(request_id), Some(version), "acknowledged {request_id} at {version}");
@@ -230,8 +187,8 @@ fn two_servers_on_one_s3_prefix_keep_one_chain() {
     let mut first = start(&s3);
     let mut second = start(&s3);
     let (stop, count) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
-    let mut threads = load(first.addr, "a", 3, true, &stop, &count);
-    threads.extend(load(second.addr, "b", 3, true, &stop, &count));
+    let mut threads = start_load(first.addr, "a", 3, true, &stop, &count);
+    threads.extend(start_load(second.addr, "b", 3, true, &stop, &count));
     let ready = |stoat: &Stoat| Client::connect(stoat.addr).get("/readyz").status == 200;
     let deadline = Instant::now() + DEADLINE;
     while ready(&first) && ready(&second) {
@@ -244,12 +201,7 @@ fn two_servers_on_one_s3_prefix_keep_one_chain() {
     assert!(ready(&first) != ready(&second), "exactly one server must still lead");
     first.crash();
     second.crash();
-    let reader = S3Store::open(
-        location(&s3, "stoat-bucket", "cluster/one", Some((ACCESS_KEY, SECRET_KEY))),
-        common::s3::fast_options(),
-        S3Metrics::default(),
-    )
-    .unwrap();
+    let reader = reader(&s3);
     let logged = check_chain(&read_log_from(&reader));
     for (request_id, version) in &acknowledged {
         assert_eq!(logged.get(request_id), Some(version), "acknowledged {request_id} at {version}");

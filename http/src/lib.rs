@@ -10,6 +10,7 @@
 //!   `head_bytes_max`, a body never past `body_bytes_max`, and a body that
 //!   declares itself too large is refused before any of it is read.
 
+pub mod date;
 mod parser;
 mod response;
 #[cfg(feature = "server")]

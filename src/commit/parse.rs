@@ -487,7 +487,8 @@ fn optional_array<'v, 'a>(object: &'v Object<'a>, field: &str) -> Result<&'v [Va
     }
 }
 
-fn type_name(value: &Value<'_>) -> String {
+/// How an error message names a JSON value's type (`a string`, `the number 3`).
+pub(crate) fn type_name(value: &Value<'_>) -> String {
     match value {
         Value::Static(StaticNode::Null) => "null".into(),
         Value::Static(StaticNode::Bool(_)) => "a boolean".into(),

@@ -113,7 +113,10 @@ impl FailingStore {
 
 impl ObjectStore for FailingStore {
     fn submit(&self, op_id: OpId, op: ObjectOp, reply: &Sender<Completion>) {
-        let fault = self.faults.lock().unwrap_or_else(PoisonError::into_inner).decide();
+        let (fault, delay_ms) = {
+            let mut faults = self.faults.lock().unwrap_or_else(PoisonError::into_inner);
+            (faults.decide(), faults.plan.put_delay_ms)
+        };
         if fault == Fault::FailBefore {
             let result = Err(StoreError::transient("injected failure before the operation"));
             let _ = reply.send(Completion { op_id, result });
@@ -122,7 +125,6 @@ impl ObjectStore for FailingStore {
         let inner_op_id = self.next_inner_op_id.fetch_add(1, Ordering::Relaxed);
         let entry = Pending { op_id, reply: reply.clone(), lose_reply: fault == Fault::LoseReply };
         self.pending.lock().unwrap_or_else(PoisonError::into_inner).insert(inner_op_id, entry);
-        let delay_ms = self.faults.lock().unwrap_or_else(PoisonError::into_inner).plan.put_delay_ms;
         if delay_ms > 0 && matches!(op, ObjectOp::PutIfAbsent { .. }) {
             let (inner, forward) = (Arc::clone(&self.inner), self.forward.clone());
             let delayed = std::thread::Builder::new().name("stoat-slow-put".into()).spawn(move || {

@@ -243,7 +243,7 @@ impl Metrics {
         let subscribe_bytes = Counter::default();
         registry.register(
             "subscribe_bytes",
-            "Bytes of transaction events sent to subscribers",
+            "Bytes written to subscribe streams after their response head (events, checkpoints, errors)",
             subscribe_bytes.clone(),
         );
         let subscriber_lag = Family::<ClassLabels, Histogram>::new_with_constructor(|| {

@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use simd_json::borrowed::Value;
 use simd_json::StaticNode;
 
+use crate::commit::parse::type_name;
+
 /// Every policy object's name starts with this.
 pub const POLICY_PREFIX: &str = "retention/";
 /// A policy object is `retention/policy-<policy_id>`: the fixed part keeps
@@ -85,7 +87,7 @@ pub fn parse_put_body(body: &[u8]) -> Result<u64, String> {
     let mut copy = body.to_vec();
     let value = simd_json::to_borrowed_value(&mut copy).map_err(|error| format!("body: invalid JSON: {error}"))?;
     let Value::Object(object) = value else {
-        return Err(format!("body: expected a JSON object, got {}", describe(&value)));
+        return Err(format!("body: expected a JSON object, got {}", type_name(&value)));
     };
     let mut version = None;
     for (key, value) in object.iter() {
@@ -95,7 +97,7 @@ pub fn parse_put_body(body: &[u8]) -> Result<u64, String> {
         version = Some(match value {
             Value::Static(StaticNode::U64(n)) => *n,
             Value::Static(StaticNode::I64(n)) if *n >= 0 => *n as u64,
-            other => return Err(format!("version: expected an unsigned 64-bit integer, got {}", describe(other))),
+            other => return Err(format!("version: expected an unsigned 64-bit integer, got {}", type_name(other))),
         });
     }
     version.ok_or_else(|| "version: required".to_string())
@@ -104,19 +106,6 @@ pub fn parse_put_body(body: &[u8]) -> Result<u64, String> {
 fn json_key(key: &str) -> String {
     let shown: String = key.chars().take(64).collect();
     format!("{shown:?}")
-}
-
-fn describe(value: &Value<'_>) -> String {
-    match value {
-        Value::Static(StaticNode::Null) => "null".into(),
-        Value::Static(StaticNode::Bool(_)) => "a boolean".into(),
-        Value::Static(StaticNode::I64(n)) => format!("the number {n}"),
-        Value::Static(StaticNode::U64(n)) => format!("the number {n}"),
-        Value::Static(StaticNode::F64(n)) => format!("the number {n}"),
-        Value::String(_) => "a string".into(),
-        Value::Array(_) => "an array".into(),
-        Value::Object(_) => "an object".into(),
-    }
 }
 
 /// The object name of a policy.

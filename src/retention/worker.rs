@@ -336,7 +336,7 @@ fn policy_body(body: &mut impl ByteSink, policy: &Policy) {
     write_u64(body, policy.version);
     body.put(b",\"updated_at\":\"");
     let mut timestamp = Vec::with_capacity(24);
-    crate::subscribe::event::write_timestamp(&mut timestamp, policy.updated_at_ms);
+    stoat_http::date::write_rfc3339_millis(&mut timestamp, policy.updated_at_ms);
     body.put(&timestamp);
     body.put(b"\"}");
 }

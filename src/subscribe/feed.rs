@@ -245,7 +245,8 @@ impl Feed {
     }
 
     /// Bytes of the batches kept.
-    pub fn buffered_bytes(&self) -> usize {
+    #[cfg(test)]
+    fn buffered_bytes(&self) -> usize {
         self.ring().bytes
     }
 }

@@ -341,3 +341,45 @@ pub fn check_chain(batches: &[LoggedBatch]) -> std::collections::HashMap<String,
     }
     by_request_id
 }
+
+/// Starts `clients` threads committing blind writes (ids `{label}-{client}-{n}`)
+/// to `addr` until `stop` is set or the connection fails; each returns its
+/// acknowledged (request id, version) pairs and counts them in `count`.
+/// Every answer must be 200, except that with `until_fenced` a 503 (the
+/// server stopped leading, or is stopping) ends the thread.
+pub fn start_load(
+    addr: SocketAddr,
+    label: &str,
+    clients: usize,
+    until_fenced: bool,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    count: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Vec<std::thread::JoinHandle<Vec<(String, u64)>>> {
+    use std::sync::atomic::Ordering;
+    (0..clients)
+        .map(|client| {
+            let (stop, count, label) = (stop.clone(), count.clone(), label.to_owned());
+            std::thread::spawn(move || {
+                let mut acknowledged = Vec::new();
+                let Some(mut connection) = Client::try_connect(addr) else { return acknowledged };
+                for n in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let request_id = format!("{label}-{client}-{n}");
+                    let body = format!(
+                        r#"{{"request_id":"{request_id}","operations":[{{"type":"write","key":"aw==","value":"dg=="}}]}}"#
+                    );
+                    let Some(response) = connection.try_post("/v1/commit", &body) else { break };
+                    if until_fenced && response.status == 503 {
+                        break;
+                    }
+                    assert_eq!(response.status, 200, "{}", response.text());
+                    acknowledged.push((request_id, response.json()["version"].as_u64().unwrap()));
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                acknowledged
+            })
+        })
+        .collect()
+}
