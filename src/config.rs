@@ -143,6 +143,11 @@ pub struct PersistConfig {
     pub retry_max_ms: u64,
     /// Threads doing local-disk IO.
     pub io_threads: usize,
+    /// Batch writes kept in flight at once (1 to
+    /// `log::chain::BATCH_WRITES_IN_FLIGHT_MAX`): what hides the storage's
+    /// latency. Replies still wait until their batch and every one before
+    /// it are durable.
+    pub batch_writes_in_flight: usize,
 }
 
 impl Default for PersistConfig {
@@ -153,6 +158,7 @@ impl Default for PersistConfig {
             retry_initial_ms: 50,
             retry_max_ms: 5000,
             io_threads: 2,
+            batch_writes_in_flight: 8,
         }
     }
 }
@@ -350,6 +356,12 @@ impl Config {
         check_range("limits.preconditions_max", limits.preconditions_max as u64, 0, 10_000_000)?;
         check_range("limits.operations_max", limits.operations_max as u64, 0, 10_000_000)?;
         check_range("pipeline.queue_depth", self.pipeline.queue_depth as u64, 1, 1_000_000)?;
+        check_range(
+            "persist.batch_writes_in_flight",
+            self.persist.batch_writes_in_flight as u64,
+            1,
+            crate::log::chain::BATCH_WRITES_IN_FLIGHT_MAX as u64,
+        )?;
         check_range("subscribe.checkpoint_interval_ms", self.subscribe.checkpoint_interval_ms, 10, 3_600_000)?;
         check_range("subscribe.buffer_bytes", self.subscribe.buffer_bytes as u64, 0, 1 << 40)?;
         let s3 = &self.s3;

@@ -37,6 +37,11 @@ pub struct Recovered {
     /// ids of older transactions must be looked up in the log.
     pub request_ids_from_version: u64,
     pub last_timestamp_ms: u64,
+    /// The version the first transaction gets; when not past
+    /// `committed_version` (e.g. 0), `committed_version + 1`. A new leader
+    /// skips ahead of what a previous leader may still be writing (see
+    /// `log::chain::first_version_after`).
+    pub first_version: u64,
 }
 
 /// One request, in arrival order.
@@ -109,6 +114,10 @@ pub struct Sequencer {
     conflicts: ConflictSet,
     /// The last version given to any transaction (committed or not).
     last_assigned_version: u64,
+    /// The first version this sequencer gives (see `Recovered::first_version`):
+    /// the skipped versions before it do not count towards the version side
+    /// of the conflict window.
+    first_version: u64,
     /// The version of the last committed transaction.
     committed_version: u64,
     last_timestamp_ms: u64,
@@ -120,6 +129,7 @@ pub struct Sequencer {
 
 impl Sequencer {
     pub fn new(config: SequencerConfig, leader_id: String, recovered: Recovered) -> Self {
+        let first_version = recovered.first_version.max(recovered.committed_version + 1);
         let mut request_ids = RequestIndex::new(config.request_index_capacity, recovered.request_ids_from_version);
         for (id, version) in recovered.recent_request_ids {
             request_ids.insert(id, version);
@@ -130,7 +140,8 @@ impl Sequencer {
             // History before the recovered tail is unknown: reads older than
             // it are too old to check.
             conflicts: ConflictSet::new(recovered.committed_version),
-            last_assigned_version: recovered.committed_version,
+            last_assigned_version: first_version - 1,
+            first_version,
             committed_version: recovered.committed_version,
             last_timestamp_ms: recovered.last_timestamp_ms,
             assigned_at: VecDeque::new(),
@@ -289,7 +300,12 @@ impl Sequencer {
         // before the first version of the window can still be checked.
         let last = self.last_assigned_version;
         let by_time = self.assigned_at.front().map_or(last, |&(version, _)| version - 1);
-        let by_versions = last.saturating_sub(self.config.conflict_window_versions);
+        // Versions skipped at start were never assigned: a window reaching
+        // into them keeps everything this sequencer has seen.
+        let by_versions = match last.saturating_sub(self.config.conflict_window_versions) {
+            version if version < self.first_version => 0,
+            version => version,
+        };
         self.conflicts.set_oldest_version(by_time.min(by_versions));
     }
 

@@ -12,12 +12,15 @@
 //! - `failing`: a wrapper that fails operations on purpose, for tests.
 //! - `persister`: which batches to write, retry, and report durable (pure).
 //! - `recovery`: the log's tail state at start.
+//! - `chain`: why the log stays one chain with several batch writes in
+//!   flight, and how readers skip a fenced leader's orphaned batches (pure).
 //!
 //! Invariants: nothing here decides versions (only the sequencer does); a
 //! version is reported durable only after its batch and every earlier batch
 //! of this leader were written; bytes read from storage are verified before
 //! use and never panic a thread.
 
+pub mod chain;
 pub mod failing;
 pub mod format;
 pub mod local;

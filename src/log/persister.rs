@@ -10,8 +10,13 @@
 //!
 //! Invariants:
 //! - at most `max_in_flight` batches are accepted and not yet durable
-//!   (writing, waiting to retry, verifying, or written behind an earlier
-//!   batch); the caller asks `can_accept` before handing over a batch;
+//!   (held, writing, waiting to retry, verifying, or written behind an
+//!   earlier batch); the caller asks `can_accept` before handing over a batch;
+//! - a batch is written while an earlier one is still being written only as
+//!   [`chain::may_write_alongside`] allows (near the durable version, and
+//!   never before this leader's first batch is durable); otherwise it is
+//!   held until every batch before it is durable. This is what keeps a
+//!   fenced leader's late batches inside the winner's (see `chain`);
 //! - the durable version advances strictly in order: a batch is reported
 //!   durable only when it and every batch accepted before it are written;
 //! - `AlreadyExists` is never taken at face value: the object is read back,
@@ -22,6 +27,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::chain;
 use super::format::{BatchView, EncodedBatch};
 use super::names::batch_name;
 use super::store::{Completion, ObjectBytes, ObjectOp, OpId, OpOutput, StoreError};
@@ -92,8 +98,16 @@ enum Phase {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SlotState {
-    InFlight { op_id: OpId, phase: Phase },
-    Waiting { at_ms: u64, phase: Phase },
+    /// Accepted, not yet submitted: waits for the batches before it.
+    Held,
+    InFlight {
+        op_id: OpId,
+        phase: Phase,
+    },
+    Waiting {
+        at_ms: u64,
+        phase: Phase,
+    },
     Written,
 }
 
@@ -114,6 +128,9 @@ pub struct Persister {
     /// Accepted, not yet durable, in version order.
     slots: VecDeque<Slot>,
     durable_version: u64,
+    /// The durable version at start: a batch is written alongside others
+    /// only once the durable version has passed it.
+    start_version: u64,
     /// Last version of the last accepted batch: the next batch's
     /// `prev_version`.
     accepted_version: u64,
@@ -132,6 +149,7 @@ impl Persister {
             config,
             slots: VecDeque::new(),
             durable_version,
+            start_version: durable_version,
             accepted_version: durable_version,
             next_op_id: 1,
             stopped: false,
@@ -198,12 +216,30 @@ impl Persister {
             last_version: batch.last_version,
             name: batch_name(batch.prev_version + 1),
             bytes: batch.bytes,
-            state: SlotState::Written, // replaced by `submit` at once
+            state: SlotState::Held,
             attempts: 0,
         });
-        let index = self.slots.len() - 1;
-        self.submit(index, Phase::Put);
+        self.release_held();
         Ok(())
+    }
+
+    /// Submits held batches that may be written now: the first batch when
+    /// nothing before it is pending, and later ones as
+    /// [`chain::may_write_alongside`] allows, in order.
+    fn release_held(&mut self) {
+        let made_a_batch_durable = self.durable_version > self.start_version;
+        for index in 0..self.slots.len() {
+            let slot = &self.slots[index];
+            if slot.state != SlotState::Held {
+                continue;
+            }
+            if index == 0 || chain::may_write_alongside(slot.last_version, self.durable_version, made_a_batch_durable) {
+                self.submit(index, Phase::Put);
+            } else {
+                // Later batches wait behind this one.
+                return;
+            }
+        }
     }
 
     /// Takes the store's answer to an operation we asked for. Completions of
@@ -273,6 +309,7 @@ impl Persister {
                 bytes: slot.bytes,
             });
         }
+        self.release_held();
     }
 
     fn retry_later(&mut self, index: usize, phase: Phase, error: StoreError, now_ms: u64) {

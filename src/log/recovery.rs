@@ -10,10 +10,13 @@
 //! - the recovered tail is the newest batch that chains (`prev_version` equal
 //!   to the previous batch's last version) to the batches before it. Newer
 //!   batches behind a hole, written by a crashed leader whose earlier write
-//!   never landed, were never reported durable: they are returned as
-//!   `orphaned_objects`, never as part of the log.
+//!   never landed, were never reported durable; nor were batches strictly
+//!   inside another (a fenced leader's late writes, see `log::chain`). Both
+//!   are returned as `orphaned_objects`, never as part of the log, and no
+//!   request id is taken from them.
 
-use super::format::{BatchView, FormatError};
+use super::chain;
+use super::format::{BatchVersions, BatchView, FormatError, VERSIONS_PREFIX_BYTES};
 use super::names::{batch_name, parse_batch_name, LOG_PREFIX};
 use super::store::{Blocking, ObjectStore, StoreError};
 
@@ -23,10 +26,11 @@ pub struct RecoveryConfig {
     pub recent_transactions: usize,
     /// Names asked for per listing request.
     pub list_page_size: usize,
-    /// How many of the newest batches to check for a broken chain; at least
-    /// the persister's `max_in_flight`, since a crashed leader can leave that
-    /// many batches behind a hole. Each is one read at start, so keep it
-    /// small on S3.
+    /// How many of the newest batches to check for a broken chain (their
+    /// headers are read); raised to at least three times
+    /// `chain::BATCH_WRITES_IN_FLIGHT_MAX`, which covers the orphans a
+    /// crashed leader leaves behind a hole and a fenced one inside the tail.
+    /// Each is one small read at start.
     pub chain_check_objects: usize,
     /// A version known to be older than the tail batch's first version (for
     /// example a saved hint): listing starts after its name. Batches before
@@ -96,8 +100,6 @@ pub enum RecoveryError {
     },
     #[error("batch {name} continues from version {prev_version}, not from the version its name says")]
     Misnamed { name: String, prev_version: u64 },
-    #[error("batch {name} overlaps the batch before it: prev_version {prev_version}, previous last version {previous_last_version}")]
-    Overlap { name: String, prev_version: u64, previous_last_version: u64 },
 }
 
 impl RecoveryError {
@@ -110,80 +112,70 @@ impl RecoveryError {
 /// One batch read during the backward walk.
 struct ReadBatch {
     tail: TailBatch,
-    size_bytes: u64,
     /// (version, request id), newest first, only as many as still wanted.
     recent: Vec<RecentTransaction>,
+}
+
+/// One listed batch object.
+#[derive(Clone, Copy)]
+struct Listed {
+    start_version: u64,
+    size_bytes: u64,
 }
 
 /// Lists the log, reads its newest batches, and returns the tail state.
 pub fn recover(store: &dyn ObjectStore, config: &RecoveryConfig) -> Result<RecoveredLog, RecoveryError> {
     let blocking = Blocking::new(store);
     let page_size = config.list_page_size.max(1);
-    let (mut start_versions, mut objects_bytes) =
-        list_start_versions(&blocking, config.start_after_version, page_size)?;
-    if start_versions.is_empty() && config.start_after_version.is_some() {
+    let mut listed = list_batches(&blocking, config.start_after_version, page_size)?;
+    if listed.is_empty() && config.start_after_version.is_some() {
         // The hint was past the tail: fall back to the whole listing.
-        (start_versions, objects_bytes) = list_start_versions(&blocking, None, page_size)?;
+        listed = list_batches(&blocking, None, page_size)?;
     }
-    let oldest = match (config.start_after_version, start_versions.first()) {
-        (None, first) => first.copied(),
+    let oldest = match (config.start_after_version, listed.first()) {
+        (None, first) => first.map(|batch| batch.start_version),
         (Some(_), _) => oldest_start_version(&blocking, page_size)?,
     };
     let Some(oldest_version) = oldest else {
         return Ok(RecoveredLog::default());
     };
-    let (valid, orphans) = walk_back(&blocking, &start_versions, config)?;
-    let mut log = assemble(oldest_version, valid, orphans, start_versions.len());
-    log.objects_bytes = objects_bytes;
-    Ok(log)
-}
-
-fn assemble(
-    oldest_version: u64,
-    valid: Vec<ReadBatch>,
-    orphans: Vec<ReadBatch>,
-    objects_listed: usize,
-) -> RecoveredLog {
+    let (tail_index, orphans) = find_tail(&blocking, &listed, config)?;
+    let valid = match tail_index {
+        Some(index) => walk_back(&blocking, &listed, index, config.recent_transactions)?,
+        None => Vec::new(),
+    };
     let tail = valid.first().map(|batch| batch.tail.clone());
     let mut recent_transactions: Vec<RecentTransaction> = valid.into_iter().flat_map(|batch| batch.recent).collect();
     recent_transactions.reverse();
-    let orphaned_bytes = orphans.iter().map(|batch| batch.size_bytes).sum();
-    let mut orphaned_objects: Vec<String> = orphans.into_iter().map(|batch| batch.tail.name).collect();
-    orphaned_objects.reverse();
-    RecoveredLog {
-        orphaned_bytes,
-        objects_bytes: 0,
+    Ok(RecoveredLog {
         oldest_version,
         last_version: tail.as_ref().map_or(0, |tail| tail.last_version),
         tail,
         recent_transactions,
-        orphaned_objects,
-        objects_listed,
-    }
+        orphaned_bytes: orphans.iter().map(|&index| listed[index].size_bytes).sum(),
+        orphaned_objects: orphans.iter().map(|&index| batch_name(listed[index].start_version)).collect(),
+        objects_listed: listed.len(),
+        objects_bytes: listed.iter().map(|batch| batch.size_bytes).sum(),
+    })
 }
 
-/// First versions of every batch object after `start_after_version`, in
-/// order, and their total size. Other names under the log prefix are skipped
-/// with a warning.
-fn list_start_versions(
+/// Every batch object after `start_after_version`, in order. Other names
+/// under the log prefix are skipped with a warning.
+fn list_batches(
     blocking: &Blocking<'_>,
     start_after_version: Option<u64>,
     page_size: usize,
-) -> Result<(Vec<u64>, u64), StoreError> {
+) -> Result<Vec<Listed>, StoreError> {
     let start_after = start_after_version.map(batch_name);
     let objects = blocking.list_all_sized(LOG_PREFIX, start_after.as_deref(), page_size)?;
-    let mut start_versions = Vec::with_capacity(objects.len());
-    let mut total_bytes = 0u64;
+    let mut listed = Vec::with_capacity(objects.len());
     for (name, size_bytes) in objects {
         match parse_batch_name(&name) {
-            Some(start_version) => {
-                start_versions.push(start_version);
-                total_bytes = total_bytes.saturating_add(size_bytes);
-            }
+            Some(start_version) => listed.push(Listed { start_version, size_bytes }),
             None => tracing::warn!(%name, "ignoring an object in the log that is not a batch"),
         }
     }
-    Ok((start_versions, total_bytes))
+    Ok(listed)
 }
 
 /// The first version of the oldest batch object, without listing them all.
@@ -201,43 +193,132 @@ fn oldest_start_version(blocking: &Blocking<'_>, page_size: usize) -> Result<Opt
     }
 }
 
-/// Reads batches from the newest back, checking the chain, until enough are
-/// checked and enough request ids collected. Returns the valid batches and
-/// the orphans, both newest first.
+/// Reads the headers of the newest batches and finds the tail: the newest
+/// batch that is neither inside another nor behind a hole. Returns its
+/// index in `listed` (`None` when every batch read is an orphan, which a
+/// log with a first batch cannot be) and the indices of the orphans,
+/// oldest first.
+fn find_tail(
+    blocking: &Blocking<'_>,
+    listed: &[Listed],
+    config: &RecoveryConfig,
+) -> Result<(Option<usize>, Vec<usize>), RecoveryError> {
+    let window = config.chain_check_objects.max(3 * chain::BATCH_WRITES_IN_FLIGHT_MAX);
+    let window_start = listed.len().saturating_sub(window);
+    let mut headers = Vec::with_capacity(listed.len() - window_start);
+    for batch in &listed[window_start..] {
+        headers.push((batch.start_version, Some(read_versions(blocking, batch.start_version)?)));
+    }
+    let inside = chain::inside(&headers);
+    // Below this, an orphan's container may be below the window: only the
+    // newest part is classified (the tail is never further down).
+    let exact_from = if window_start == 0 { 0 } else { chain::ORPHANS_PER_BATCH_MAX.min(headers.len()) };
+    let mut orphans: Vec<usize> = Vec::new();
+    let mut chained: Vec<usize> = Vec::new(); // newest first
+    for offset in (exact_from..headers.len()).rev() {
+        if inside[offset] {
+            orphans.push(window_start + offset);
+            continue;
+        }
+        let versions = headers[offset].1.expect("every header was read");
+        if let Some(&newer) = chained.last() {
+            let newer_prev = headers[newer - window_start].1.expect("read").prev_version;
+            // Not inside, so it ends before `newer` starts: equal is a chain,
+            // less is a hole.
+            if versions.last_version < newer_prev {
+                orphans.append(&mut chained);
+            }
+        }
+        chained.push(window_start + offset);
+    }
+    let tail = chained.first().copied().or_else(|| (exact_from > 0).then(|| window_start + exact_from - 1));
+    orphans.sort_unstable();
+    Ok((tail, orphans))
+}
+
+/// The versions of the batch named by `start_version`, from its header, and
+/// a check that its name matches it.
+fn read_versions(blocking: &Blocking<'_>, start_version: u64) -> Result<BatchVersions, RecoveryError> {
+    let name = batch_name(start_version);
+    let prefix = blocking.get(&name, Some(0..VERSIONS_PREFIX_BYTES))?;
+    let versions =
+        BatchVersions::peek(&prefix).map_err(|source| RecoveryError::Corrupt { name: name.clone(), source })?;
+    if versions.prev_version + 1 != start_version {
+        return Err(RecoveryError::Misnamed { name, prev_version: versions.prev_version });
+    }
+    Ok(versions)
+}
+
+/// Reads the tail in full and, while request ids are still wanted, the
+/// batches before it, following the chain: the batch before one that
+/// continues from `p` is the newest listed batch ending at `p` (batches
+/// between them are orphans inside it, and end earlier). Returns the batches
+/// read, newest first.
 fn walk_back(
     blocking: &Blocking<'_>,
-    start_versions: &[u64],
-    config: &RecoveryConfig,
-) -> Result<(Vec<ReadBatch>, Vec<ReadBatch>), RecoveryError> {
+    listed: &[Listed],
+    tail_index: usize,
+    recent_transactions: usize,
+) -> Result<Vec<ReadBatch>, RecoveryError> {
     let mut valid: Vec<ReadBatch> = Vec::new();
-    let mut orphans: Vec<ReadBatch> = Vec::new();
-    let mut wanted = config.recent_transactions;
-    for &start_version in start_versions.iter().rev() {
-        let enough_checked = valid.len() + orphans.len() >= config.chain_check_objects.max(1);
-        if enough_checked && wanted == 0 {
-            break;
-        }
+    let mut wanted = recent_transactions;
+    let mut index = tail_index;
+    loop {
+        let start_version = listed[index].start_version;
         let name = batch_name(start_version);
         let bytes = blocking.get(&name, None)?;
         let view = verified_view(&name, &bytes, start_version)?;
-        if let Some(newer) = valid.last() {
-            if chains_with_a_hole(&view, &newer.tail)? {
-                orphans.append(&mut valid);
-                wanted = config.recent_transactions;
-            }
-        }
         let recent = newest_request_ids(&view, wanted);
         wanted -= recent.len();
-        let tail = TailBatch {
-            name,
-            leader_id: view.leader_id.to_owned(),
-            first_version: view.first_version,
-            last_version: view.last_version,
-            prev_version: view.prev_version,
-        };
-        valid.push(ReadBatch { tail, size_bytes: bytes.len() as u64, recent });
+        let prev_version = view.prev_version;
+        valid.push(ReadBatch {
+            tail: TailBatch {
+                name,
+                leader_id: view.leader_id.to_owned(),
+                first_version: view.first_version,
+                last_version: view.last_version,
+                prev_version,
+            },
+            recent,
+        });
+        if wanted == 0 {
+            return Ok(valid);
+        }
+        match predecessor(blocking, listed, index, prev_version)? {
+            Some(before) => index = before,
+            None => return Ok(valid),
+        }
     }
-    Ok((valid, orphans))
+}
+
+/// The index of the batch ending at `prev_version` below `index`, skipping
+/// at most `chain::ORPHANS_PER_BATCH_MAX` orphans; `None` at the start of the
+/// listing or when the chain breaks (which only retention racing this read
+/// can cause: request ids then stop there).
+fn predecessor(
+    blocking: &Blocking<'_>,
+    listed: &[Listed],
+    index: usize,
+    prev_version: u64,
+) -> Result<Option<usize>, RecoveryError> {
+    let lowest = index.saturating_sub(chain::ORPHANS_PER_BATCH_MAX + 1);
+    for candidate in (lowest..index).rev() {
+        let versions = match read_versions(blocking, listed[candidate].start_version) {
+            Ok(versions) => versions,
+            Err(RecoveryError::Store(StoreError::NotFound { .. })) => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        if versions.last_version == prev_version {
+            return Ok(Some(candidate));
+        }
+        if versions.last_version > prev_version {
+            break;
+        }
+    }
+    if index > 0 {
+        tracing::warn!(prev_version, "no batch ends where the one read continues from; request ids stop there");
+    }
+    Ok(None)
 }
 
 /// Parses and verifies a batch and checks that its name matches it.
@@ -247,19 +328,6 @@ fn verified_view<'a>(name: &str, bytes: &'a [u8], start_version: u64) -> Result<
         return Err(RecoveryError::Misnamed { name: name.to_owned(), prev_version: view.prev_version });
     }
     Ok(view)
-}
-
-/// Whether a hole separates `older` from the `newer` batch after it (`Ok(false)`
-/// when they chain); an overlap is an error: two writers disagree.
-fn chains_with_a_hole(older: &BatchView<'_>, newer: &TailBatch) -> Result<bool, RecoveryError> {
-    if older.last_version > newer.prev_version {
-        return Err(RecoveryError::Overlap {
-            name: newer.name.clone(),
-            prev_version: newer.prev_version,
-            previous_last_version: older.last_version,
-        });
-    }
-    Ok(older.last_version < newer.prev_version)
 }
 
 /// Up to `wanted` of the batch's newest request ids, newest first.

@@ -222,11 +222,14 @@ fn forgotten_request_ids_send_status_to_the_log() {
 
 #[test]
 fn recovery_restores_versions_ids_and_the_conflict_horizon() {
+    // A new leader skips ahead of anything an old one may still write.
+    let first = crate::log::chain::first_version_after(100);
     let recovered = Recovered {
         committed_version: 100,
         recent_request_ids: vec![("old".into(), 99), ("last".into(), 100)],
         request_ids_from_version: 90,
         last_timestamp_ms: 5,
+        first_version: first,
     };
     let mut sequencer = Sequencer::new(CONFIG, "leader-b".into(), recovered);
     let duplicate = rmw("last", 100, &[], &[K]);
@@ -236,9 +239,20 @@ fn recovery_restores_versions_ids_and_the_conflict_horizon() {
         decide_commits(&mut sequencer, 1, &[&duplicate, &unknown_past, &current]),
         vec![
             Decision::Duplicate { version: 100 },
-            Decision::NotCommitted { reason: NotCommittedReason::TooOld, conflicts: vec![], version: 102 },
-            Decision::Committed { version: 102 },
+            Decision::NotCommitted { reason: NotCommittedReason::TooOld, conflicts: vec![], version: first + 1 },
+            Decision::Committed { version: first + 1 },
         ]
     );
     assert_eq!(sequencer.last_timestamp_ms(), 5, "timestamps never go backwards");
+    // The skipped versions do not push the version side of the conflict
+    // window past the recovered version: a read at 100 is still checked.
+    let stale = rmw("stale", 100, &[K], &[K]);
+    let fresh = rmw("fresh", 100, &["b3RoZXI="], &["b3RoZXI="]);
+    assert_eq!(
+        decide_commits(&mut sequencer, 1_000_000, &[&stale, &fresh]),
+        vec![
+            Decision::NotCommitted { reason: NotCommittedReason::Conflict, conflicts: vec![0], version: first + 3 },
+            Decision::Committed { version: first + 3 },
+        ]
+    );
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::commit::transaction::OperationRef;
+use crate::log::chain;
 use crate::log::format::BatchEncoder;
 
 fn config(max_in_flight: usize) -> PersisterConfig {
@@ -62,9 +63,20 @@ fn transient() -> StoreError {
     StoreError::transient("timeout")
 }
 
+/// A persister that started after `start` and has made its first batch
+/// (`start + 1`) durable, so later batches may be written alongside others.
+fn writing_alongside(max_in_flight: usize, start: u64) -> Persister {
+    let mut persister = Persister::new(config(max_in_flight), start);
+    persister.batch_ready(batch(start, start + 1, start + 1, "a")).unwrap();
+    let op_id = submitted(&drain(&mut persister));
+    persister.completed(done(op_id, Ok(OpOutput::Created)), 0);
+    assert_eq!(durable_versions(&drain(&mut persister)), [start + 1]);
+    persister
+}
+
 #[test]
 fn durable_version_advances_in_order_despite_out_of_order_completions() {
-    let mut persister = Persister::new(config(4), 10);
+    let mut persister = writing_alongside(4, 9);
     let mut ids = Vec::new();
     for (prev, first, last) in [(10, 11, 12), (12, 13, 15), (15, 16, 16)] {
         persister.batch_ready(batch(prev, first, last, "a")).unwrap();
@@ -77,6 +89,46 @@ fn durable_version_advances_in_order_despite_out_of_order_completions() {
     persister.completed(done(ids[0], Ok(OpOutput::Created)), 0);
     assert_eq!(durable_versions(&drain(&mut persister)), [12, 15, 16]);
     assert_eq!((persister.durable_version(), persister.in_flight()), (16, 0));
+}
+
+#[test]
+fn the_first_batch_and_batches_past_the_version_window_are_written_alone() {
+    let mut persister = Persister::new(config(4), 100);
+    persister.batch_ready(batch(100, 101, 101, "a")).unwrap();
+    let first = submitted(&drain(&mut persister));
+    persister.batch_ready(batch(101, 102, 102, "a")).unwrap();
+    assert!(drain(&mut persister).is_empty(), "held until the first batch is durable");
+    persister.completed(done(first, Ok(OpOutput::Created)), 0);
+    let actions = drain(&mut persister);
+    assert_eq!(durable_versions(&actions), [101]);
+    let second = submitted(&actions);
+    // Within the window of the durable version: written alongside.
+    let near = 101 + chain::VERSION_WINDOW;
+    persister.batch_ready(batch(102, near, near, "a")).unwrap();
+    let third = submitted(&drain(&mut persister));
+    // Past it: held until everything before it is durable, and the batches
+    // after it wait behind it.
+    persister.batch_ready(batch(near, near + 1, near + 1, "a")).unwrap();
+    persister.batch_ready(batch(near + 1, near + 2, near + 2, "a")).unwrap();
+    assert!(drain(&mut persister).is_empty());
+    persister.completed(done(third, Ok(OpOutput::Created)), 0);
+    assert!(drain(&mut persister).is_empty(), "the second batch is not durable yet");
+    persister.completed(done(second, Ok(OpOutput::Created)), 0);
+    let actions = drain(&mut persister);
+    assert_eq!(durable_versions(&actions), [102, near]);
+    // Now the held batch is first, and the one behind it is near the new
+    // durable version: both are written.
+    let ids: Vec<OpId> = actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Submit { op_id, .. } => Some(*op_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids.len(), 2, "{actions:?}");
+    persister.completed(done(ids[1], Ok(OpOutput::Created)), 0);
+    persister.completed(done(ids[0], Ok(OpOutput::Created)), 0);
+    assert_eq!(durable_versions(&drain(&mut persister)), [near + 1, near + 2]);
 }
 
 #[test]
@@ -142,24 +194,24 @@ fn running_out_of_attempts_or_a_permanent_error_fails() {
 
 #[test]
 fn another_leaders_object_fences_and_nothing_more_is_durable() {
-    let mut persister = Persister::new(config(4), 0);
-    persister.batch_ready(batch(0, 1, 1, "a")).unwrap();
-    let first = submitted(&drain(&mut persister));
+    let mut persister = writing_alongside(4, 0);
     persister.batch_ready(batch(1, 2, 2, "a")).unwrap();
+    let first = submitted(&drain(&mut persister));
+    persister.batch_ready(batch(2, 3, 3, "a")).unwrap();
     let second = submitted(&drain(&mut persister));
     persister.completed(done(second, Ok(OpOutput::Created)), 0);
-    persister.completed(done(first, Err(StoreError::AlreadyExists { name: batch_name(1) })), 0);
+    persister.completed(done(first, Err(StoreError::AlreadyExists { name: batch_name(2) })), 0);
     let actions = drain(&mut persister);
     let [Action::Submit { op_id: verify, op: ObjectOp::Get { name, range: None } }] = actions.as_slice() else {
         panic!("{actions:?}")
     };
-    assert_eq!(name, &batch_name(1));
-    let theirs = batch(0, 1, 1, "b").bytes.to_vec();
+    assert_eq!(name, &batch_name(2));
+    let theirs = batch(1, 2, 2, "b").bytes.to_vec();
     persister.completed(done(*verify, Ok(OpOutput::Bytes(theirs))), 0);
     let actions = drain(&mut persister);
-    assert!(matches!(actions.as_slice(), [Action::Fenced { first_version: 1, .. }]), "{actions:?}");
-    assert_eq!(persister.durable_version(), 0);
-    assert_eq!(persister.batch_ready(batch(2, 3, 3, "a")), Err(Rejected::Stopped));
+    assert!(matches!(actions.as_slice(), [Action::Fenced { first_version: 2, .. }]), "{actions:?}");
+    assert_eq!(persister.durable_version(), 1);
+    assert_eq!(persister.batch_ready(batch(3, 4, 4, "a")), Err(Rejected::Stopped));
     persister.completed(done(first, Ok(OpOutput::Created)), 0);
     assert!(drain(&mut persister).is_empty());
 }

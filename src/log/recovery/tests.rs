@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::commit::transaction::OperationRef;
+use crate::log::chain;
 use crate::log::failing::{FailingStore, FaultPlan};
 use crate::log::format::{BatchEncoder, EncodedBatch};
 use crate::log::local::{LocalStore, LocalStoreOptions};
@@ -113,7 +114,7 @@ fn a_corrupt_final_object_is_a_typed_error() {
 }
 
 #[test]
-fn batches_behind_a_hole_are_orphans_and_overlaps_are_errors() {
+fn batches_behind_a_hole_or_inside_another_are_orphans() {
     let directory = tempfile::tempdir().unwrap();
     let store = unsynced_store(directory.path());
     let blocking = Blocking::new(&store);
@@ -128,12 +129,71 @@ fn batches_behind_a_hole_are_orphans_and_overlaps_are_errors() {
     let versions: Vec<u64> = recovered.recent_transactions.iter().map(|t| t.version).collect();
     assert_eq!(versions, [38, 39, 40]);
 
-    // A writer that continued from 65 (named 66) overlaps the batch 61..=70.
+    // A batch named inside another (continuing from 65, inside 61..=70) is
+    // an orphan too, whatever it holds.
     blocking.put_if_absent(&batch_name(66), batch(65, 71, 1).bytes.to_vec()).unwrap();
-    assert!(matches!(
-        recover(&store, &config),
-        Err(RecoveryError::Overlap { prev_version: 65, previous_last_version: 70, .. })
-    ));
+    let recovered = recover(&store, &config).unwrap();
+    assert_eq!(recovered.last_version, 40);
+    assert_eq!(recovered.orphaned_objects, [batch_name(51), batch_name(61), batch_name(66)]);
+}
+
+/// A log where a new leader (first batch named 41, its versions starting
+/// `VERSION_WINDOW` later) beat a fenced leader, whose batches 46..=50 and
+/// 51..=60 landed inside it; then the new leader wrote on.
+fn log_with_a_fenced_leader(store: &dyn ObjectStore, batches_after: u64) -> u64 {
+    let blocking = Blocking::new(store);
+    write_log(store, 4, 10); // 1..=40
+    let first = chain::first_version_after(40);
+    blocking.put_if_absent(&batch_name(41), batch(40, first, 3).bytes.to_vec()).unwrap();
+    for (prev, first, count) in [(45, 46, 5), (50, 51, 10)] {
+        blocking.put_if_absent(&batch_name(prev + 1), batch(prev, first, count).bytes.to_vec()).unwrap();
+    }
+    let mut last = first + 2;
+    for _ in 0..batches_after {
+        blocking.put_if_absent(&batch_name(last + 1), batch(last, last + 1, 2).bytes.to_vec()).unwrap();
+        last += 2;
+    }
+    last
+}
+
+#[test]
+fn a_fenced_leaders_batches_inside_the_winners_are_orphans() {
+    for batches_after in [0, 1, 3, 40] {
+        let directory = tempfile::tempdir().unwrap();
+        let store = unsynced_store(directory.path());
+        let last = log_with_a_fenced_leader(&store, batches_after);
+        // Enough request ids to need every batch: none from the orphans.
+        let config = RecoveryConfig { recent_transactions: 1000, ..RecoveryConfig::default() };
+        let recovered = recover(&store, &config).unwrap();
+        assert_eq!(recovered.last_version, last, "{batches_after} batches after");
+        let first = chain::first_version_after(40);
+        let expected: Vec<u64> = (1..=40).chain(first..=last).collect();
+        let versions: Vec<u64> = recovered.recent_transactions.iter().map(|t| t.version).collect();
+        assert_eq!(versions, expected, "{batches_after} batches after");
+        if batches_after <= 3 {
+            // Within the window of headers read: found and reported.
+            assert_eq!(recovered.orphaned_objects, [batch_name(46), batch_name(51)]);
+        }
+        assert_eq!(recovered.objects_listed as u64, 4 + 3 + batches_after);
+    }
+}
+
+#[test]
+fn a_crashed_leaders_batches_behind_a_hole_after_a_fenced_leaders_orphans() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = unsynced_store(directory.path());
+    let last = log_with_a_fenced_leader(&store, 2);
+    // The new leader crashed: its batch after `last` never landed, two later
+    // ones did.
+    let blocking = Blocking::new(&store);
+    blocking.put_if_absent(&batch_name(last + 11), batch(last + 10, last + 11, 5).bytes.to_vec()).unwrap();
+    blocking.put_if_absent(&batch_name(last + 16), batch(last + 15, last + 16, 5).bytes.to_vec()).unwrap();
+    let recovered = recover(&store, &RecoveryConfig::default()).unwrap();
+    assert_eq!(recovered.last_version, last);
+    assert_eq!(
+        recovered.orphaned_objects,
+        [batch_name(46), batch_name(51), batch_name(last + 11), batch_name(last + 16)]
+    );
 }
 
 #[test]
