@@ -26,8 +26,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::policy::{self, Policies, Policy, PutRefused, POLICY_PREFIX};
-use super::truncate::{self, Deletion};
+use super::truncate;
 use crate::config::RetentionConfig;
+use crate::log::chain;
 use crate::log::format::{BatchVersions, VERSIONS_PREFIX_BYTES};
 use crate::log::names::{batch_name, parse_batch_name, LOG_PREFIX};
 use crate::log::store::{Blocking, ObjectStore, StoreError};
@@ -172,7 +173,7 @@ impl RetentionWorker {
             return Ok(());
         }
         let blocking = Blocking::new(store);
-        let limit = self.config.objects_deleted_per_round_max + 1;
+        let limit = self.config.objects_deleted_per_round_max + 1 + chain::ORPHANS_PER_BATCH_MAX;
         let page = blocking.list(LOG_PREFIX, None, limit)?;
         let mut sizes = std::collections::HashMap::with_capacity(page.names.len());
         let mut start_versions = Vec::with_capacity(page.names.len());
@@ -182,38 +183,41 @@ impl RetentionWorker {
                 sizes.insert(start_version, page.sizes.get(index).copied().unwrap_or(0));
             }
         }
-        let plan = truncate::plan(&start_versions, Some(min_policy_version), self.config.objects_deleted_per_round_max);
-        for deletion in plan {
-            if !self.chains(&blocking, &deletion)? {
+        let mut index = 0;
+        let mut deleted = 0;
+        while deleted < self.config.objects_deleted_per_round_max && index < start_versions.len() {
+            let Some(versions) = self.versions(&blocking, start_versions[index])? else { return Ok(()) };
+            let Some(deletion) = truncate::next_deletion(&start_versions[index..], versions, min_policy_version) else {
                 return Ok(());
-            }
+            };
             self.publish_oldest(deletion.oldest_version);
-            blocking.delete(vec![batch_name(deletion.start_version)])?;
-            self.metrics.retention_objects_deleted.inc();
-            self.metrics.history_objects.dec();
-            let size_bytes = sizes.get(&deletion.start_version).copied().unwrap_or(0);
-            self.metrics.history_bytes.dec_by(i64::try_from(size_bytes).unwrap_or(i64::MAX));
+            // Orphans first: none is ever left without its container.
+            let mut names: Vec<u64> = deletion.orphans.clone();
+            names.push(deletion.start_version);
+            for start_version in names {
+                blocking.delete(vec![batch_name(start_version)])?;
+                self.metrics.retention_objects_deleted.inc();
+                self.metrics.history_objects.dec();
+                let size_bytes = sizes.get(&start_version).copied().unwrap_or(0);
+                self.metrics.history_bytes.dec_by(i64::try_from(size_bytes).unwrap_or(i64::MAX));
+            }
             tracing::debug!(start_version = deletion.start_version, oldest = deletion.oldest_version, "deleted");
+            deleted += 1 + deletion.orphans.len();
+            index += 1 + deletion.orphans.len();
         }
         Ok(())
     }
 
-    /// Whether the batch to delete ends right before its successor starts.
-    /// Anything else (a batch behind a hole, a damaged header) stops the
-    /// round: deleting on doubt could remove history that is still needed.
-    fn chains(&self, blocking: &Blocking<'_>, deletion: &Deletion) -> Result<bool, StoreError> {
-        let name = batch_name(deletion.start_version);
+    /// The versions in a batch's header; `None` (and a warning) when it
+    /// cannot be read: deleting on doubt could remove history still needed.
+    fn versions(&self, blocking: &Blocking<'_>, start_version: u64) -> Result<Option<BatchVersions>, StoreError> {
+        let name = batch_name(start_version);
         let prefix = blocking.get(&name, Some(0..VERSIONS_PREFIX_BYTES))?;
         match BatchVersions::peek(&prefix) {
-            Ok(versions) if versions.last_version == deletion.oldest_version => Ok(true),
-            Ok(versions) => {
-                tracing::warn!(%name, last_version = versions.last_version, next = deletion.next_start_version,
-                    "truncation stops: the batch does not end where the next one starts");
-                Ok(false)
-            }
+            Ok(versions) => Ok(Some(versions)),
             Err(error) => {
                 tracing::warn!(%name, %error, "truncation stops: the batch header cannot be read");
-                Ok(false)
+                Ok(None)
             }
         }
     }

@@ -506,9 +506,9 @@ impl Reactor {
                 return Drive::Again;
             }
             let feed = &self.context.feed;
-            if let Some(after) = subscription.history_wanted(feed) {
-                let request =
-                    HistoryRequest { reactor: self.index, key: connection.key, serial: subscription.serial, after };
+            if let Some((after, at_batch_end)) = subscription.history_wanted(feed) {
+                let (reactor, key, serial) = (self.index, connection.key, subscription.serial);
+                let request = HistoryRequest { reactor, key, serial, after, at_batch_end };
                 if self.history.try_send(request).is_ok() {
                     subscription.history_requested();
                 }

@@ -5,8 +5,10 @@
 //! A request names a stream and a version; the answer is the batch holding
 //! the versions right after it, delivered to the stream's reactor. Batches
 //! chain by name (the batch after one ending at `v` is named `v + 1`), so a
-//! stream reading forward needs one GET per batch; only a start in the
-//! middle of a batch needs the listing (kept, and refreshed when stale).
+//! stream reading forward needs one GET per batch. A stream's first read,
+//! from a version a client gave, uses the listing (kept, and refreshed when
+//! stale) and `log::chain::locate`, which skips a fenced leader's orphaned
+//! batches: a name found by a client's version alone may be one.
 //! Recently read batches are cached, so many streams catching up together
 //! read each batch from storage once.
 //!
@@ -24,6 +26,8 @@ use std::sync::Arc;
 use crossbeam_channel::Receiver;
 
 use super::feed::FeedBatch;
+use crate::log::chain;
+use crate::log::format::{BatchVersions, VERSIONS_PREFIX_BYTES};
 use crate::log::names::{batch_name, parse_batch_name, LOG_PREFIX};
 use crate::log::store::{Blocking, ObjectStore, StoreError};
 use crate::pipeline::published::Published;
@@ -40,6 +44,9 @@ pub struct HistoryRequest {
     pub key: usize,
     pub serial: u64,
     pub after: u64,
+    /// `after` is the last version of a batch of the log (the stream served
+    /// it), so the batch named `after + 1`, if any, is the next one.
+    pub at_batch_end: bool,
 }
 
 #[derive(Debug)]
@@ -65,7 +72,7 @@ pub fn spawn(
     std::thread::Builder::new().name("stoat-sub-history".into()).spawn(move || {
         let mut reader = HistoryReader::new(store, published);
         while let Ok(request) = requests.recv() {
-            let answer = reader.read_after(request.after);
+            let answer = reader.read_after(request.after, request.at_batch_end);
             deliver(request, answer);
         }
     })?;
@@ -95,13 +102,14 @@ impl HistoryReader {
         }
     }
 
-    /// The batch holding the versions right after `after`.
-    pub fn read_after(&mut self, after: u64) -> HistoryAnswer {
+    /// The batch holding the versions right after `after`; `at_batch_end`
+    /// as in [`HistoryRequest`].
+    pub fn read_after(&mut self, after: u64, at_batch_end: bool) -> HistoryAnswer {
         let oldest = self.published.oldest_version();
         if after < oldest {
             return HistoryAnswer::TooOld { oldest_version: oldest };
         }
-        let answer = self.find(after);
+        let answer = self.find(after, at_batch_end);
         // Retention may have deleted the batch while it was looked for.
         match answer {
             HistoryAnswer::Failed(_) if after < self.published.oldest_version() => {
@@ -111,20 +119,23 @@ impl HistoryReader {
         }
     }
 
-    fn find(&mut self, after: u64) -> HistoryAnswer {
+    fn find(&mut self, after: u64, at_batch_end: bool) -> HistoryAnswer {
         let Some(start) = after.checked_add(1) else {
             return HistoryAnswer::Failed("no history after the largest version".into());
         };
+        // Only batches of the log are cached.
         if let Some(batch) = self.cache.get(&start) {
             return HistoryAnswer::Batch(batch.clone());
         }
-        // The common case: the stream is at a batch boundary.
-        match self.get(start, after) {
-            Ok(Some(batch)) => return HistoryAnswer::Batch(batch),
-            Ok(None) => {}
-            Err(message) => return HistoryAnswer::Failed(message),
+        // The common case: a stream reading on from a batch it served.
+        if at_batch_end {
+            match self.get(start, after) {
+                Ok(Some(batch)) => return HistoryAnswer::Batch(batch),
+                Ok(None) => {}
+                Err(message) => return HistoryAnswer::Failed(message),
+            }
         }
-        // In the middle of a batch: the batch that starts at or before it.
+        // Anywhere else: the log's batch holding `start`, from the listing.
         let mut listed = false;
         for attempt in 0..2 {
             if attempt == 1 || self.starts.is_empty() {
@@ -133,21 +144,43 @@ impl HistoryReader {
                 }
                 listed = true;
             }
-            let floor = self.starts.partition_point(|&s| s <= start);
-            if floor == 0 {
+            let starts = std::mem::take(&mut self.starts);
+            let located = chain::locate(&starts, start, |start| self.versions(start));
+            self.starts = starts;
+            let found = match located {
+                Ok(found) => found,
+                Err(message) => return HistoryAnswer::Failed(message),
+            };
+            let Some(found) = found else {
                 match self.starts.first() {
                     Some(&first) if listed => return HistoryAnswer::TooOld { oldest_version: first - 1 },
                     _ if listed => break,
                     _ => continue,
                 }
-            }
-            match self.get(self.starts[floor - 1], after) {
+            };
+            match self.get(found, after) {
                 Ok(Some(batch)) => return HistoryAnswer::Batch(batch),
                 Ok(None) => {}
                 Err(message) => return HistoryAnswer::Failed(message),
             }
         }
         HistoryAnswer::Failed(format!("the log holds no batch continuing from version {after}"))
+    }
+
+    /// The versions of the batch starting at `start`, from the cache or its
+    /// header; `None` if it is gone.
+    fn versions(&self, start: u64) -> Result<Option<BatchVersions>, String> {
+        if let Some(batch) = self.cache.get(&start) {
+            let (prev_version, first_version, last_version) =
+                (batch.prev_version, batch.first_version, batch.last_version);
+            return Ok(Some(BatchVersions { prev_version, first_version, last_version }));
+        }
+        let name = batch_name(start);
+        match Blocking::new(&*self.store).get(&name, Some(0..VERSIONS_PREFIX_BYTES)) {
+            Ok(prefix) => BatchVersions::peek(&prefix).map(Some).map_err(|error| format!("{name} is damaged: {error}")),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(error) => Err(format!("{name} cannot be read: {error}")),
+        }
     }
 
     /// The batch starting at `start` if it exists and holds versions after
@@ -226,25 +259,47 @@ mod tests {
     #[test]
     fn finds_the_batch_after_any_version() {
         let (_dir, _store, _published, mut reader) = reader();
-        assert_eq!(span(reader.read_after(0)), (0, 3));
-        assert_eq!(span(reader.read_after(2)), (0, 3));
-        assert_eq!(span(reader.read_after(3)), (3, 6));
-        assert_eq!(span(reader.read_after(4)), (3, 6));
-        assert_eq!(span(reader.read_after(6)), (6, 9));
+        assert_eq!(span(reader.read_after(0, false)), (0, 3));
+        assert_eq!(span(reader.read_after(2, false)), (0, 3));
+        assert_eq!(span(reader.read_after(3, false)), (3, 6));
+        assert_eq!(span(reader.read_after(4, false)), (3, 6));
+        assert_eq!(span(reader.read_after(6, false)), (6, 9));
         // 7 was the version of a transaction that did not commit.
-        assert_eq!(span(reader.read_after(7)), (6, 9));
-        assert!(matches!(reader.read_after(9), HistoryAnswer::Failed(_)));
+        assert_eq!(span(reader.read_after(7, false)), (6, 9));
+        assert!(matches!(reader.read_after(9, false), HistoryAnswer::Failed(_)));
+        // From the end of a batch the stream served: by name.
+        assert_eq!(span(reader.read_after(3, true)), (3, 6));
+        assert!(matches!(reader.read_after(9, true), HistoryAnswer::Failed(_)));
+    }
+
+    #[test]
+    fn a_fenced_leaders_orphans_are_never_served() {
+        let (_dir, store, _published, mut reader) = reader();
+        // A new leader's first batch continues from 9 with versions from
+        // `first`; a fenced leader's batches 11..=12 and 13..=20 landed
+        // inside it; then the new leader wrote on.
+        let first = chain::first_version_after(9);
+        put(&*store, 9, first..=first + 1);
+        put(&*store, 10, 11..=12);
+        put(&*store, 12, 13..=20);
+        put(&*store, first + 1, first + 2..=first + 3);
+        for after in [9, 10, 12, 15, 20, 1000, first] {
+            assert_eq!(span(reader.read_after(after, false)), (9, first + 1), "after {after}");
+        }
+        assert_eq!(span(reader.read_after(9, true)), (9, first + 1));
+        assert_eq!(span(reader.read_after(first + 1, true)), (first + 1, first + 3));
+        assert_eq!(span(reader.read_after(first + 2, false)), (first + 1, first + 3));
     }
 
     #[test]
     fn deleted_history_is_too_old_not_a_gap() {
         let (_dir, store, published, mut reader) = reader();
-        assert_eq!(span(reader.read_after(1)), (0, 3));
+        assert_eq!(span(reader.read_after(1, false)), (0, 3));
         Blocking::new(&*store).delete(vec![batch_name(1), batch_name(4)]).unwrap();
         // The cached batch is still served; an uncached one is not.
-        assert!(matches!(reader.read_after(4), HistoryAnswer::TooOld { oldest_version: 6 }));
+        assert!(matches!(reader.read_after(4, false), HistoryAnswer::TooOld { oldest_version: 6 }));
         published.set_oldest_version(6);
-        assert!(matches!(reader.read_after(2), HistoryAnswer::TooOld { oldest_version: 6 }));
-        assert_eq!(span(reader.read_after(6)), (6, 9));
+        assert!(matches!(reader.read_after(2, false), HistoryAnswer::TooOld { oldest_version: 6 }));
+        assert_eq!(span(reader.read_after(6, false)), (6, 9));
     }
 }

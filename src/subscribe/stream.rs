@@ -50,6 +50,9 @@ pub struct Subscription {
     prefix: Option<Prefix>,
     /// Every transaction up to this version has been sent (or filtered out).
     position: u64,
+    /// `position` is the last version of a batch this stream served (not a
+    /// version the client gave): the next batch is named `position + 1`.
+    at_batch_end: bool,
     /// The version of the last event sent: a filtered stream's next
     /// `prev_version`.
     last_sent: u64,
@@ -76,6 +79,7 @@ impl Subscription {
             durable,
             prefix,
             position: after,
+            at_batch_end: false,
             last_sent: after,
             shared: None,
             history: VecDeque::new(),
@@ -205,6 +209,7 @@ impl Subscription {
             },
         };
         self.position = batch.last_version;
+        self.at_batch_end = true;
         Advance::Progress { events }
     }
 
@@ -226,13 +231,17 @@ impl Subscription {
     }
 
     /// The version after which history should be read from storage now, if
-    /// a read should be asked for.
-    pub fn history_wanted(&self, feed: &Feed) -> Option<u64> {
+    /// a read should be asked for, and whether it is the end of a batch of
+    /// the log (see `HistoryRequest::at_batch_end`).
+    pub fn history_wanted(&self, feed: &Feed) -> Option<(u64, bool)> {
         if self.history_requested || self.history.len() >= HISTORY_BATCHES_AHEAD || self.ended {
             return None;
         }
-        let point = self.history.back().map_or(self.position, |batch| batch.last_version);
-        matches!(feed.lookup(point, self.durable), Lookup::Behind).then_some(point)
+        let (point, at_batch_end) = match self.history.back() {
+            Some(batch) => (batch.last_version, true),
+            None => (self.position, self.at_batch_end),
+        };
+        matches!(feed.lookup(point, self.durable), Lookup::Behind).then_some((point, at_batch_end))
     }
 
     /// The read asked for by `history_wanted` was queued.
@@ -361,13 +370,13 @@ mod tests {
         feed.durable_advanced(12);
         let mut subscription = Subscription::new(1, 3, true, None, Instant::now());
         assert_eq!(drain(&mut subscription, &feed, &published), "");
-        assert_eq!(subscription.history_wanted(&feed), Some(3));
+        assert_eq!(subscription.history_wanted(&feed), Some((3, false)), "a version the client gave");
         subscription.history_requested();
         assert!(subscription.is_catching_up());
         assert_eq!(subscription.history_wanted(&feed), None);
         subscription.history_arrived(HistoryAnswer::Batch(batch(2, 4..=6, "k")));
         // Prefetch the next one while this one is written.
-        assert_eq!(subscription.history_wanted(&feed), Some(6));
+        assert_eq!(subscription.history_wanted(&feed), Some((6, true)), "the end of a batch of the log");
         subscription.history_requested();
         subscription.history_arrived(HistoryAnswer::Batch(batch(6, 8..=10, "k")));
         assert_eq!(subscription.history_wanted(&feed), None, "the feed continues from 10");
