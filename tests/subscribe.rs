@@ -4,118 +4,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use common::{Client, Stoat, DEADLINE};
-use serde_json::{json, Value};
-
-/// One server-sent event.
-#[derive(Debug, Clone)]
-struct Event {
-    id: Option<u64>,
-    kind: String,
-    data: Value,
-}
-
-/// A subscribe stream read over raw TCP.
-struct Stream {
-    stream: TcpStream,
-    buffer: Vec<u8>,
-}
-
-impl Stream {
-    /// Opens `/v1/subscribe?{query}` with extra header lines; returns the
-    /// status and head, and the stream when it is 200.
-    fn open(addr: SocketAddr, query: &str, headers: &str) -> (u16, String, Stream) {
-        let mut stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(DEADLINE)).unwrap();
-        let request = format!("GET /v1/subscribe?{query} HTTP/1.1\r\nHost: t\r\n{headers}\r\n");
-        stream.write_all(request.as_bytes()).unwrap();
-        let mut this = Stream { stream, buffer: Vec::new() };
-        let head_end = loop {
-            if let Some(end) = this.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                break end + 4;
-            }
-            assert!(this.fill(), "closed before a response head");
-        };
-        let head = String::from_utf8(this.buffer.drain(..head_end).collect()).unwrap();
-        let status = head[9..12].parse().unwrap();
-        (status, head, this)
-    }
-
-    fn subscribe(addr: SocketAddr, query: &str) -> Stream {
-        let (status, head, stream) = Stream::open(addr, query, "");
-        assert_eq!(status, 200, "{head}{}", String::from_utf8_lossy(&stream.buffer));
-        assert!(head.contains("Content-Type: text/event-stream\r\n"), "{head}");
-        stream
-    }
-
-    /// Reads more; false at end of stream.
-    fn fill(&mut self) -> bool {
-        let mut chunk = [0u8; 65536];
-        match self.stream.read(&mut chunk) {
-            Ok(0) => false,
-            Ok(read) => {
-                self.buffer.extend_from_slice(&chunk[..read]);
-                true
-            }
-            Err(error) => panic!("stream read failed: {error}"),
-        }
-    }
-
-    /// The next event, or `None` when the server closed the stream.
-    fn next(&mut self) -> Option<Event> {
-        loop {
-            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
-                let text = String::from_utf8(self.buffer.drain(..end + 2).collect()).unwrap();
-                let mut event = Event { id: None, kind: "message".into(), data: Value::Null };
-                for line in text.lines().filter(|line| !line.is_empty()) {
-                    let (field, value) = line.split_once(": ").unwrap_or((line, ""));
-                    match field {
-                        "id" => event.id = Some(value.parse().unwrap()),
-                        "event" => event.kind = value.to_string(),
-                        "data" => event.data = serde_json::from_str(value).unwrap(),
-                        _ => panic!("unexpected line {line:?}"),
-                    }
-                }
-                return Some(event);
-            }
-            if !self.fill() {
-                assert!(self.buffer.is_empty(), "stream ended mid-event: {:?}", String::from_utf8_lossy(&self.buffer));
-                return None;
-            }
-        }
-    }
-
-    /// The next transaction event, skipping checkpoints.
-    fn next_transaction(&mut self) -> Value {
-        loop {
-            let event = self.next().expect("a transaction event before the stream ends");
-            match event.kind.as_str() {
-                "checkpoint" => continue,
-                "transaction" => {
-                    assert_eq!(event.id, event.data["version"].as_u64(), "id is the version");
-                    return event.data;
-                }
-                other => panic!("unexpected event {other}: {}", event.data),
-            }
-        }
-    }
-
-    /// The next checkpoint, skipping transactions.
-    fn next_checkpoint(&mut self) -> Value {
-        loop {
-            let event = self.next().expect("a checkpoint before the stream ends");
-            if event.kind == "checkpoint" {
-                return event.data;
-            }
-        }
-    }
-}
+use common::sse::Stream;
+use common::{Client, Stoat};
+use serde_json::json;
 
 fn b64(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
