@@ -28,6 +28,7 @@ STAGES = [
     ("other (main, retention, history)", lambda name: True),
 ]
 
+ALLOCATOR = "(glibc malloc/free/realloc, self)"
 LINE = re.compile(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+([^:]*):(.*?)(?: \[[^\]]*\])?$")
 
 
@@ -57,22 +58,34 @@ def thread_names(directory, count):
     return {number: names[number - 1] for number in range(1, count + 1)}
 
 
-def self_costs(path):
-    """Self instructions per function (inlined code folded into its caller)."""
-    output = subprocess.run(["callgrind_annotate", "--inclusive=no", "--auto=no", "--threshold=100", path],
-                            check=True, capture_output=True, text=True).stdout
+def annotate(path, inclusive):
+    """Instructions per function from callgrind_annotate, and the allocator's share.
+
+    Lines are per (file, function): code inlined from another file is listed
+    under its caller's name with that file. Self costs add up over the files
+    of a function; inclusive costs do not (each line counts the calls made
+    from it), so the largest is taken. Self cost in glibc's malloc.c is also
+    summed under ALLOCATOR.
+    """
+    output = subprocess.run(["callgrind_annotate", "--inclusive=" + ("yes" if inclusive else "no"), "--auto=no",
+                             "--threshold=100", path], check=True, capture_output=True, text=True).stdout
     costs = {}
     listing = False
     for line in output.splitlines():
         if "file:function" in line:
             listing = True
             continue
-        match = LINE.match(line) if listing else None
         if listing and not line.strip():
             break
+        match = LINE.match(line) if listing else None
         if match:
-            function = match.group(3)
-            costs[function] = costs.get(function, 0) + int(match.group(1).replace(",", ""))
+            cost, source, function = int(match.group(1).replace(",", "")), match.group(2), match.group(3)
+            if inclusive:
+                costs[function] = max(costs.get(function, 0), cost)
+            else:
+                costs[function] = costs.get(function, 0) + cost
+                if source.endswith("malloc/malloc.c"):
+                    costs[ALLOCATOR] = costs.get(ALLOCATOR, 0) + cost
     return costs
 
 
@@ -85,19 +98,20 @@ def total(path):
 
 
 def load(directory):
-    """(instructions per stage, self cost per stage and function, batches)"""
+    """(instructions per stage, self and inclusive cost per stage and function, batches)"""
     files = thread_files(directory)
     names = thread_names(directory, len(files))
-    stages, functions = {}, {}
+    stages, functions, inclusive = {}, {}, {}
     for number, path in files.items():
         stage = stage_of(names[number])
         stages[stage] = stages.get(stage, 0) + total(path)
-        per_function = functions.setdefault(stage, {})
-        for function, cost in self_costs(path).items():
-            per_function[function] = per_function.get(function, 0) + cost
+        for costs, is_inclusive in ((functions, False), (inclusive, True)):
+            per_function = costs.setdefault(stage, {})
+            for function, cost in annotate(path, is_inclusive).items():
+                per_function[function] = per_function.get(function, 0) + cost
     with open(os.path.join(directory, "batches")) as file:
         batches = float(file.read().strip() or 0)
-    return stages, functions, batches
+    return stages, functions, inclusive, batches
 
 
 def strace_calls(path):
@@ -110,38 +124,49 @@ def strace_calls(path):
     return calls
 
 
+def short(function):
+    return function if len(function) <= 100 else function[:97] + "..."
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--commits", type=int, required=True)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--top", type=int, default=6)
+    parser.add_argument("--top", type=int, default=8)
     parser.add_argument("--strace", nargs=2)
     parser.add_argument("dirs", nargs="+")
     args = parser.parse_args()
     n = args.commits
     rounds = []
-    for short, long in zip(args.dirs[0::2], args.dirs[1::2]):
-        a, b = load(short), load(long)
+    for n_dir, n2_dir in zip(args.dirs[0::2], args.dirs[1::2]):
+        a, b = load(n_dir), load(n2_dir)
         per_stage = {stage: (b[0].get(stage, 0) - a[0].get(stage, 0)) / n for stage, _ in STAGES}
         fixed = {stage: 2 * a[0].get(stage, 0) - b[0].get(stage, 0) for stage, _ in STAGES}
-        functions = {}
+        functions, inclusive = {}, {}
         for stage, _ in STAGES:
-            before, after = a[1].get(stage, {}), b[1].get(stage, {})
-            functions[stage] = {f: (after.get(f, 0) - before.get(f, 0)) / n for f in set(before) | set(after)}
-        batches = b[2] - a[2]
+            for index, out in ((1, functions), (2, inclusive)):
+                before, after = a[index].get(stage, {}), b[index].get(stage, {})
+                out[stage] = {f: (after.get(f, 0) - before.get(f, 0)) / n for f in set(before) | set(after)}
+        batches = b[3] - a[3]
         rounds.append({"per_stage": per_stage, "total": sum(per_stage.values()), "fixed": sum(fixed.values()),
-                       "functions": functions, "commits_per_batch": n / batches if batches else 0})
+                       "functions": functions, "inclusive": inclusive,
+                       "commits_per_batch": n / batches if batches else 0})
     totals = [r["total"] for r in rounds]
     chosen = sorted(rounds, key=lambda r: r["total"])[(len(rounds) - 1) // 2]
 
     print()
     print("Instructions per commit (callgrind Ir, user space), %d vs %d commits, %d connections"
           % (n, 2 * n, args.connections))
-    print("%-34s %14s %8s" % ("stage (threads)", "instr/commit", "share"))
+    print("%-34s %14s %8s %14s" % ("stage (threads)", "instr/commit", "share", "of which malloc"))
+    allocator_total = 0
     for stage, _ in STAGES:
         value = chosen["per_stage"][stage]
-        print("%-34s %14s %7.1f%%" % (stage, "{:,.0f}".format(value), 100 * value / chosen["total"]))
-    print("%-34s %14s %7.1f%%" % ("total", "{:,.0f}".format(chosen["total"]), 100.0))
+        allocator = chosen["functions"][stage].get(ALLOCATOR, 0)
+        allocator_total += allocator
+        print("%-34s %14s %7.1f%% %14s" % (stage, "{:,.0f}".format(value), 100 * value / chosen["total"],
+                                          "{:,.0f}".format(allocator)))
+    print("%-34s %14s %7.1f%% %14s" % ("total", "{:,.0f}".format(chosen["total"]), 100.0,
+                                      "{:,.0f}".format(allocator_total)))
     print("fixed cost (start-up, connections, shutdown): %s instructions" % "{:,.0f}".format(chosen["fixed"]))
     print("commits per batch (marginal): %.1f" % chosen["commits_per_batch"])
     if len(rounds) > 1:
@@ -151,14 +176,19 @@ def main():
         print("rounds, commits per batch: %s" % ", ".join("%.1f" % r["commits_per_batch"] for r in rounds))
 
     print()
-    print("Top functions per stage (self instructions per commit, inlined code counted in its caller)")
+    print("Top functions per stage, instructions per commit: self (inlined code counted in its caller),")
+    print("then Stoat's own functions inclusive (callees counted; the thread's loop left out)")
     for stage, _ in STAGES:
-        ranked = sorted(chosen["functions"][stage].items(), key=lambda item: -item[1])[:args.top]
-        print("%s (%s per commit)" % (stage, "{:,.0f}".format(chosen["per_stage"][stage])))
+        stage_total = chosen["per_stage"][stage]
+        print("%s (%s per commit)" % (stage, "{:,.0f}".format(stage_total)))
+        ranked = sorted(((f, v) for f, v in chosen["functions"][stage].items() if f != ALLOCATOR),
+                        key=lambda item: -item[1])[:args.top]
         for function, value in ranked:
-            if len(function) > 100:
-                function = function[:97] + "..."
-            print("  %10s  %s" % ("{:,.0f}".format(value), function))
+            print("  self %10s  %s" % ("{:,.0f}".format(value), short(function)))
+        own = [(f, v) for f, v in chosen["inclusive"][stage].items()
+               if ("stoat::" in f or "stoat_http::" in f) and v < 0.9 * stage_total]
+        for function, value in sorted(own, key=lambda item: -item[1])[:args.top]:
+            print("  incl %10s  %s" % ("{:,.0f}".format(value), short(function)))
 
     if args.strace:
         a, b = strace_calls(args.strace[0]), strace_calls(args.strace[1])
