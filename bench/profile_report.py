@@ -161,7 +161,7 @@ def main():
     allocator_total = 0
     for stage, _ in STAGES:
         value = chosen["per_stage"][stage]
-        allocator = chosen["functions"][stage].get(ALLOCATOR, 0)
+        allocator = max(0, chosen["functions"][stage].get(ALLOCATOR, 0))
         allocator_total += allocator
         print("%-34s %14s %7.1f%% %14s" % (stage, "{:,.0f}".format(value), 100 * value / chosen["total"],
                                           "{:,.0f}".format(allocator)))
@@ -181,12 +181,12 @@ def main():
     for stage, _ in STAGES:
         stage_total = chosen["per_stage"][stage]
         print("%s (%s per commit)" % (stage, "{:,.0f}".format(stage_total)))
-        ranked = sorted(((f, v) for f, v in chosen["functions"][stage].items() if f != ALLOCATOR),
+        ranked = sorted(((f, v) for f, v in chosen["functions"][stage].items() if f != ALLOCATOR and v >= 0.5),
                         key=lambda item: -item[1])[:args.top]
         for function, value in ranked:
             print("  self %10s  %s" % ("{:,.0f}".format(value), short(function)))
         own = [(f, v) for f, v in chosen["inclusive"][stage].items()
-               if ("stoat::" in f or "stoat_http::" in f) and v < 0.9 * stage_total]
+               if ("stoat::" in f or "stoat_http::" in f) and 0.5 <= v < 0.9 * stage_total]
         for function, value in sorted(own, key=lambda item: -item[1])[:args.top]:
             print("  incl %10s  %s" % ("{:,.0f}".format(value), short(function)))
 
