@@ -167,7 +167,8 @@ def main():
                                           "{:,.0f}".format(allocator)))
     print("%-34s %14s %7.1f%% %14s" % ("total", "{:,.0f}".format(chosen["total"]), 100.0,
                                       "{:,.0f}".format(allocator_total)))
-    print("fixed cost (start-up, connections, shutdown): %s instructions" % "{:,.0f}".format(chosen["fixed"]))
+    print("fixed cost, estimated (start-up, connections, shutdown; absorbs run-to-run noise): %s instructions"
+          % "{:,.0f}".format(chosen["fixed"]))
     print("commits per batch (marginal): %.1f" % chosen["commits_per_batch"])
     if len(rounds) > 1:
         print("rounds, total instr/commit: %s (median %s, spread %.1f%%)" % (
