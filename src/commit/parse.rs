@@ -193,6 +193,45 @@ pub fn parse_commit(
     Parser { limits, out }.commit(&object)
 }
 
+/// Where a value is in the body (`operations[3].key`), formatted only when
+/// an error message names it: the success path allocates no strings.
+#[derive(Clone, Copy)]
+struct Place<'a> {
+    name: &'a str,
+    index: Option<usize>,
+    field: Option<&'a str>,
+}
+
+impl<'a> Place<'a> {
+    /// A top-level field.
+    fn top(name: &'a str) -> Self {
+        Place { name, index: None, field: None }
+    }
+
+    /// An item of a top-level array.
+    fn item(name: &'a str, index: usize) -> Self {
+        Place { name, index: Some(index), field: None }
+    }
+
+    /// A field of this place's object.
+    fn field(self, field: &'a str) -> Self {
+        Place { field: Some(field), ..self }
+    }
+}
+
+impl std::fmt::Display for Place<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.name)?;
+        if let Some(index) = self.index {
+            write!(formatter, "[{index}]")?;
+        }
+        if let Some(field) = self.field {
+            write!(formatter, ".{field}")?;
+        }
+        Ok(())
+    }
+}
+
 struct Parser<'l, 'o> {
     limits: &'l LimitsConfig,
     out: &'o mut CommitRequest,
@@ -200,11 +239,11 @@ struct Parser<'l, 'o> {
 
 impl Parser<'_, '_> {
     fn commit(&mut self, object: &Object<'_>) -> Result<(), String> {
-        reject_unknown(object, "", &["request_id", "leader_id", "read_version", "preconditions", "operations"])?;
-        self.out.read_version = optional_u64(object, "read_version", "read_version")?;
+        reject_unknown(object, None, &["request_id", "leader_id", "read_version", "preconditions", "operations"])?;
+        self.out.read_version = optional_u64(object, "read_version", Place::top("read_version"))?;
         self.request_id(object.get("request_id"))?;
         if let Some(value) = object.get("leader_id") {
-            let leader_id = string(value, "leader_id")?;
+            let leader_id = string(value, Place::top("leader_id"))?;
             if leader_id.is_empty() || leader_id.len() > LEADER_ID_BYTES_MAX {
                 return Err(format!("leader_id: must be 1-{LEADER_ID_BYTES_MAX} bytes"));
             }
@@ -238,7 +277,7 @@ impl Parser<'_, '_> {
     fn request_id(&mut self, value: Option<&Value<'_>>) -> Result<(), String> {
         match value {
             Some(value) => {
-                let id = string(value, "request_id")?;
+                let id = string(value, Place::top("request_id"))?;
                 if !is_valid_request_id(id) {
                     return Err("request_id: must be 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':', '-'".into());
                 }
@@ -255,23 +294,23 @@ impl Parser<'_, '_> {
     }
 
     fn precondition(&mut self, value: &Value<'_>, index: usize) -> Result<(), String> {
-        let place = format!("preconditions[{index}]");
-        let object = object(value, &place)?;
-        let kind = string(required(object, "type", &place)?, &format!("{place}.type"))?;
-        let version = optional_u64(object, "version", &format!("{place}.version"))?;
+        let place = Place::item("preconditions", index);
+        let object = object(value, place)?;
+        let kind = string(required(object, "type", place)?, place.field("type"))?;
+        let version = optional_u64(object, "version", place.field("version"))?;
         let version = match (version, self.out.read_version) {
             (Some(version), _) | (None, Some(version)) => version,
             (None, None) => return Err(format!("{place}.version: required because read_version is absent")),
         };
         let (begin, end) = match kind {
             "point_read" => {
-                reject_unknown(object, &place, &["type", "key", "version"])?;
-                let key = self.key(required(object, "key", &place)?, &format!("{place}.key"))?;
+                reject_unknown(object, Some(place), &["type", "key", "version"])?;
+                let key = self.key(required(object, "key", place)?, place.field("key"))?;
                 (key.clone(), self.push_point_end(&key))
             }
             "range_read" => {
-                reject_unknown(object, &place, &["type", "begin", "end", "version"])?;
-                self.range(object, &place)?
+                reject_unknown(object, Some(place), &["type", "begin", "end", "version"])?;
+                self.range(object, place)?
             }
             other => {
                 return Err(format!(
@@ -284,26 +323,26 @@ impl Parser<'_, '_> {
     }
 
     fn operation(&mut self, value: &Value<'_>, index: usize) -> Result<(), String> {
-        let place = format!("operations[{index}]");
-        let object = object(value, &place)?;
-        let kind = string(required(object, "type", &place)?, &format!("{place}.type"))?;
+        let place = Place::item("operations", index);
+        let object = object(value, place)?;
+        let kind = string(required(object, "type", place)?, place.field("type"))?;
         let span = match kind {
             "write" => {
-                reject_unknown(object, &place, &["type", "key", "value"])?;
-                let key = self.key(required(object, "key", &place)?, &format!("{place}.key"))?;
+                reject_unknown(object, Some(place), &["type", "key", "value"])?;
+                let key = self.key(required(object, "key", place)?, place.field("key"))?;
                 self.push_point_end(&key);
-                let value = self.value(required(object, "value", &place)?, &format!("{place}.value"))?;
+                let value = self.value(required(object, "value", place)?, place.field("value"))?;
                 OperationSpan { kind: OperationKind::Write, first: key, second: value }
             }
             "delete" => {
-                reject_unknown(object, &place, &["type", "key"])?;
-                let key = self.key(required(object, "key", &place)?, &format!("{place}.key"))?;
+                reject_unknown(object, Some(place), &["type", "key"])?;
+                let key = self.key(required(object, "key", place)?, place.field("key"))?;
                 self.push_point_end(&key);
                 OperationSpan { kind: OperationKind::Delete, first: key, second: 0..0 }
             }
             "range_delete" => {
-                reject_unknown(object, &place, &["type", "begin", "end"])?;
-                let (begin, end) = self.range(object, &place)?;
+                reject_unknown(object, Some(place), &["type", "begin", "end"])?;
+                let (begin, end) = self.range(object, place)?;
                 if self.out.bytes[begin.clone()] == self.out.bytes[end.clone()] {
                     // An empty range deletes nothing: it is ignored.
                     return Ok(());
@@ -321,24 +360,24 @@ impl Parser<'_, '_> {
     }
 
     /// `begin` and `end` of a range object; `begin > end` is an error.
-    fn range(&mut self, object: &Object<'_>, place: &str) -> Result<(Range<usize>, Range<usize>), String> {
-        let begin = self.key(required(object, "begin", place)?, &format!("{place}.begin"))?;
-        let end = self.key(required(object, "end", place)?, &format!("{place}.end"))?;
+    fn range(&mut self, object: &Object<'_>, place: Place<'_>) -> Result<(Range<usize>, Range<usize>), String> {
+        let begin = self.key(required(object, "begin", place)?, place.field("begin"))?;
+        let end = self.key(required(object, "end", place)?, place.field("end"))?;
         if self.out.bytes[begin.clone()] > self.out.bytes[end.clone()] {
             return Err(format!("{place}: begin is after end"));
         }
         Ok((begin, end))
     }
 
-    fn key(&mut self, value: &Value<'_>, place: &str) -> Result<Range<usize>, String> {
+    fn key(&mut self, value: &Value<'_>, place: Place<'_>) -> Result<Range<usize>, String> {
         self.base64(value, place, self.limits.key_bytes_max)
     }
 
-    fn value(&mut self, value: &Value<'_>, place: &str) -> Result<Range<usize>, String> {
+    fn value(&mut self, value: &Value<'_>, place: Place<'_>) -> Result<Range<usize>, String> {
         self.base64(value, place, self.limits.value_bytes_max)
     }
 
-    fn base64(&mut self, value: &Value<'_>, place: &str, bytes_max: usize) -> Result<Range<usize>, String> {
+    fn base64(&mut self, value: &Value<'_>, place: Place<'_>, bytes_max: usize) -> Result<Range<usize>, String> {
         let text = string(value, place)?;
         // Decoded size is at most 3/4 of the text: refuse before decoding.
         let decoded_max = text.len() / 4 * 3;
@@ -441,28 +480,28 @@ pub fn is_valid_request_id(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-fn reject_unknown(object: &Object<'_>, place: &str, known: &[&str]) -> Result<(), String> {
+fn reject_unknown(object: &Object<'_>, place: Option<Place<'_>>, known: &[&str]) -> Result<(), String> {
     match object.keys().find(|key| !known.contains(&key.as_ref())) {
         Some(key) => {
-            let prefix = if place.is_empty() { String::new() } else { format!("{place}: ") };
+            let prefix = place.map_or(String::new(), |place| format!("{place}: "));
             Err(format!("{prefix}unknown field {key:?}; expected one of {}", known.join(", ")))
         }
         None => Ok(()),
     }
 }
 
-fn required<'v, 'a>(object: &'v Object<'a>, field: &str, place: &str) -> Result<&'v Value<'a>, String> {
+fn required<'v, 'a>(object: &'v Object<'a>, field: &str, place: Place<'_>) -> Result<&'v Value<'a>, String> {
     object.get(field).ok_or_else(|| format!("{place}.{field}: required"))
 }
 
-fn object<'v, 'a>(value: &'v Value<'a>, place: &str) -> Result<&'v Object<'a>, String> {
+fn object<'v, 'a>(value: &'v Value<'a>, place: Place<'_>) -> Result<&'v Object<'a>, String> {
     match value {
         Value::Object(object) => Ok(object),
         other => Err(format!("{place}: expected an object, got {}", type_name(other))),
     }
 }
 
-fn string<'v>(value: &'v Value<'_>, place: &str) -> Result<&'v str, String> {
+fn string<'v>(value: &'v Value<'_>, place: Place<'_>) -> Result<&'v str, String> {
     match value {
         Value::String(Cow::Borrowed(text)) => Ok(text),
         Value::String(Cow::Owned(text)) => Ok(text.as_str()),
@@ -470,7 +509,7 @@ fn string<'v>(value: &'v Value<'_>, place: &str) -> Result<&'v str, String> {
     }
 }
 
-fn optional_u64(object: &Object<'_>, field: &str, place: &str) -> Result<Option<u64>, String> {
+fn optional_u64(object: &Object<'_>, field: &str, place: Place<'_>) -> Result<Option<u64>, String> {
     match object.get(field) {
         None => Ok(None),
         Some(Value::Static(StaticNode::U64(n))) => Ok(Some(*n)),
