@@ -146,7 +146,10 @@ pub struct PersistConfig {
     /// Batch writes kept in flight at once (1 to
     /// `log::chain::BATCH_WRITES_IN_FLIGHT_MAX`): what hides the storage's
     /// latency. Replies still wait until their batch and every one before
-    /// it are durable.
+    /// it are durable. 0 picks by storage: 1 on local disk (the device
+    /// serialises syncs, so one write at a time lets each sync carry the
+    /// most commits), `BATCH_WRITES_IN_FLIGHT_MAX` on S3 (each request pays
+    /// its own latency, and requests run in parallel).
     pub batch_writes_in_flight: usize,
 }
 
@@ -158,7 +161,7 @@ impl Default for PersistConfig {
             retry_initial_ms: 50,
             retry_max_ms: 5000,
             io_threads: 2,
-            batch_writes_in_flight: 8,
+            batch_writes_in_flight: 0,
         }
     }
 }
@@ -337,7 +340,14 @@ impl Config {
             n => n,
         };
         let storage = parse_storage_url(&self.storage.url, &self.storage.data_dir)?;
-        Ok(Settings { config: self, listen, io_threads, storage })
+        let mut config = self;
+        if config.persist.batch_writes_in_flight == 0 {
+            config.persist.batch_writes_in_flight = match storage {
+                StorageUrl::File(_) => 1,
+                StorageUrl::S3 { .. } => crate::log::chain::BATCH_WRITES_IN_FLIGHT_MAX,
+            };
+        }
+        Ok(Settings { config, listen, io_threads, storage })
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -359,7 +369,7 @@ impl Config {
         check_range(
             "persist.batch_writes_in_flight",
             self.persist.batch_writes_in_flight as u64,
-            1,
+            0,
             crate::log::chain::BATCH_WRITES_IN_FLIGHT_MAX as u64,
         )?;
         check_range("subscribe.checkpoint_interval_ms", self.subscribe.checkpoint_interval_ms, 10, 3_600_000)?;

@@ -14,8 +14,9 @@ use common::sse::Stream;
 use common::{check_chain, read_log_and_orphans_from, start_load, Client, Stoat, DEADLINE};
 use stoat::log::local::{LocalStore, LocalStoreOptions};
 
-/// Few request ids in memory, so status lookups read the log.
-const CONFIG: &str = "[commit]\nrequest_index_capacity = 10\n";
+/// Few request ids in memory, so status lookups read the log; several batch
+/// writes in flight on local disk too.
+const CONFIG: &str = "[commit]\nrequest_index_capacity = 10\n[persist]\nbatch_writes_in_flight = 8\n";
 
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + DEADLINE;
