@@ -48,7 +48,7 @@ pub const VERSION_WINDOW: u64 = 1 << 20;
 /// Batch writes a leader keeps in flight at most (the `persist.batch_writes_in_flight`
 /// setting is checked against it). Readers rely on it: see
 /// [`ORPHANS_PER_BATCH_MAX`].
-pub const BATCH_WRITES_IN_FLIGHT_MAX: usize = 8;
+pub const BATCH_WRITES_IN_FLIGHT_MAX: usize = 16;
 
 /// Orphans inside one batch at most: a fenced leader's writes in flight
 /// after the one that lost.
