@@ -99,7 +99,8 @@ fn count_heads(len: usize, head: u128, head_at: impl Fn(usize) -> u128, bound: H
     let (mut base, mut size) = (0, len);
     while size > 1 {
         let half = size / 2;
-        base += half * usize::from(counts(head_at(base + half)));
+        // Without the hint, the compiler turns a search of a run-time length into a branch.
+        base = std::hint::select_unpredictable(counts(head_at(base + half)), base + half, base);
         size -= half;
     }
     // `base` is the last counted head if the first one is counted; else none is.
@@ -159,13 +160,18 @@ impl<const CAP: usize> Chunk<CAP> {
 
     /// Number of boundaries whose key is `<= probe`: a branch-free binary search over the
     /// heads, refined by full comparisons only among tied heads.
+    ///
+    /// The search runs over all `CAP` slots, a constant trip count that the compiler unrolls:
+    /// unused slots hold the largest head, so they are never counted except by a probe whose
+    /// head is that largest head too, hence the clamp to `len`.
+    #[inline]
     fn count_at_or_before(&self, probe: &Probe<'_>) -> usize {
         let heads = |index: usize| self.slots[index].head();
-        let heads_at_or_before = count_heads(self.len, probe.head, heads, HeadBound::AtOrBefore);
+        let heads_at_or_before = count_heads(CAP, probe.head, heads, HeadBound::AtOrBefore).min(self.len);
         if heads_at_or_before == 0 || self.head(heads_at_or_before - 1) != probe.head {
             return heads_at_or_before;
         }
-        let heads_before = count_heads(self.len, probe.head, heads, HeadBound::Before);
+        let heads_before = count_heads(CAP, probe.head, heads, HeadBound::Before);
         first_greater(heads_before, heads_at_or_before, |index| self.cmp_at(index, probe))
     }
 
@@ -349,12 +355,20 @@ impl<const CAP: usize> BoundaryMap<CAP> {
 
     /// Index of the last chunk whose first key is `<= probe` (chunk 0 starts with the empty key).
     fn chunk_at_or_before(&self, probe: &Probe<'_>) -> usize {
+        self.chunk_in_stride(probe, self.stride_start(probe.head))
+    }
+
+    /// `chunk_at_or_before`, searching the stride from `stride_start` (where `stride_start`
+    /// says the probe falls). A stale `stride_start` gives a wrong chunk, never a panic.
+    #[inline]
+    fn chunk_in_stride(&self, probe: &Probe<'_>, stride_start: usize) -> usize {
         let head = probe.head;
-        let stride_start = self.stride_start(head);
         let stride = &self.first_heads[stride_start..];
-        let stride_len = stride.len().min(SAMPLE_STRIDE);
-        let heads_at_or_before =
-            stride_start + count_heads(stride_len, head, |index| stride[index], HeadBound::AtOrBefore);
+        // A constant trip count, unrolled; past the end of `first_heads` (the last stride) the
+        // missing heads count as the largest head, and the clamp undoes a probe equal to it.
+        let stride_head = |index: usize| stride.get(index).copied().unwrap_or(u128::MAX);
+        let heads_at_or_before = stride_start
+            + count_heads(SAMPLE_STRIDE, head, stride_head, HeadBound::AtOrBefore).min(stride.len());
         if self.first_heads[heads_at_or_before - 1] != head {
             return heads_at_or_before - 1;
         }
@@ -363,17 +377,25 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         first_greater(heads_before, heads_at_or_before, |chunk| self.chunks[chunk].cmp_at(0, probe)) - 1
     }
 
-    /// Starts loading the stride of first heads that a search for `key` will count.
-    pub(super) fn prefetch_top_level(&self, key: &[u8]) {
+    /// Starts loading the stride of first heads that a search for `key` will count; returns
+    /// where that stride starts, the hint for `prefetch_chunk`.
+    pub(super) fn prefetch_top_level(&self, key: &[u8]) -> usize {
         let stride_start = self.stride_start(Probe::new(key).head);
         let stride_end = (stride_start + SAMPLE_STRIDE).min(self.first_heads.len());
         super::prefetch::prefetch_bytes(&self.first_heads[stride_start..stride_end]);
+        stride_start
     }
 
     /// Starts loading the chunk where `key` would be found; returns that chunk. A read needs
-    /// only the header and the slots; a write also moves key lengths.
-    pub(super) fn prefetch_chunk(&self, key: &[u8], for_write: bool) -> usize {
-        let chunk = self.chunk_at_or_before(&Probe::new(key));
+    /// only the header and the slots; a write also moves key lengths. `stride_hint`: what
+    /// `prefetch_top_level` returned for `key` (any value if unknown; the chunks may have
+    /// changed since, so a wrong hint only makes the prefetch useless).
+    pub(super) fn prefetch_chunk(&self, key: &[u8], for_write: bool, stride_hint: usize) -> usize {
+        let probe = Probe::new(key);
+        let chunk = match stride_hint < self.first_heads.len() {
+            true => self.chunk_in_stride(&probe, stride_hint),
+            false => self.chunk_at_or_before(&probe),
+        };
         if for_write {
             self.prefetch_chunk_at(chunk);
         } else {
@@ -527,7 +549,13 @@ impl<const CAP: usize> BoundaryMap<CAP> {
     fn replace(&mut self, start: Position, stop: Position, inserted: &[NewBoundary<'_>]) {
         let chunk = &mut self.chunks[start.chunk];
         if start.chunk == stop.chunk {
+            let old_max_version = chunk.max_version;
             chunk.splice(start.index, stop.index, inserted);
+            // A write's new version is the largest of all, so the usual case needs no scan.
+            match inserted.iter().map(|boundary| boundary.version).max() {
+                Some(version) if version >= old_max_version => chunk.max_version = version,
+                _ => chunk.recompute_max_version(),
+            }
         } else {
             chunk.truncate(start.index);
             for boundary in inserted {
@@ -539,8 +567,8 @@ impl<const CAP: usize> BoundaryMap<CAP> {
             self.chunks.drain(start.chunk + 1..stop.chunk);
             self.first_heads.drain(start.chunk + 1..stop.chunk);
             self.rebuild_samples();
+            self.chunks[start.chunk].recompute_max_version();
         }
-        self.chunks[start.chunk].recompute_max_version();
         self.refresh_or_remove(start.chunk);
         if (self.chunks.get(start.chunk)).is_some_and(|chunk| chunk.len() > Self::SPLIT_ABOVE) {
             self.split(start.chunk);

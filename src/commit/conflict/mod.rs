@@ -225,10 +225,11 @@ impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
         for (index, (transaction, version)) in batch.iter().enumerate() {
             if lookahead > 0 {
                 if let Some((far, _)) = batch.get(index + 2 * lookahead) {
-                    self.prefetch_top_level(far);
+                    chunk_hints[index + 2 * lookahead] = self.prefetch_top_level(far);
                 }
                 if let Some((near, _)) = batch.get(index + lookahead) {
-                    chunk_hints[index + lookahead] = self.prefetch_chunks(near);
+                    let stride_hints = chunk_hints[index + lookahead];
+                    chunk_hints[index + lookahead] = self.prefetch_chunks(near, &stride_hints);
                 }
             }
             let hints = &chunk_hints[index];
@@ -249,18 +250,26 @@ impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
     }
 
     /// First stage of the prefetch pipeline: the part of the top level that the second stage
-    /// will search.
-    fn prefetch_top_level(&self, transaction: &TransactionRef<'_>) {
-        for (key, _) in Self::prefetch_keys(transaction) {
-            self.boundaries.prefetch_top_level(key);
+    /// will search; returns where each key's stride starts, as hints for the second stage.
+    fn prefetch_top_level(&self, transaction: &TransactionRef<'_>) -> [usize; PREFETCH_RANGES_MAX] {
+        let mut hints = [NO_HINT; PREFETCH_RANGES_MAX];
+        for (hint, (key, _)) in hints.iter_mut().zip(Self::prefetch_keys(transaction)) {
+            *hint = self.boundaries.prefetch_top_level(key);
         }
+        hints
     }
 
     /// Second stage: the chunks themselves; returns them as hints for the final search.
-    fn prefetch_chunks(&self, transaction: &TransactionRef<'_>) -> [usize; PREFETCH_RANGES_MAX] {
+    /// `stride_hints`: what the first stage returned (`NO_HINT` where it did not run).
+    fn prefetch_chunks(
+        &self,
+        transaction: &TransactionRef<'_>,
+        stride_hints: &[usize; PREFETCH_RANGES_MAX],
+    ) -> [usize; PREFETCH_RANGES_MAX] {
         let mut hints = [NO_HINT; PREFETCH_RANGES_MAX];
-        for (hint, (key, for_write)) in hints.iter_mut().zip(Self::prefetch_keys(transaction)) {
-            *hint = self.boundaries.prefetch_chunk(key, for_write);
+        let keys = Self::prefetch_keys(transaction).zip(stride_hints);
+        for (hint, ((key, for_write), &stride_hint)) in hints.iter_mut().zip(keys) {
+            *hint = self.boundaries.prefetch_chunk(key, for_write, stride_hint);
         }
         hints
     }
