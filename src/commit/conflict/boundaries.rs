@@ -3,7 +3,8 @@
 //! A boundary `(k, v)` says "every key in `[k, next boundary)` was last written at version
 //! `v`" (0: never written, or forgotten). It is a two-level B+tree with the top level flattened
 //! into arrays: `first_heads[c]` is the head of chunk `c`'s first key, and every
-//! `SAMPLE_STRIDE`-th of them is copied into `first_head_samples`, small enough to stay in L1.
+//! `SAMPLE_STRIDE`-th of them is copied into `samples` (in Eytzinger order, see `samples.rs`),
+//! small enough to stay in L1.
 //!
 //! The layout is chosen for memory latency (a miss costs ~150 ns on the benchmark machine): a
 //! lookup binary-searches the samples (in L1), one stride of first heads, then the slots of one
@@ -14,7 +15,8 @@
 //! - the first boundary of the first chunk is the empty key, so every key has a boundary at or
 //!   before it;
 //! - keys strictly increase across the whole sequence; no chunk is empty;
-//! - `first_heads[c]` is the head of chunk `c`'s first key, and `first_head_samples[s]` is
+//! - `first_heads[c]` is the head of chunk `c`'s first key, followed by `SAMPLE_STRIDE`
+//!   largest heads (so that every stride is a whole array); the `s`-th smallest sample is
 //!   `first_heads[s * SAMPLE_STRIDE]`;
 //! - `chunk.max_version` is exactly the largest version in the chunk (so a chunk lying wholly
 //!   inside a read range is decided without scanning it);
@@ -24,6 +26,7 @@
 use std::cmp::Ordering;
 
 use super::key::Probe;
+use super::samples::Samples;
 
 /// First heads per sample of the top level.
 const SAMPLE_STRIDE: usize = 32;
@@ -337,7 +340,7 @@ struct NewBoundary<'a> {
 pub(super) struct BoundaryMap<const CAP: usize> {
     chunks: Vec<Box<Chunk<CAP>>>,
     first_heads: Vec<u128>,
-    first_head_samples: Vec<u128>,
+    samples: Samples,
 }
 
 impl<const CAP: usize> BoundaryMap<CAP> {
@@ -350,7 +353,9 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         let mut first = Chunk::new_boxed();
         let empty_key = Probe::new(&[]);
         first.push(&empty_key, 0);
-        BoundaryMap { chunks: vec![first], first_heads: vec![empty_key.head], first_head_samples: vec![empty_key.head] }
+        let mut first_heads = vec![empty_key.head];
+        first_heads.extend([u128::MAX; SAMPLE_STRIDE]);
+        BoundaryMap { chunks: vec![first], first_heads, samples: Samples::new([empty_key.head].into_iter()) }
     }
 
     /// Index of the last chunk whose first key is `<= probe` (chunk 0 starts with the empty key).
@@ -363,17 +368,16 @@ impl<const CAP: usize> BoundaryMap<CAP> {
     #[inline]
     fn chunk_in_stride(&self, probe: &Probe<'_>, stride_start: usize) -> usize {
         let head = probe.head;
-        let stride = &self.first_heads[stride_start..];
-        // A constant trip count, unrolled; past the end of `first_heads` (the last stride) the
-        // missing heads count as the largest head, and the clamp undoes a probe equal to it.
-        let stride_head = |index: usize| stride.get(index).copied().unwrap_or(u128::MAX);
-        let heads_at_or_before = stride_start
-            + count_heads(SAMPLE_STRIDE, head, stride_head, HeadBound::AtOrBefore).min(stride.len());
+        let stride = self.stride(stride_start);
+        // A constant trip count, unrolled, over a whole array: past the last chunk, the padding
+        // holds the largest head, and the clamp undoes a probe equal to it.
+        let in_stride = count_heads(SAMPLE_STRIDE, head, |index| stride[index], HeadBound::AtOrBefore);
+        let heads_at_or_before = (stride_start + in_stride).min(self.chunks.len());
         if self.first_heads[heads_at_or_before - 1] != head {
             return heads_at_or_before - 1;
         }
         let firsts = |index: usize| self.first_heads[index];
-        let heads_before = count_heads(self.first_heads.len(), head, firsts, HeadBound::Before);
+        let heads_before = count_heads(self.chunks.len(), head, firsts, HeadBound::Before);
         first_greater(heads_before, heads_at_or_before, |chunk| self.chunks[chunk].cmp_at(0, probe)) - 1
     }
 
@@ -381,8 +385,7 @@ impl<const CAP: usize> BoundaryMap<CAP> {
     /// where that stride starts, the hint for `prefetch_chunk`.
     pub(super) fn prefetch_top_level(&self, key: &[u8]) -> usize {
         let stride_start = self.stride_start(Probe::new(key).head);
-        let stride_end = (stride_start + SAMPLE_STRIDE).min(self.first_heads.len());
-        super::prefetch::prefetch_bytes(&self.first_heads[stride_start..stride_end]);
+        super::prefetch::prefetch_bytes(self.stride(stride_start));
         stride_start
     }
 
@@ -392,7 +395,7 @@ impl<const CAP: usize> BoundaryMap<CAP> {
     /// changed since, so a wrong hint only makes the prefetch useless).
     pub(super) fn prefetch_chunk(&self, key: &[u8], for_write: bool, stride_hint: usize) -> usize {
         let probe = Probe::new(key);
-        let chunk = match stride_hint < self.first_heads.len() {
+        let chunk = match stride_hint < self.chunks.len() {
             true => self.chunk_in_stride(&probe, stride_hint),
             false => self.chunk_at_or_before(&probe),
         };
@@ -430,11 +433,17 @@ impl<const CAP: usize> BoundaryMap<CAP> {
     }
 
     /// Index in `first_heads` of the stride (of `SAMPLE_STRIDE`) where `head` falls.
+    #[inline]
     fn stride_start(&self, head: u128) -> usize {
-        let samples = &self.first_head_samples;
-        let sample = |index: usize| samples[index];
-        let samples_at_or_before = count_heads(samples.len(), head, sample, HeadBound::AtOrBefore);
-        (samples_at_or_before - 1) * SAMPLE_STRIDE
+        // The first sample is the empty key's head, 0, so at least one sample counts.
+        (self.samples.count_at_or_before(head) - 1) * SAMPLE_STRIDE
+    }
+
+    /// The `SAMPLE_STRIDE` first heads from `stride_start` (`< chunks.len()`), padding included.
+    #[inline]
+    fn stride(&self, stride_start: usize) -> &[u128; SAMPLE_STRIDE] {
+        let stride = &self.first_heads[stride_start..stride_start + SAMPLE_STRIDE];
+        stride.try_into().expect("a stride is SAMPLE_STRIDE heads")
     }
 
     /// Position of the last boundary whose key is `<= probe`.
@@ -566,7 +575,7 @@ impl<const CAP: usize> BoundaryMap<CAP> {
             self.refresh_or_remove(stop.chunk);
             self.chunks.drain(start.chunk + 1..stop.chunk);
             self.first_heads.drain(start.chunk + 1..stop.chunk);
-            self.rebuild_samples();
+            self.refresh_samples_from(start.chunk + 1);
             self.chunks[start.chunk].recompute_max_version();
         }
         self.refresh_or_remove(start.chunk);
@@ -580,19 +589,28 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         if self.chunks[chunk].len() == 0 {
             self.chunks.remove(chunk);
             self.first_heads.remove(chunk);
-            self.rebuild_samples();
+            self.refresh_samples_from(chunk);
             return;
         }
         let head = self.chunks[chunk].head(0);
         self.first_heads[chunk] = head;
         if chunk.is_multiple_of(SAMPLE_STRIDE) {
-            self.first_head_samples[chunk / SAMPLE_STRIDE] = head;
+            self.samples.set(chunk / SAMPLE_STRIDE, head);
         }
     }
 
-    fn rebuild_samples(&mut self) {
-        self.first_head_samples.clear();
-        (self.first_head_samples).extend(self.first_heads.iter().step_by(SAMPLE_STRIDE));
+    /// Refreshes the samples after chunks from `first_changed` on were inserted or removed:
+    /// only the samples from there on moved, unless their number changed.
+    fn refresh_samples_from(&mut self, first_changed: usize) {
+        let firsts = &self.first_heads[..self.chunks.len()];
+        let count = firsts.len().div_ceil(SAMPLE_STRIDE);
+        if count != self.samples.len() {
+            self.samples.rebuild(firsts.iter().copied().step_by(SAMPLE_STRIDE));
+            return;
+        }
+        for rank in first_changed / SAMPLE_STRIDE..count {
+            self.samples.set(rank, firsts[rank * SAMPLE_STRIDE]);
+        }
     }
 
     fn split(&mut self, chunk: usize) {
@@ -600,7 +618,7 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         let upper = self.chunks[chunk].split_off(half);
         self.first_heads.insert(chunk + 1, upper.head(0));
         self.chunks.insert(chunk + 1, upper);
-        self.rebuild_samples();
+        self.refresh_samples_from(chunk + 1);
     }
 
     pub(super) fn chunk_count(&self) -> usize {
@@ -633,7 +651,7 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         let next = self.chunks.remove(chunk + 1);
         self.first_heads.remove(chunk + 1);
         self.chunks[chunk].append(next);
-        self.rebuild_samples();
+        self.refresh_samples_from(chunk + 1);
     }
 
     pub(super) fn boundary_count(&self) -> usize {
@@ -643,7 +661,8 @@ impl<const CAP: usize> BoundaryMap<CAP> {
     pub(super) fn memory_bytes(&self) -> usize {
         let chunks: usize = self.chunks.iter().map(|chunk| chunk.memory_bytes()).sum();
         let top_level = self.chunks.capacity() * size_of::<Box<Chunk<CAP>>>()
-            + (self.first_heads.capacity() + self.first_head_samples.capacity()) * size_of::<u128>();
+            + self.first_heads.capacity() * size_of::<u128>()
+            + self.samples.memory_bytes();
         chunks + top_level
     }
 
@@ -662,9 +681,10 @@ impl<const CAP: usize> BoundaryMap<CAP> {
     /// Panics if a structural invariant is broken (tests only).
     #[cfg(test)]
     pub(super) fn assert_invariants(&self) {
-        assert_eq!(self.chunks.len(), self.first_heads.len());
-        let samples: Vec<u128> = self.first_heads.iter().step_by(SAMPLE_STRIDE).copied().collect();
-        assert_eq!(self.first_head_samples, samples);
+        assert_eq!(self.chunks.len() + SAMPLE_STRIDE, self.first_heads.len());
+        assert!(self.first_heads[self.chunks.len()..].iter().all(|&head| head == u128::MAX));
+        let firsts = &self.first_heads[..self.chunks.len()];
+        self.samples.assert_matches(&firsts.iter().step_by(SAMPLE_STRIDE).copied().collect::<Vec<_>>());
         let entries = self.entries();
         assert!(entries.first().is_some_and(|(key, _)| key.is_empty()));
         for pair in entries.windows(2) {

@@ -33,6 +33,7 @@
 mod boundaries;
 mod key;
 mod prefetch;
+mod samples;
 #[doc(hidden)]
 pub mod reference;
 #[cfg(test)]
