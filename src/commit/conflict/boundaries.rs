@@ -279,25 +279,24 @@ impl<const CAP: usize> Chunk<CAP> {
     /// Forgets versions at or below `oldest_version` and drops boundaries that repeat the
     /// version before them (`previous`, the effective version of the preceding boundary).
     fn forget_history(&mut self, mut previous: Option<u64>, oldest_version: u64) {
-        let mut kept = 0;
+        let (mut kept, mut max_version) = (0, 0);
         for index in 0..self.len {
             let version = effective_version(self.slots[index].version, oldest_version);
             if previous == Some(version) {
                 continue;
             }
             previous = Some(version);
-            if kept != index {
-                self.slots[kept] = self.slots[index];
-                self.key_lens[kept] = self.key_lens[index];
-                if let Some(tails) = &mut self.tails {
-                    tails.swap(kept, index);
-                }
+            // Copied even when `kept == index`: cheaper than the branch.
+            self.slots[kept] = Slot { version, ..self.slots[index] };
+            self.key_lens[kept] = self.key_lens[index];
+            if let Some(tails) = &mut self.tails {
+                tails.swap(kept, index);
             }
-            self.slots[kept].version = version;
+            max_version = max_version.max(version);
             kept += 1;
         }
         self.truncate(kept);
-        self.recompute_max_version();
+        self.max_version = max_version;
     }
 
     /// The full key at `index` (tests only).
@@ -467,6 +466,20 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         }
     }
 
+    /// As `last_at_or_before` for a probe `<=` the key at `above`: steps back from `above` a
+    /// few boundaries (a write's begin is usually within one or two of its end), then searches.
+    fn last_at_or_before_below(&self, probe: &Probe<'_>, above: Position) -> Position {
+        const STEPS_MAX: usize = 4;
+        let chunk = &self.chunks[above.chunk];
+        let lowest = above.index.saturating_sub(STEPS_MAX);
+        for index in (lowest..=above.index).rev() {
+            if chunk.cmp_at(index, probe) != Ordering::Greater {
+                return Position { chunk: above.chunk, index };
+            }
+        }
+        self.last_at_or_before_near(probe, above.chunk)
+    }
+
     fn version_at(&self, position: Position) -> u64 {
         self.chunks[position.chunk].version(position.index)
     }
@@ -532,7 +545,7 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         }
         let at_end = self.last_at_or_before_hinted(&end, chunk_hint);
         let version_at_end = self.version_at(at_end);
-        let at_begin = self.last_at_or_before_near(&begin, at_end.chunk);
+        let at_begin = self.last_at_or_before_below(&begin, at_end);
         let begin_exists = self.chunks[at_begin.chunk].cmp_at(at_begin.index, &begin) == Ordering::Equal;
         let (start, version_before_begin) = if begin_exists {
             (at_begin, self.version_before(at_begin))

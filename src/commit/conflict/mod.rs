@@ -240,23 +240,31 @@ impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
         outcomes
     }
 
-    /// The keys whose chunks are prefetched for a transaction: the begin of its first reads,
-    /// then the end of its first writes (the key each search starts from), each with whether
-    /// it is for a write.
-    fn prefetch_keys<'a>(transaction: &TransactionRef<'a>) -> impl Iterator<Item = (&'a [u8], bool)> {
+    /// Calls `visit(slot, key, for_write)` for the keys whose chunks are prefetched for a
+    /// transaction: the begin of its first reads, then the end of its first writes (the key
+    /// each search starts from), `PREFETCH_RANGES_MAX` at most. Plain loops: the iterator chain
+    /// this replaces cost more than the prefetches themselves.
+    #[inline]
+    fn for_each_prefetch_key(transaction: &TransactionRef<'_>, mut visit: impl FnMut(usize, &[u8], bool)) {
         // Empty ranges are prefetched too: a wasted prefetch costs less than the comparison.
-        let reads = transaction.reads.iter().map(|read| (read.range.begin, false));
-        let writes = transaction.writes.iter().map(|write| (write.end, true));
-        reads.chain(writes).take(PREFETCH_RANGES_MAX)
+        let reads = &transaction.reads[..transaction.reads.len().min(PREFETCH_RANGES_MAX)];
+        for (slot, read) in reads.iter().enumerate() {
+            visit(slot, read.range.begin, false);
+        }
+        let writes_max = PREFETCH_RANGES_MAX - reads.len();
+        let writes = &transaction.writes[..transaction.writes.len().min(writes_max)];
+        for (offset, write) in writes.iter().enumerate() {
+            visit(reads.len() + offset, write.end, true);
+        }
     }
 
     /// First stage of the prefetch pipeline: the part of the top level that the second stage
     /// will search; returns where each key's stride starts, as hints for the second stage.
     fn prefetch_top_level(&self, transaction: &TransactionRef<'_>) -> [usize; PREFETCH_RANGES_MAX] {
         let mut hints = [NO_HINT; PREFETCH_RANGES_MAX];
-        for (hint, (key, _)) in hints.iter_mut().zip(Self::prefetch_keys(transaction)) {
-            *hint = self.boundaries.prefetch_top_level(key);
-        }
+        Self::for_each_prefetch_key(transaction, |slot, key, _| {
+            hints[slot] = self.boundaries.prefetch_top_level(key);
+        });
         hints
     }
 
@@ -268,10 +276,9 @@ impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
         stride_hints: &[usize; PREFETCH_RANGES_MAX],
     ) -> [usize; PREFETCH_RANGES_MAX] {
         let mut hints = [NO_HINT; PREFETCH_RANGES_MAX];
-        let keys = Self::prefetch_keys(transaction).zip(stride_hints);
-        for (hint, ((key, for_write), &stride_hint)) in hints.iter_mut().zip(keys) {
-            *hint = self.boundaries.prefetch_chunk(key, for_write, stride_hint);
-        }
+        Self::for_each_prefetch_key(transaction, |slot, key, for_write| {
+            hints[slot] = self.boundaries.prefetch_chunk(key, for_write, stride_hints[slot]);
+        });
         hints
     }
 
@@ -281,7 +288,7 @@ impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
         self.lookahead_transactions = lookahead_transactions;
     }
 
-    /// `chunk_hints`: where the keys of `prefetch_keys` were seen, if they were.
+    /// `chunk_hints`: where the keys of `for_each_prefetch_key` were seen, if they were.
     fn decide(
         &mut self,
         transaction: &TransactionRef<'_>,
