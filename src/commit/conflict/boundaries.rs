@@ -7,9 +7,10 @@
 //! small enough to stay in L1.
 //!
 //! The layout is chosen for memory latency (a miss costs ~150 ns on the benchmark machine): a
-//! lookup binary-searches the samples (in L1), one stride of first heads, then the slots of one
-//! chunk, whose lines `check_batch` has prefetched a few transactions earlier. The searches are
-//! branch-free, so that random keys cause no mispredictions.
+//! lookup searches the samples (in L1), one stride of first heads, then the slots of one chunk,
+//! whose lines `check_batch` has prefetched a few transactions earlier. The searches are
+//! branch-free (constant-length binary searches over a stride and a chunk, an Eytzinger descent
+//! over the samples), so that random keys cause no mispredictions.
 //!
 //! Invariants (checked by `assert_invariants` in tests):
 //! - the first boundary of the first chunk is the empty key, so every key has a boundary at or

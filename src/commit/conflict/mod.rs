@@ -33,9 +33,9 @@
 mod boundaries;
 mod key;
 mod prefetch;
-mod samples;
 #[doc(hidden)]
 pub mod reference;
+mod samples;
 #[cfg(test)]
 mod tests;
 
