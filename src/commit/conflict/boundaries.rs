@@ -3,18 +3,21 @@
 //! A boundary `(k, v)` says "every key in `[k, next boundary)` was last written at version
 //! `v`" (0: never written, or forgotten). It is a two-level B+tree with the top level flattened
 //! into arrays: `first_heads[c]` is the head of chunk `c`'s first key, and every
-//! `SAMPLE_STRIDE`-th of them is copied into `first_head_samples`, small enough to stay in L1.
+//! `SAMPLE_STRIDE`-th of them is copied into `samples` (in Eytzinger order, see `samples.rs`),
+//! small enough to stay in L1.
 //!
 //! The layout is chosen for memory latency (a miss costs ~150 ns on the benchmark machine): a
-//! lookup binary-searches the samples (in L1), one stride of first heads, then the slots of one
-//! chunk, whose lines `check_batch` has prefetched a few transactions earlier. The searches are
-//! branch-free, so that random keys cause no mispredictions.
+//! lookup searches the samples (in L1), one stride of first heads, then the slots of one chunk,
+//! whose lines `check_batch` has prefetched a few transactions earlier. The searches are
+//! branch-free (constant-length binary searches over a stride and a chunk, an Eytzinger descent
+//! over the samples), so that random keys cause no mispredictions.
 //!
 //! Invariants (checked by `assert_invariants` in tests):
 //! - the first boundary of the first chunk is the empty key, so every key has a boundary at or
 //!   before it;
 //! - keys strictly increase across the whole sequence; no chunk is empty;
-//! - `first_heads[c]` is the head of chunk `c`'s first key, and `first_head_samples[s]` is
+//! - `first_heads[c]` is the head of chunk `c`'s first key, followed by `SAMPLE_STRIDE`
+//!   largest heads (so that every stride is a whole array); the `s`-th smallest sample is
 //!   `first_heads[s * SAMPLE_STRIDE]`;
 //! - `chunk.max_version` is exactly the largest version in the chunk (so a chunk lying wholly
 //!   inside a read range is decided without scanning it);
@@ -24,6 +27,7 @@
 use std::cmp::Ordering;
 
 use super::key::Probe;
+use super::samples::Samples;
 
 /// First heads per sample of the top level.
 const SAMPLE_STRIDE: usize = 32;
@@ -99,7 +103,8 @@ fn count_heads(len: usize, head: u128, head_at: impl Fn(usize) -> u128, bound: H
     let (mut base, mut size) = (0, len);
     while size > 1 {
         let half = size / 2;
-        base += half * usize::from(counts(head_at(base + half)));
+        // Without the hint, the compiler turns a search of a run-time length into a branch.
+        base = std::hint::select_unpredictable(counts(head_at(base + half)), base + half, base);
         size -= half;
     }
     // `base` is the last counted head if the first one is counted; else none is.
@@ -159,13 +164,18 @@ impl<const CAP: usize> Chunk<CAP> {
 
     /// Number of boundaries whose key is `<= probe`: a branch-free binary search over the
     /// heads, refined by full comparisons only among tied heads.
+    ///
+    /// The search runs over all `CAP` slots, a constant trip count that the compiler unrolls:
+    /// unused slots hold the largest head, so they are never counted except by a probe whose
+    /// head is that largest head too, hence the clamp to `len`.
+    #[inline]
     fn count_at_or_before(&self, probe: &Probe<'_>) -> usize {
         let heads = |index: usize| self.slots[index].head();
-        let heads_at_or_before = count_heads(self.len, probe.head, heads, HeadBound::AtOrBefore);
+        let heads_at_or_before = count_heads(CAP, probe.head, heads, HeadBound::AtOrBefore).min(self.len);
         if heads_at_or_before == 0 || self.head(heads_at_or_before - 1) != probe.head {
             return heads_at_or_before;
         }
-        let heads_before = count_heads(self.len, probe.head, heads, HeadBound::Before);
+        let heads_before = count_heads(CAP, probe.head, heads, HeadBound::Before);
         first_greater(heads_before, heads_at_or_before, |index| self.cmp_at(index, probe))
     }
 
@@ -270,25 +280,24 @@ impl<const CAP: usize> Chunk<CAP> {
     /// Forgets versions at or below `oldest_version` and drops boundaries that repeat the
     /// version before them (`previous`, the effective version of the preceding boundary).
     fn forget_history(&mut self, mut previous: Option<u64>, oldest_version: u64) {
-        let mut kept = 0;
+        let (mut kept, mut max_version) = (0, 0);
         for index in 0..self.len {
             let version = effective_version(self.slots[index].version, oldest_version);
             if previous == Some(version) {
                 continue;
             }
             previous = Some(version);
-            if kept != index {
-                self.slots[kept] = self.slots[index];
-                self.key_lens[kept] = self.key_lens[index];
-                if let Some(tails) = &mut self.tails {
-                    tails.swap(kept, index);
-                }
+            // Copied even when `kept == index`: cheaper than the branch.
+            self.slots[kept] = Slot { version, ..self.slots[index] };
+            self.key_lens[kept] = self.key_lens[index];
+            if let Some(tails) = &mut self.tails {
+                tails.swap(kept, index);
             }
-            self.slots[kept].version = version;
+            max_version = max_version.max(version);
             kept += 1;
         }
         self.truncate(kept);
-        self.recompute_max_version();
+        self.max_version = max_version;
     }
 
     /// The full key at `index` (tests only).
@@ -331,7 +340,7 @@ struct NewBoundary<'a> {
 pub(super) struct BoundaryMap<const CAP: usize> {
     chunks: Vec<Box<Chunk<CAP>>>,
     first_heads: Vec<u128>,
-    first_head_samples: Vec<u128>,
+    samples: Samples,
 }
 
 impl<const CAP: usize> BoundaryMap<CAP> {
@@ -344,36 +353,52 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         let mut first = Chunk::new_boxed();
         let empty_key = Probe::new(&[]);
         first.push(&empty_key, 0);
-        BoundaryMap { chunks: vec![first], first_heads: vec![empty_key.head], first_head_samples: vec![empty_key.head] }
+        let mut first_heads = vec![empty_key.head];
+        first_heads.extend([u128::MAX; SAMPLE_STRIDE]);
+        BoundaryMap { chunks: vec![first], first_heads, samples: Samples::new([empty_key.head].into_iter()) }
     }
 
     /// Index of the last chunk whose first key is `<= probe` (chunk 0 starts with the empty key).
     fn chunk_at_or_before(&self, probe: &Probe<'_>) -> usize {
+        self.chunk_in_stride(probe, self.stride_start(probe.head))
+    }
+
+    /// `chunk_at_or_before`, searching the stride from `stride_start` (where `stride_start`
+    /// says the probe falls). A stale `stride_start` gives a wrong chunk, never a panic.
+    #[inline]
+    fn chunk_in_stride(&self, probe: &Probe<'_>, stride_start: usize) -> usize {
         let head = probe.head;
-        let stride_start = self.stride_start(head);
-        let stride = &self.first_heads[stride_start..];
-        let stride_len = stride.len().min(SAMPLE_STRIDE);
-        let heads_at_or_before =
-            stride_start + count_heads(stride_len, head, |index| stride[index], HeadBound::AtOrBefore);
+        let stride = self.stride(stride_start);
+        // A constant trip count, unrolled, over a whole array: past the last chunk, the padding
+        // holds the largest head, and the clamp undoes a probe equal to it.
+        let in_stride = count_heads(SAMPLE_STRIDE, head, |index| stride[index], HeadBound::AtOrBefore);
+        let heads_at_or_before = (stride_start + in_stride).min(self.chunks.len());
         if self.first_heads[heads_at_or_before - 1] != head {
             return heads_at_or_before - 1;
         }
         let firsts = |index: usize| self.first_heads[index];
-        let heads_before = count_heads(self.first_heads.len(), head, firsts, HeadBound::Before);
+        let heads_before = count_heads(self.chunks.len(), head, firsts, HeadBound::Before);
         first_greater(heads_before, heads_at_or_before, |chunk| self.chunks[chunk].cmp_at(0, probe)) - 1
     }
 
-    /// Starts loading the stride of first heads that a search for `key` will count.
-    pub(super) fn prefetch_top_level(&self, key: &[u8]) {
+    /// Starts loading the stride of first heads that a search for `key` will count; returns
+    /// where that stride starts, the hint for `prefetch_chunk`.
+    pub(super) fn prefetch_top_level(&self, key: &[u8]) -> usize {
         let stride_start = self.stride_start(Probe::new(key).head);
-        let stride_end = (stride_start + SAMPLE_STRIDE).min(self.first_heads.len());
-        super::prefetch::prefetch_bytes(&self.first_heads[stride_start..stride_end]);
+        super::prefetch::prefetch_bytes(self.stride(stride_start));
+        stride_start
     }
 
     /// Starts loading the chunk where `key` would be found; returns that chunk. A read needs
-    /// only the header and the slots; a write also moves key lengths.
-    pub(super) fn prefetch_chunk(&self, key: &[u8], for_write: bool) -> usize {
-        let chunk = self.chunk_at_or_before(&Probe::new(key));
+    /// only the header and the slots; a write also moves key lengths. `stride_hint`: what
+    /// `prefetch_top_level` returned for `key` (any value if unknown; the chunks may have
+    /// changed since, so a wrong hint only makes the prefetch useless).
+    pub(super) fn prefetch_chunk(&self, key: &[u8], for_write: bool, stride_hint: usize) -> usize {
+        let probe = Probe::new(key);
+        let chunk = match stride_hint < self.chunks.len() {
+            true => self.chunk_in_stride(&probe, stride_hint),
+            false => self.chunk_at_or_before(&probe),
+        };
         if for_write {
             self.prefetch_chunk_at(chunk);
         } else {
@@ -408,11 +433,17 @@ impl<const CAP: usize> BoundaryMap<CAP> {
     }
 
     /// Index in `first_heads` of the stride (of `SAMPLE_STRIDE`) where `head` falls.
+    #[inline]
     fn stride_start(&self, head: u128) -> usize {
-        let samples = &self.first_head_samples;
-        let sample = |index: usize| samples[index];
-        let samples_at_or_before = count_heads(samples.len(), head, sample, HeadBound::AtOrBefore);
-        (samples_at_or_before - 1) * SAMPLE_STRIDE
+        // The first sample is the empty key's head, 0, so at least one sample counts.
+        (self.samples.count_at_or_before(head) - 1) * SAMPLE_STRIDE
+    }
+
+    /// The `SAMPLE_STRIDE` first heads from `stride_start` (`< chunks.len()`), padding included.
+    #[inline]
+    fn stride(&self, stride_start: usize) -> &[u128; SAMPLE_STRIDE] {
+        let stride = &self.first_heads[stride_start..stride_start + SAMPLE_STRIDE];
+        stride.try_into().expect("a stride is SAMPLE_STRIDE heads")
     }
 
     /// Position of the last boundary whose key is `<= probe`.
@@ -434,6 +465,20 @@ impl<const CAP: usize> BoundaryMap<CAP> {
             Ordering::Greater => self.last_at_or_before(probe),
             _ => Position { chunk: hint, index: chunk.count_at_or_before(probe) - 1 },
         }
+    }
+
+    /// As `last_at_or_before` for a probe `<=` the key at `above`: steps back from `above` a
+    /// few boundaries (a write's begin is usually within one or two of its end), then searches.
+    fn last_at_or_before_below(&self, probe: &Probe<'_>, above: Position) -> Position {
+        const STEPS_MAX: usize = 4;
+        let chunk = &self.chunks[above.chunk];
+        let lowest = above.index.saturating_sub(STEPS_MAX);
+        for index in (lowest..=above.index).rev() {
+            if chunk.cmp_at(index, probe) != Ordering::Greater {
+                return Position { chunk: above.chunk, index };
+            }
+        }
+        self.last_at_or_before_near(probe, above.chunk)
     }
 
     fn version_at(&self, position: Position) -> u64 {
@@ -501,7 +546,7 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         }
         let at_end = self.last_at_or_before_hinted(&end, chunk_hint);
         let version_at_end = self.version_at(at_end);
-        let at_begin = self.last_at_or_before_near(&begin, at_end.chunk);
+        let at_begin = self.last_at_or_before_below(&begin, at_end);
         let begin_exists = self.chunks[at_begin.chunk].cmp_at(at_begin.index, &begin) == Ordering::Equal;
         let (start, version_before_begin) = if begin_exists {
             (at_begin, self.version_before(at_begin))
@@ -527,7 +572,13 @@ impl<const CAP: usize> BoundaryMap<CAP> {
     fn replace(&mut self, start: Position, stop: Position, inserted: &[NewBoundary<'_>]) {
         let chunk = &mut self.chunks[start.chunk];
         if start.chunk == stop.chunk {
+            let old_max_version = chunk.max_version;
             chunk.splice(start.index, stop.index, inserted);
+            // A write's new version is the largest of all, so the usual case needs no scan.
+            match inserted.iter().map(|boundary| boundary.version).max() {
+                Some(version) if version >= old_max_version => chunk.max_version = version,
+                _ => chunk.recompute_max_version(),
+            }
         } else {
             chunk.truncate(start.index);
             for boundary in inserted {
@@ -538,9 +589,9 @@ impl<const CAP: usize> BoundaryMap<CAP> {
             self.refresh_or_remove(stop.chunk);
             self.chunks.drain(start.chunk + 1..stop.chunk);
             self.first_heads.drain(start.chunk + 1..stop.chunk);
-            self.rebuild_samples();
+            self.refresh_samples_from(start.chunk + 1);
+            self.chunks[start.chunk].recompute_max_version();
         }
-        self.chunks[start.chunk].recompute_max_version();
         self.refresh_or_remove(start.chunk);
         if (self.chunks.get(start.chunk)).is_some_and(|chunk| chunk.len() > Self::SPLIT_ABOVE) {
             self.split(start.chunk);
@@ -552,19 +603,28 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         if self.chunks[chunk].len() == 0 {
             self.chunks.remove(chunk);
             self.first_heads.remove(chunk);
-            self.rebuild_samples();
+            self.refresh_samples_from(chunk);
             return;
         }
         let head = self.chunks[chunk].head(0);
         self.first_heads[chunk] = head;
         if chunk.is_multiple_of(SAMPLE_STRIDE) {
-            self.first_head_samples[chunk / SAMPLE_STRIDE] = head;
+            self.samples.set(chunk / SAMPLE_STRIDE, head);
         }
     }
 
-    fn rebuild_samples(&mut self) {
-        self.first_head_samples.clear();
-        (self.first_head_samples).extend(self.first_heads.iter().step_by(SAMPLE_STRIDE));
+    /// Refreshes the samples after chunks from `first_changed` on were inserted or removed:
+    /// only the samples from there on moved, unless their number changed.
+    fn refresh_samples_from(&mut self, first_changed: usize) {
+        let firsts = &self.first_heads[..self.chunks.len()];
+        let count = firsts.len().div_ceil(SAMPLE_STRIDE);
+        if count != self.samples.len() {
+            self.samples.rebuild(firsts.iter().copied().step_by(SAMPLE_STRIDE));
+            return;
+        }
+        for rank in first_changed / SAMPLE_STRIDE..count {
+            self.samples.set(rank, firsts[rank * SAMPLE_STRIDE]);
+        }
     }
 
     fn split(&mut self, chunk: usize) {
@@ -572,7 +632,7 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         let upper = self.chunks[chunk].split_off(half);
         self.first_heads.insert(chunk + 1, upper.head(0));
         self.chunks.insert(chunk + 1, upper);
-        self.rebuild_samples();
+        self.refresh_samples_from(chunk + 1);
     }
 
     pub(super) fn chunk_count(&self) -> usize {
@@ -605,7 +665,7 @@ impl<const CAP: usize> BoundaryMap<CAP> {
         let next = self.chunks.remove(chunk + 1);
         self.first_heads.remove(chunk + 1);
         self.chunks[chunk].append(next);
-        self.rebuild_samples();
+        self.refresh_samples_from(chunk + 1);
     }
 
     pub(super) fn boundary_count(&self) -> usize {
@@ -615,7 +675,8 @@ impl<const CAP: usize> BoundaryMap<CAP> {
     pub(super) fn memory_bytes(&self) -> usize {
         let chunks: usize = self.chunks.iter().map(|chunk| chunk.memory_bytes()).sum();
         let top_level = self.chunks.capacity() * size_of::<Box<Chunk<CAP>>>()
-            + (self.first_heads.capacity() + self.first_head_samples.capacity()) * size_of::<u128>();
+            + self.first_heads.capacity() * size_of::<u128>()
+            + self.samples.memory_bytes();
         chunks + top_level
     }
 
@@ -634,9 +695,10 @@ impl<const CAP: usize> BoundaryMap<CAP> {
     /// Panics if a structural invariant is broken (tests only).
     #[cfg(test)]
     pub(super) fn assert_invariants(&self) {
-        assert_eq!(self.chunks.len(), self.first_heads.len());
-        let samples: Vec<u128> = self.first_heads.iter().step_by(SAMPLE_STRIDE).copied().collect();
-        assert_eq!(self.first_head_samples, samples);
+        assert_eq!(self.chunks.len() + SAMPLE_STRIDE, self.first_heads.len());
+        assert!(self.first_heads[self.chunks.len()..].iter().all(|&head| head == u128::MAX));
+        let firsts = &self.first_heads[..self.chunks.len()];
+        self.samples.assert_matches(&firsts.iter().step_by(SAMPLE_STRIDE).copied().collect::<Vec<_>>());
         let entries = self.entries();
         assert!(entries.first().is_some_and(|(key, _)| key.is_empty()));
         for pair in entries.windows(2) {

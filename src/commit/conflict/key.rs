@@ -8,6 +8,7 @@
 pub(super) const HEAD_BYTES: usize = 16;
 
 /// The first 16 bytes of `key`, zero-padded, as a big-endian integer.
+#[inline]
 pub(super) fn head_of(key: &[u8]) -> u128 {
     if let Some(head) = key.first_chunk::<HEAD_BYTES>() {
         return u128::from_be_bytes(*head);
@@ -27,6 +28,7 @@ pub(super) struct Probe<'a> {
 }
 
 impl<'a> Probe<'a> {
+    #[inline]
     pub(super) fn new(key: &'a [u8]) -> Self {
         Probe { head: head_of(key), rest: &key[key.len().min(HEAD_BYTES)..], len: key.len() }
     }
@@ -35,6 +37,7 @@ impl<'a> Probe<'a> {
 impl Probe<'_> {
     /// Key order, cheap when heads differ (the common case): `KeyRange::is_empty` compares
     /// slices, a library call per range.
+    #[inline]
     pub(super) fn is_before(&self, other: &Probe<'_>) -> bool {
         let order =
             (self.head.cmp(&other.head)).then_with(|| self.rest.cmp(other.rest)).then_with(|| self.len.cmp(&other.len));

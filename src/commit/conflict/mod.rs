@@ -35,6 +35,7 @@ mod key;
 mod prefetch;
 #[doc(hidden)]
 pub mod reference;
+mod samples;
 #[cfg(test)]
 mod tests;
 
@@ -225,10 +226,11 @@ impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
         for (index, (transaction, version)) in batch.iter().enumerate() {
             if lookahead > 0 {
                 if let Some((far, _)) = batch.get(index + 2 * lookahead) {
-                    self.prefetch_top_level(far);
+                    chunk_hints[index + 2 * lookahead] = self.prefetch_top_level(far);
                 }
                 if let Some((near, _)) = batch.get(index + lookahead) {
-                    chunk_hints[index + lookahead] = self.prefetch_chunks(near);
+                    let stride_hints = chunk_hints[index + lookahead];
+                    chunk_hints[index + lookahead] = self.prefetch_chunks(near, &stride_hints);
                 }
             }
             let hints = &chunk_hints[index];
@@ -238,30 +240,45 @@ impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
         outcomes
     }
 
-    /// The keys whose chunks are prefetched for a transaction: the begin of its first reads,
-    /// then the end of its first writes (the key each search starts from), each with whether
-    /// it is for a write.
-    fn prefetch_keys<'a>(transaction: &TransactionRef<'a>) -> impl Iterator<Item = (&'a [u8], bool)> {
+    /// Calls `visit(slot, key, for_write)` for the keys whose chunks are prefetched for a
+    /// transaction: the begin of its first reads, then the end of its first writes (the key
+    /// each search starts from), `PREFETCH_RANGES_MAX` at most. Plain loops: the iterator chain
+    /// this replaces cost more than the prefetches themselves.
+    #[inline]
+    fn for_each_prefetch_key(transaction: &TransactionRef<'_>, mut visit: impl FnMut(usize, &[u8], bool)) {
         // Empty ranges are prefetched too: a wasted prefetch costs less than the comparison.
-        let reads = transaction.reads.iter().map(|read| (read.range.begin, false));
-        let writes = transaction.writes.iter().map(|write| (write.end, true));
-        reads.chain(writes).take(PREFETCH_RANGES_MAX)
+        let reads = &transaction.reads[..transaction.reads.len().min(PREFETCH_RANGES_MAX)];
+        for (slot, read) in reads.iter().enumerate() {
+            visit(slot, read.range.begin, false);
+        }
+        let writes_max = PREFETCH_RANGES_MAX - reads.len();
+        let writes = &transaction.writes[..transaction.writes.len().min(writes_max)];
+        for (offset, write) in writes.iter().enumerate() {
+            visit(reads.len() + offset, write.end, true);
+        }
     }
 
     /// First stage of the prefetch pipeline: the part of the top level that the second stage
-    /// will search.
-    fn prefetch_top_level(&self, transaction: &TransactionRef<'_>) {
-        for (key, _) in Self::prefetch_keys(transaction) {
-            self.boundaries.prefetch_top_level(key);
-        }
+    /// will search; returns where each key's stride starts, as hints for the second stage.
+    fn prefetch_top_level(&self, transaction: &TransactionRef<'_>) -> [usize; PREFETCH_RANGES_MAX] {
+        let mut hints = [NO_HINT; PREFETCH_RANGES_MAX];
+        Self::for_each_prefetch_key(transaction, |slot, key, _| {
+            hints[slot] = self.boundaries.prefetch_top_level(key);
+        });
+        hints
     }
 
     /// Second stage: the chunks themselves; returns them as hints for the final search.
-    fn prefetch_chunks(&self, transaction: &TransactionRef<'_>) -> [usize; PREFETCH_RANGES_MAX] {
+    /// `stride_hints`: what the first stage returned (`NO_HINT` where it did not run).
+    fn prefetch_chunks(
+        &self,
+        transaction: &TransactionRef<'_>,
+        stride_hints: &[usize; PREFETCH_RANGES_MAX],
+    ) -> [usize; PREFETCH_RANGES_MAX] {
         let mut hints = [NO_HINT; PREFETCH_RANGES_MAX];
-        for (hint, (key, for_write)) in hints.iter_mut().zip(Self::prefetch_keys(transaction)) {
-            *hint = self.boundaries.prefetch_chunk(key, for_write);
-        }
+        Self::for_each_prefetch_key(transaction, |slot, key, for_write| {
+            hints[slot] = self.boundaries.prefetch_chunk(key, for_write, stride_hints[slot]);
+        });
         hints
     }
 
@@ -271,7 +288,7 @@ impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
         self.lookahead_transactions = lookahead_transactions;
     }
 
-    /// `chunk_hints`: where the keys of `prefetch_keys` were seen, if they were.
+    /// `chunk_hints`: where the keys of `for_each_prefetch_key` were seen, if they were.
     fn decide(
         &mut self,
         transaction: &TransactionRef<'_>,
