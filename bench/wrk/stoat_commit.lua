@@ -6,13 +6,6 @@ require("common")
 
 local read_version = 0
 
--- WRK_DELAY_MS paces each connection (a pause before every request), for
--- latency at a fraction of the saturated rate.
-local pause_ms = tonumber(os.getenv("WRK_DELAY_MS") or "")
-if pause_ms then
-  function delay() return pause_ms end
-end
-
 function request()
   local body = '{"read_version":' .. read_version ..
     ',"preconditions":[{"type":"point_read","key":"' .. random_key() ..
