@@ -100,14 +100,15 @@ pub fn inside(window: &[(u64, Option<BatchVersions>)]) -> Vec<bool> {
 /// versions of a listing (ascending): the greatest start at or below
 /// `version` that is not an orphan. `None` when every listed batch starts
 /// after `version`. The batch found may end before `version` (the version is
-/// past the log's end); callers check. Reads the versions of at most
+/// past the log's end); callers check. Reads the versions of the at most
 /// [`ORPHANS_PER_BATCH_MAX`] batches below the candidate (an orphan's
-/// container is that close), through `versions_of`; a batch it cannot read
-/// (`Ok(None)`: deleted since the listing) is skipped.
+/// container is that close) in one call of `versions_of`, which answers for
+/// each start it is given, in order (`None` for a batch gone since the
+/// listing, which is skipped).
 pub fn locate<E>(
     starts: &[u64],
     version: u64,
-    mut versions_of: impl FnMut(u64) -> Result<Option<BatchVersions>, E>,
+    mut versions_of: impl FnMut(&[u64]) -> Result<Vec<Option<BatchVersions>>, E>,
 ) -> Result<Option<u64>, E> {
     let mut candidate = starts.partition_point(|&start| start <= version);
     if candidate == 0 {
@@ -118,12 +119,11 @@ pub fn locate<E>(
     // one step down; the loop guards against a damaged log all the same.
     'check: loop {
         let below = candidate.saturating_sub(ORPHANS_PER_BATCH_MAX);
-        for index in (below..candidate).rev() {
-            if let Some(versions) = versions_of(starts[index])? {
-                if versions.last_version >= starts[candidate] {
-                    candidate = index;
-                    continue 'check;
-                }
+        let versions = versions_of(&starts[below..candidate])?;
+        for (index, versions) in (below..candidate).zip(versions).rev() {
+            if versions.is_some_and(|versions| versions.last_version >= starts[candidate]) {
+                candidate = index;
+                continue 'check;
             }
         }
         return Ok(Some(starts[candidate]));
@@ -165,9 +165,9 @@ mod tests {
         let starts = starts(&batches);
         let mut reads = 0;
         let mut find = |version| {
-            locate(&starts, version, |start| {
-                reads += 1;
-                Ok::<_, ()>(batches.get(&start).copied())
+            locate(&starts, version, |asked: &[u64]| {
+                reads += asked.len();
+                Ok::<_, ()>(asked.iter().map(|start| batches.get(start).copied()).collect())
             })
             .unwrap()
         };
@@ -191,12 +191,14 @@ mod tests {
         }
         let starts = starts(&batches);
         let mut reads = 0;
-        let found = locate(&starts, 9_995, |start| {
-            reads += 1;
-            Ok::<_, ()>(batches.get(&start).copied())
+        let mut calls = 0;
+        let found = locate(&starts, 9_995, |asked: &[u64]| {
+            calls += 1;
+            reads += asked.len();
+            Ok::<_, ()>(asked.iter().map(|start| batches.get(start).copied()).collect())
         });
         assert_eq!(found, Ok(Some(9_991)));
-        assert_eq!(reads, ORPHANS_PER_BATCH_MAX);
+        assert_eq!((calls, reads), (1, ORPHANS_PER_BATCH_MAX), "one call for all of them");
     }
 
     #[test]
@@ -205,9 +207,11 @@ mod tests {
         let starts = starts(&batches);
         // The container gone (deleted since the listing): the orphan is the
         // best answer left, and its reader finds it does not chain.
-        let found = locate(&starts, 35, |start| Ok::<_, ()>(batches.get(&start).copied().filter(|_| start != 21)));
+        let found = locate(&starts, 35, |asked: &[u64]| {
+            Ok::<_, ()>(asked.iter().map(|&start| batches.get(&start).copied().filter(|_| start != 21)).collect())
+        });
         assert_eq!(found, Ok(Some(31)));
-        assert_eq!(locate(&starts, 35, |_| Err("down")), Err("down"));
+        assert_eq!(locate(&starts, 35, |_: &[u64]| Err("down")), Err("down"));
     }
 
     #[test]

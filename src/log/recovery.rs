@@ -205,9 +205,10 @@ fn find_tail(
 ) -> Result<(Option<usize>, Vec<usize>), RecoveryError> {
     let window = config.chain_check_objects.max(3 * chain::BATCH_WRITES_IN_FLIGHT_MAX);
     let window_start = listed.len().saturating_sub(window);
-    let mut headers = Vec::with_capacity(listed.len() - window_start);
-    for batch in &listed[window_start..] {
-        headers.push((batch.start_version, Some(read_versions(blocking, batch.start_version)?)));
+    let starts: Vec<u64> = listed[window_start..].iter().map(|batch| batch.start_version).collect();
+    let mut headers = Vec::with_capacity(starts.len());
+    for (start_version, versions) in starts.iter().zip(read_many_versions(blocking, &starts)) {
+        headers.push((*start_version, Some(versions?)));
     }
     let inside = chain::inside(&headers);
     // Below this, an orphan's container may be below the window: only the
@@ -236,24 +237,31 @@ fn find_tail(
     Ok((tail, orphans))
 }
 
-/// The versions of the batch named by `start_version`, from its header, and
-/// a check that its name matches it.
-fn read_versions(blocking: &Blocking<'_>, start_version: u64) -> Result<BatchVersions, RecoveryError> {
-    let name = batch_name(start_version);
-    let prefix = blocking.get(&name, Some(0..VERSIONS_PREFIX_BYTES))?;
-    let versions =
-        BatchVersions::peek(&prefix).map_err(|source| RecoveryError::Corrupt { name: name.clone(), source })?;
-    if versions.prev_version + 1 != start_version {
-        return Err(RecoveryError::Misnamed { name, prev_version: versions.prev_version });
-    }
-    Ok(versions)
+/// The versions of the batches named by `starts`, from their headers (read
+/// all at once), each checked against its name.
+fn read_many_versions(blocking: &Blocking<'_>, starts: &[u64]) -> Vec<Result<BatchVersions, RecoveryError>> {
+    let names: Vec<String> = starts.iter().map(|&start| batch_name(start)).collect();
+    let prefixes = blocking.get_many(&names, Some(0..VERSIONS_PREFIX_BYTES));
+    names
+        .into_iter()
+        .zip(starts)
+        .zip(prefixes)
+        .map(|((name, &start_version), prefix)| {
+            let versions = BatchVersions::peek(&prefix?)
+                .map_err(|source| RecoveryError::Corrupt { name: name.clone(), source })?;
+            if versions.prev_version + 1 != start_version {
+                return Err(RecoveryError::Misnamed { name, prev_version: versions.prev_version });
+            }
+            Ok(versions)
+        })
+        .collect()
 }
 
 /// Reads the tail in full and, while request ids are still wanted, the
 /// batches before it, following the chain: the batch before one that
 /// continues from `p` is the newest listed batch ending at `p` (batches
-/// between them are orphans inside it, and end earlier). Returns the batches
-/// read, newest first.
+/// between them are orphans inside it, and end earlier). Each batch is read
+/// once, whole. Returns the batches read, newest first.
 fn walk_back(
     blocking: &Blocking<'_>,
     listed: &[Listed],
@@ -263,10 +271,10 @@ fn walk_back(
     let mut valid: Vec<ReadBatch> = Vec::new();
     let mut wanted = recent_transactions;
     let mut index = tail_index;
+    let mut bytes = blocking.get(&batch_name(listed[index].start_version), None)?;
     loop {
         let start_version = listed[index].start_version;
         let name = batch_name(start_version);
-        let bytes = blocking.get(&name, None)?;
         let view = verified_view(&name, &bytes, start_version)?;
         let recent = newest_request_ids(&view, wanted);
         wanted -= recent.len();
@@ -285,33 +293,36 @@ fn walk_back(
             return Ok(valid);
         }
         match predecessor(blocking, listed, index, prev_version)? {
-            Some(before) => index = before,
+            Some((before, before_bytes)) => (index, bytes) = (before, before_bytes),
             None => return Ok(valid),
         }
     }
 }
 
-/// The index of the batch ending at `prev_version` below `index`, skipping
-/// at most `chain::ORPHANS_PER_BATCH_MAX` orphans; `None` at the start of the
-/// listing or when the chain breaks (which only retention racing this read
-/// can cause: request ids then stop there).
+/// The batch ending at `prev_version` below `index` (its index and bytes),
+/// skipping at most `chain::ORPHANS_PER_BATCH_MAX` orphans; `None` at the
+/// start of the listing or when the chain breaks (which only retention
+/// racing this read can cause: request ids then stop there).
 fn predecessor(
     blocking: &Blocking<'_>,
     listed: &[Listed],
     index: usize,
     prev_version: u64,
-) -> Result<Option<usize>, RecoveryError> {
+) -> Result<Option<(usize, Vec<u8>)>, RecoveryError> {
     let lowest = index.saturating_sub(chain::ORPHANS_PER_BATCH_MAX + 1);
     for candidate in (lowest..index).rev() {
-        let versions = match read_versions(blocking, listed[candidate].start_version) {
-            Ok(versions) => versions,
-            Err(RecoveryError::Store(StoreError::NotFound { .. })) => return Ok(None),
-            Err(error) => return Err(error),
+        let start_version = listed[candidate].start_version;
+        let name = batch_name(start_version);
+        let bytes = match blocking.get(&name, None) {
+            Ok(bytes) => bytes,
+            Err(StoreError::NotFound { .. }) => return Ok(None),
+            Err(error) => return Err(error.into()),
         };
-        if versions.last_version == prev_version {
-            return Ok(Some(candidate));
+        let last_version = verified_view(&name, &bytes, start_version)?.last_version;
+        if last_version == prev_version {
+            return Ok(Some((candidate, bytes)));
         }
-        if versions.last_version > prev_version {
+        if last_version > prev_version {
             break;
         }
     }

@@ -94,10 +94,18 @@ fn find(store: &dyn ObjectStore, request_id: &str, min_version: u64, below: u64)
             return Ok(Found::Truncated { oldest_version: first - 1 });
         }
     }
-    let versions_of = |start: u64| match blocking.get(&batch_name(start), Some(0..VERSIONS_PREFIX_BYTES)) {
-        Ok(prefix) => BatchVersions::peek(&prefix).map(Some).map_err(|error| format!("{}: {error}", batch_name(start))),
-        Err(StoreError::NotFound { .. }) => Ok(None),
-        Err(error) => Err(error.to_string()),
+    let versions_of = |asked: &[u64]| -> Result<Vec<Option<BatchVersions>>, String> {
+        let names: Vec<String> = asked.iter().map(|&start| batch_name(start)).collect();
+        let prefixes = blocking.get_many(&names, Some(0..VERSIONS_PREFIX_BYTES));
+        names
+            .iter()
+            .zip(prefixes)
+            .map(|(name, prefix)| match prefix {
+                Ok(prefix) => BatchVersions::peek(&prefix).map(Some).map_err(|error| format!("{name}: {error}")),
+                Err(StoreError::NotFound { .. }) => Ok(None),
+                Err(error) => Err(error.to_string()),
+            })
+            .collect()
     };
     let Some(mut start) = chain::locate(&starts, from, versions_of)? else {
         return Ok(Found::Nothing);

@@ -145,7 +145,7 @@ impl HistoryReader {
                 listed = true;
             }
             let starts = std::mem::take(&mut self.starts);
-            let located = chain::locate(&starts, start, |start| self.versions(start));
+            let located = chain::locate(&starts, start, |asked: &[u64]| self.versions(asked));
             self.starts = starts;
             let found = match located {
                 Ok(found) => found,
@@ -167,20 +167,31 @@ impl HistoryReader {
         HistoryAnswer::Failed(format!("the log holds no batch continuing from version {after}"))
     }
 
-    /// The versions of the batch starting at `start`, from the cache or its
-    /// header; `None` if it is gone.
-    fn versions(&self, start: u64) -> Result<Option<BatchVersions>, String> {
-        if let Some(batch) = self.cache.get(&start) {
-            let (prev_version, first_version, last_version) =
-                (batch.prev_version, batch.first_version, batch.last_version);
-            return Ok(Some(BatchVersions { prev_version, first_version, last_version }));
-        }
-        let name = batch_name(start);
-        match Blocking::new(&*self.store).get(&name, Some(0..VERSIONS_PREFIX_BYTES)) {
-            Ok(prefix) => BatchVersions::peek(&prefix).map(Some).map_err(|error| format!("{name} is damaged: {error}")),
-            Err(StoreError::NotFound { .. }) => Ok(None),
-            Err(error) => Err(format!("{name} cannot be read: {error}")),
-        }
+    /// The versions of the batches starting at `starts`, from the cache or
+    /// their headers (read all at once); `None` for one that is gone.
+    fn versions(&self, starts: &[u64]) -> Result<Vec<Option<BatchVersions>>, String> {
+        let uncached: Vec<String> =
+            starts.iter().filter(|start| !self.cache.contains_key(start)).map(|&start| batch_name(start)).collect();
+        let mut read = Blocking::new(&*self.store).get_many(&uncached, Some(0..VERSIONS_PREFIX_BYTES)).into_iter();
+        let mut uncached = uncached.into_iter();
+        starts
+            .iter()
+            .map(|start| {
+                if let Some(batch) = self.cache.get(start) {
+                    let (prev_version, first_version, last_version) =
+                        (batch.prev_version, batch.first_version, batch.last_version);
+                    return Ok(Some(BatchVersions { prev_version, first_version, last_version }));
+                }
+                let name = uncached.next().unwrap_or_default();
+                match read.next().unwrap_or_else(|| Err(StoreError::transient("no answer"))) {
+                    Ok(prefix) => {
+                        BatchVersions::peek(&prefix).map(Some).map_err(|error| format!("{name} is damaged: {error}"))
+                    }
+                    Err(StoreError::NotFound { .. }) => Ok(None),
+                    Err(error) => Err(format!("{name} cannot be read: {error}")),
+                }
+            })
+            .collect()
     }
 
     /// The batch starting at `start` if it exists and holds versions after

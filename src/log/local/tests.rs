@@ -34,6 +34,27 @@ fn put_if_absent_then_get_and_ranges() {
 }
 
 #[test]
+fn get_many_answers_every_name_in_order() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = open(directory.path());
+    let blocking = Blocking::new(&store);
+    let names: Vec<String> = (0..40).map(|index| format!("log/{index:03}")).collect();
+    for (index, name) in names.iter().enumerate().filter(|(index, _)| index % 3 != 0) {
+        blocking.put_if_absent(name, format!("object {index:03}").into_bytes()).unwrap();
+    }
+    let answers = blocking.get_many(&names, Some(7..10));
+    assert_eq!(answers.len(), names.len());
+    for (index, answer) in answers.iter().enumerate() {
+        match answer {
+            Ok(bytes) => assert_eq!(bytes, format!("{index:03}").as_bytes(), "{index}"),
+            Err(StoreError::NotFound { .. }) => assert_eq!(index % 3, 0, "{index}"),
+            Err(error) => panic!("{index}: {error}"),
+        }
+    }
+    assert!(blocking.get_many(&[], None).is_empty());
+}
+
+#[test]
 fn put_creates_or_replaces_whole_objects_and_listings_report_sizes() {
     let directory = tempfile::tempdir().unwrap();
     let store = open(directory.path());
