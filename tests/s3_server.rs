@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::s3::{create_bucket, location};
-use common::{check_chain, read_log_from, start_load, Client, Stoat, DEADLINE};
+use common::{check_chain, read_log_and_orphans_from, read_log_from, start_load, Client, Stoat, DEADLINE};
 use fake_s3::{Config, FakeS3, FaultConfig, FaultRule, Latency};
 use stoat::log::names::LOG_PREFIX;
 use stoat::log::s3::S3Store;
@@ -206,4 +206,65 @@ fn two_servers_on_one_s3_prefix_keep_one_chain() {
     for (request_id, version) in &acknowledged {
         assert_eq!(logged.get(request_id), Some(version), "acknowledged {request_id} at {version}");
     }
+}
+
+#[test]
+fn a_leader_taking_over_a_live_one_on_s3_keeps_its_late_batches_out_of_the_log() {
+    let s3 = FakeS3::start(Config::ephemeral().with_credentials(ACCESS_KEY, SECRET_KEY)).unwrap();
+    create_bucket(&s3, "stoat-bucket", Some((ACCESS_KEY, SECRET_KEY)));
+    // Slow answers to puts: the first leader keeps many batch writes in
+    // flight (16 on S3 by default).
+    s3.set_faults(FaultConfig::put_latency_ms(3, 100));
+    // Few request ids to read at start, so that a new leader's recovery is
+    // short and its first batch has a chance against the old leader's.
+    let config = format!("{}[commit]\nrequest_index_capacity = 10\n", config(&s3));
+    let env = [("AWS_ACCESS_KEY_ID", ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", SECRET_KEY)];
+    let start = |_: &FakeS3| Stoat::start_with_env(&config, &env);
+    let mut first = start(&s3);
+    let ready = |stoat: &Stoat| Client::connect(stoat.addr).get("/readyz").status == 200;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (first_count, second_count) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut threads = start_load(first.addr, "a", 6, true, &stop, &first_count);
+    wait_for_more(&first_count, 50, "commits on the first leader");
+    // The new leader's first batch races the old leader's writes (fake-s3
+    // applies a put at once and delays only its answer, so the old leader's
+    // writes land early): start new leaders until one wins.
+    let mut second = None;
+    for attempt in 0..30 {
+        let candidate = start(&s3);
+        let load = start_load(candidate.addr, &format!("b{attempt}"), 4, true, &stop, &second_count);
+        let deadline = Instant::now() + DEADLINE;
+        while ready(&first) && ready(&candidate) {
+            assert!(Instant::now() < deadline, "one of the two leaders must be fenced");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        threads.extend(load);
+        if !ready(&first) {
+            second = Some(candidate);
+            break;
+        }
+        let mut lost = candidate;
+        lost.crash();
+    }
+    let mut second = second.expect("a new leader wins within 30 attempts");
+    wait_for_more(&second_count, 100, "commits on the new leader");
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let acknowledged: Vec<(String, u64)> = threads.into_iter().flat_map(|thread| thread.join().unwrap()).collect();
+    first.crash();
+    let (log, orphans) = read_log_and_orphans_from(&reader(&s3));
+    let logged = check_chain(&log);
+    for (request_id, version) in &acknowledged {
+        assert_eq!(logged.get(request_id), Some(version), "acknowledged {request_id} at {version}");
+    }
+    for orphan in &orphans {
+        let container = log.iter().rev().find(|batch| batch.prev_version < orphan.prev_version).unwrap();
+        assert!(orphan.last_version < container.last_version, "{} lies inside {}", orphan.name, container.name);
+        assert!(orphan.transactions.iter().all(|(_, request_id)| !logged.contains_key(request_id)));
+    }
+    // The new leader serves the log's chain, and only it, from storage.
+    let every_id: Vec<String> = log.iter().flat_map(|batch| batch.transactions.iter().map(|t| t.1.clone())).collect();
+    subscribe_sees(second.addr, &every_id);
+    second.crash();
+    eprintln!("{} batches in the log, {} orphans", log.len(), orphans.len());
 }
