@@ -7,13 +7,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Instant;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use common::sse::Stream;
 use common::{Client, Response, Stoat, DEADLINE};
 use serde_json::{json, Value};
 
@@ -84,102 +84,44 @@ fn remaining_log(data_dir: &Path) -> Vec<common::LoggedBatch> {
     batches
 }
 
-/// A subscribe stream over raw TCP: its events, until the server ends it.
-struct Stream {
-    stream: TcpStream,
-    buffer: Vec<u8>,
+/// Transactions until the stream ends, checked to chain from `after`, and
+/// the error event that ended it, if any.
+fn read_to_end(stream: &mut Stream, after: u64) -> (Vec<u64>, Option<Value>) {
+    let (mut versions, mut previous) = (Vec::new(), after);
+    while let Some(event) = stream.next() {
+        match event.kind.as_str() {
+            "transaction" => {
+                assert_eq!(event.data["prev_version"].as_u64(), Some(previous), "a gap in the stream");
+                previous = event.data["version"].as_u64().unwrap();
+                versions.push(previous);
+            }
+            "checkpoint" => {}
+            "error" => {
+                assert!(stream.next().is_none(), "the stream ends after an error event");
+                return (versions, Some(event.data));
+            }
+            other => panic!("unexpected event {other}"),
+        }
+    }
+    (versions, None)
 }
 
-impl Stream {
-    fn open(addr: SocketAddr, query: &str) -> Stream {
-        let mut stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(DEADLINE)).unwrap();
-        stream.write_all(format!("GET /v1/subscribe?{query} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()).unwrap();
-        let mut this = Stream { stream, buffer: Vec::new() };
-        let end = loop {
-            if let Some(end) = this.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                break end + 4;
-            }
-            assert!(this.fill(), "closed before a response head");
-        };
-        let head = String::from_utf8(this.buffer.drain(..end).collect()).unwrap();
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        this
-    }
-
-    fn fill(&mut self) -> bool {
-        let mut chunk = [0u8; 65536];
-        match self.stream.read(&mut chunk) {
-            Ok(0) => false,
-            Ok(read) => {
-                self.buffer.extend_from_slice(&chunk[..read]);
-                true
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => false,
-            Err(error) => panic!("stream read failed: {error}"),
+/// The next `count` transactions of a new stream after `after`, checked to
+/// chain from it.
+fn read_chain(addr: SocketAddr, after: u64, count: usize) -> Vec<u64> {
+    let mut stream = Stream::subscribe(addr, &format!("after={after}"));
+    let (mut versions, mut previous) = (Vec::new(), after);
+    while versions.len() < count {
+        let event = stream.next().expect("a transaction before the stream ends");
+        if event.kind == "transaction" {
+            assert_eq!(event.data["prev_version"].as_u64(), Some(previous), "a gap in the stream");
+            previous = event.data["version"].as_u64().unwrap();
+            versions.push(previous);
+        } else {
+            assert_eq!(event.kind, "checkpoint", "{}", event.data);
         }
     }
-
-    /// The next (event name, data), or `None` once the server closed it.
-    fn next(&mut self) -> Option<(String, Value)> {
-        loop {
-            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
-                let text = String::from_utf8(self.buffer.drain(..end + 2).collect()).unwrap();
-                let mut kind = String::from("message");
-                let mut data = Value::Null;
-                for line in text.lines() {
-                    if let Some(value) = line.strip_prefix("event: ") {
-                        kind = value.to_string();
-                    } else if let Some(value) = line.strip_prefix("data: ") {
-                        data = serde_json::from_str(value).unwrap();
-                    }
-                }
-                return Some((kind, data));
-            }
-            if !self.fill() {
-                assert!(self.buffer.is_empty(), "stream ended mid-event");
-                return None;
-            }
-        }
-    }
-
-    /// Transactions until the stream ends, checked to chain from `after`,
-    /// and the error event that ended it, if any.
-    fn read_to_end(&mut self, after: u64) -> (Vec<u64>, Option<Value>) {
-        let (mut versions, mut previous) = (Vec::new(), after);
-        while let Some((kind, data)) = self.next() {
-            match kind.as_str() {
-                "transaction" => {
-                    assert_eq!(data["prev_version"].as_u64(), Some(previous), "a gap in the stream");
-                    previous = data["version"].as_u64().unwrap();
-                    versions.push(previous);
-                }
-                "checkpoint" => {}
-                "error" => {
-                    assert!(self.next().is_none(), "the stream ends after an error event");
-                    return (versions, Some(data));
-                }
-                other => panic!("unexpected event {other}"),
-            }
-        }
-        (versions, None)
-    }
-
-    /// The next `count` transactions, checked to chain from `after`.
-    fn read_chain(&mut self, after: u64, count: usize) -> Vec<u64> {
-        let (mut versions, mut previous) = (Vec::new(), after);
-        while versions.len() < count {
-            let (kind, data) = self.next().expect("a transaction before the stream ends");
-            if kind == "transaction" {
-                assert_eq!(data["prev_version"].as_u64(), Some(previous), "a gap in the stream");
-                previous = data["version"].as_u64().unwrap();
-                versions.push(previous);
-            } else {
-                assert_eq!(kind, "checkpoint", "{data}");
-            }
-        }
-        versions
-    }
+    versions
 }
 
 #[test]
@@ -297,7 +239,7 @@ fn truncation_keeps_history_from_the_smallest_policy_and_answers_410_before_it()
     let batches = remaining_log(data.path());
     assert_eq!(batches[0].prev_version, oldest);
     assert_eq!(batches.last().unwrap().last_version, versions[19]);
-    let subscribed = Stream::open(stoat.addr, &format!("after={oldest}")).read_chain(oldest, 10);
+    let subscribed = read_chain(stoat.addr, oldest, 10);
     assert_eq!(subscribed, versions[10..]);
     for after in [0, oldest - 1] {
         let refused = client.get(&format!("/v1/subscribe?after={after}"));
@@ -345,16 +287,13 @@ fn deleting_the_policy_that_pinned_old_history_lets_truncation_delete_it() {
     assert_eq!(metric(&mut client, "stoat_retention_objects_deleted_total"), rounds_before);
     assert_eq!(request(&mut client, "DELETE", "/v1/retention/low", None).status, 204);
     wait_for_oldest(&mut client, versions[11]);
-    assert_eq!(
-        Stream::open(stoat.addr, &format!("after={}", versions[11])).read_chain(versions[11], 4),
-        versions[12..]
-    );
+    assert_eq!(read_chain(stoat.addr, versions[11], 4), versions[12..]);
     // With no policy at all, nothing more is deleted.
     assert_eq!(request(&mut client, "DELETE", "/v1/retention/high", None).status, 204);
     let more = commit_many(&mut client, 3);
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert_eq!(oldest_version(&mut client), versions[11]);
-    let all = Stream::open(stoat.addr, &format!("after={}", versions[11])).read_chain(versions[11], 7);
+    let all = read_chain(stoat.addr, versions[11], 7);
     assert_eq!(all[4..], more[..]);
 }
 
@@ -378,7 +317,7 @@ fn policies_and_a_truncated_log_survive_a_restart() {
     assert_eq!(oldest_version(&mut client), versions[5], "recovery finds the oldest version from the log");
     assert_eq!(client.get(&format!("/v1/subscribe?after={}", versions[4])).status, 410);
     let next = commit_write(&mut client, "after-restart", b"v");
-    let streamed = Stream::open(stoat.addr, &format!("after={}", versions[5])).read_chain(versions[5], 5);
+    let streamed = read_chain(stoat.addr, versions[5], 5);
     assert_eq!(streamed, [&versions[6..], &[next]].concat());
 }
 
@@ -404,7 +343,7 @@ fn a_log_left_partly_truncated_by_a_crash_recovers_and_truncation_finishes() {
     wait_for_oldest(&mut client, versions[7]);
     let left = remaining_log(data.path());
     assert_eq!(left[0].prev_version, versions[7]);
-    let streamed = Stream::open(stoat.addr, &format!("after={}", versions[7])).read_chain(versions[7], 4);
+    let streamed = read_chain(stoat.addr, versions[7], 4);
     assert_eq!(streamed, versions[8..]);
 }
 
@@ -415,7 +354,7 @@ fn a_live_subscriber_overtaken_by_truncation_gets_version_too_old_and_the_stream
     let stoat = Stoat::start(&config);
     let mut client = stoat.connect();
     let first = commit_write(&mut client, "first", b"v");
-    let mut stalled = Stream::open(stoat.addr, &format!("after={first}"));
+    let mut stalled = Stream::subscribe(stoat.addr, &format!("after={first}"));
     // Reads nothing while 40 MiB are committed: far more than the socket
     // buffers and the stream's read-ahead hold.
     let value = vec![b'x'; 100 * 1024];
@@ -432,7 +371,7 @@ fn a_live_subscriber_overtaken_by_truncation_gets_version_too_old_and_the_stream
     assert_eq!(put_policy(&mut client, "tail", last).status, 200);
     wait_for_oldest(&mut client, versions[versions.len() - 2]);
 
-    let (received, error) = stalled.read_to_end(first);
+    let (received, error) = read_to_end(&mut stalled, first);
     let error = error.expect("an error event ends the stream");
     assert_eq!(error["error"], "version_too_old", "{error}");
     assert_eq!(error["oldest_version"].as_u64(), Some(versions[versions.len() - 2]));

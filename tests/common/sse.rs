@@ -57,6 +57,8 @@ impl Stream {
                 self.buffer.extend_from_slice(&chunk[..read]);
                 true
             }
+            // A server that ends a stream may reset it with bytes unread.
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => false,
             Err(error) => panic!("stream read failed: {error}"),
         }
     }

@@ -32,15 +32,20 @@ fn drain(persister: &mut Persister) -> Vec<Action> {
     std::iter::from_fn(|| persister.next_action()).collect()
 }
 
-/// The op id of the one `Submit` among `actions`.
-fn submitted(actions: &[Action]) -> OpId {
-    let ids: Vec<OpId> = actions
+/// The op ids of the `Submit`s among `actions`, in order.
+fn submitted_all(actions: &[Action]) -> Vec<OpId> {
+    actions
         .iter()
         .filter_map(|action| match action {
             Action::Submit { op_id, .. } => Some(*op_id),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+/// The op id of the one `Submit` among `actions`.
+fn submitted(actions: &[Action]) -> OpId {
+    let ids = submitted_all(actions);
     assert_eq!(ids.len(), 1, "{actions:?}");
     ids[0]
 }
@@ -118,13 +123,7 @@ fn the_first_batch_and_batches_past_the_version_window_are_written_alone() {
     assert_eq!(durable_versions(&actions), [102, near]);
     // Now the held batch is first, and the one behind it is near the new
     // durable version: both are written.
-    let ids: Vec<OpId> = actions
-        .iter()
-        .filter_map(|action| match action {
-            Action::Submit { op_id, .. } => Some(*op_id),
-            _ => None,
-        })
-        .collect();
+    let ids = submitted_all(&actions);
     assert_eq!(ids.len(), 2, "{actions:?}");
     persister.completed(done(ids[1], Ok(OpOutput::Created)), 0);
     persister.completed(done(ids[0], Ok(OpOutput::Created)), 0);
