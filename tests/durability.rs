@@ -76,7 +76,7 @@ fn two_leaders_on_one_storage_never_fork_the_log() {
     let mut threads = start_load(first.addr, "a", 3, true, &stop, &count);
     threads.extend(start_load(second.addr, "b", 3, true, &stop, &count));
     // Both are sent commits until one of them has lost leadership.
-    let ready = |stoat: &Stoat| Client::connect(stoat.addr).get("/readyz").status == 200;
+    let ready = |stoat: &Stoat| stoat.is_ready();
     wait_until(|| !ready(&first) || !ready(&second), "one server to be fenced");
     wait_until(|| count.load(Ordering::Relaxed) >= 200, "commits to be acknowledged by the leader");
     stop.store(true, Ordering::Relaxed);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::s3::{create_bucket, location};
-use common::{check_chain, read_log_and_orphans_from, read_log_from, start_load, Client, Stoat, DEADLINE};
+use common::{check_chain, read_log_and_orphans_from, read_log_from, start_load, take_over, Stoat, DEADLINE};
 use fake_s3::{Config, FakeS3, FaultConfig, FaultRule, Latency};
 use stoat::log::names::LOG_PREFIX;
 use stoat::log::s3::S3Store;
@@ -189,7 +189,7 @@ fn two_servers_on_one_s3_prefix_keep_one_chain() {
     let (stop, count) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
     let mut threads = start_load(first.addr, "a", 3, true, &stop, &count);
     threads.extend(start_load(second.addr, "b", 3, true, &stop, &count));
-    let ready = |stoat: &Stoat| Client::connect(stoat.addr).get("/readyz").status == 200;
+    let ready = |stoat: &Stoat| stoat.is_ready();
     let deadline = Instant::now() + DEADLINE;
     while ready(&first) && ready(&second) {
         assert!(Instant::now() < deadline, "both servers still lead: the second's first batch must collide");
@@ -221,32 +221,14 @@ fn a_leader_taking_over_a_live_one_on_s3_keeps_its_late_batches_out_of_the_log()
     let env = [("AWS_ACCESS_KEY_ID", ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", SECRET_KEY)];
     let start = |_: &FakeS3| Stoat::start_with_env(&config, &env);
     let mut first = start(&s3);
-    let ready = |stoat: &Stoat| Client::connect(stoat.addr).get("/readyz").status == 200;
     let stop = Arc::new(AtomicBool::new(false));
     let (first_count, second_count) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut threads = start_load(first.addr, "a", 6, true, &stop, &first_count);
     wait_for_more(&first_count, 50, "commits on the first leader");
     // The new leader's first batch races the old leader's writes (fake-s3
     // applies a put at once and delays only its answer, so the old leader's
-    // writes land early): start new leaders until one wins.
-    let mut second = None;
-    for attempt in 0..30 {
-        let candidate = start(&s3);
-        let load = start_load(candidate.addr, &format!("b{attempt}"), 4, true, &stop, &second_count);
-        let deadline = Instant::now() + DEADLINE;
-        while ready(&first) && ready(&candidate) {
-            assert!(Instant::now() < deadline, "one of the two leaders must be fenced");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        threads.extend(load);
-        if !ready(&first) {
-            second = Some(candidate);
-            break;
-        }
-        let mut lost = candidate;
-        lost.crash();
-    }
-    let mut second = second.expect("a new leader wins within 30 attempts");
+    // writes land early).
+    let mut second = take_over(&first, 4, 30, || start(&s3), &stop, &second_count, &mut threads);
     wait_for_more(&second_count, 100, "commits on the new leader");
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);

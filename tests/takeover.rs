@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::sse::Stream;
-use common::{check_chain, read_log_and_orphans_from, start_load, Client, Stoat, DEADLINE};
+use common::{check_chain, read_log_and_orphans_from, start_load, take_over, Stoat, DEADLINE};
 use stoat::log::local::{LocalStore, LocalStoreOptions};
 
 /// Few request ids in memory, so status lookups read the log; several batch
@@ -26,10 +26,6 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn ready(stoat: &Stoat) -> bool {
-    Client::connect(stoat.addr).get("/readyz").status == 200
-}
-
 #[test]
 fn a_fenced_leaders_late_batches_stay_out_of_the_log() {
     let data = tempfile::tempdir().unwrap();
@@ -40,22 +36,9 @@ fn a_fenced_leaders_late_batches_stay_out_of_the_log() {
     let mut threads = start_load(first.addr, "a", 24, true, &stop, &first_count);
     wait_for("commits on the first leader", || first_count.load(Ordering::Relaxed) >= 100);
 
-    // The new leader's first batch races the old leader's writes in flight:
-    // whichever lands first wins. Start new leaders until one wins.
-    let mut second = None;
-    for attempt in 0..10 {
-        let candidate = Stoat::start_at(CONFIG, data.path());
-        let load = start_load(candidate.addr, &format!("b{attempt}"), 4, true, &stop, &second_count);
-        wait_for("one leader to be fenced", || !ready(&first) || !ready(&candidate));
-        threads.extend(load);
-        if !ready(&first) {
-            second = Some(candidate);
-            break;
-        }
-        let mut lost = candidate;
-        lost.crash();
-    }
-    let mut second = second.expect("a new leader wins within 10 attempts");
+    // The new leader's first batch races the old leader's writes in flight.
+    let mut second =
+        take_over(&first, 4, 10, || Stoat::start_at(CONFIG, data.path()), &stop, &second_count, &mut threads);
     wait_for("commits on the second leader", || second_count.load(Ordering::Relaxed) >= 200);
     // The first leader's delayed writes land by now.
     std::thread::sleep(Duration::from_millis(1000));

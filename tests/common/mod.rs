@@ -134,6 +134,11 @@ impl Stoat {
         Client::connect(self.addr)
     }
 
+    /// Whether `/readyz` answers 200: recovered and leading.
+    pub fn is_ready(&self) -> bool {
+        Client::connect(self.addr).get("/readyz").status == 200
+    }
+
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill").args(["-s", signal, &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
@@ -365,6 +370,42 @@ pub fn check_chain(batches: &[LoggedBatch]) -> std::collections::HashMap<String,
     by_request_id
 }
 
+/// Load threads started by [`start_load`]: each returns its acknowledged
+/// (request id, version) pairs.
+pub type LoadThreads = Vec<std::thread::JoinHandle<Vec<(String, u64)>>>;
+
+/// Starts new leaders with `start` while `old` leads, each with `clients`
+/// load threads (ids `b{attempt}-...`, counted in `count`, ended by `stop`
+/// or by being fenced), until one of them fences `old`: a new leader's
+/// first batch races the old leader's writes in flight, and whichever lands
+/// first wins. A candidate that loses is crashed. Every load thread started
+/// is added to `threads`; returns the winner.
+pub fn take_over(
+    old: &Stoat,
+    clients: usize,
+    attempts: usize,
+    mut start: impl FnMut() -> Stoat,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    count: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    threads: &mut LoadThreads,
+) -> Stoat {
+    for attempt in 0..attempts {
+        let mut candidate = start();
+        let load = start_load(candidate.addr, &format!("b{attempt}"), clients, true, stop, count);
+        let deadline = Instant::now() + DEADLINE;
+        while old.is_ready() && candidate.is_ready() {
+            assert!(Instant::now() < deadline, "one of the two leaders must be fenced");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        threads.extend(load);
+        if !old.is_ready() {
+            return candidate;
+        }
+        candidate.crash();
+    }
+    panic!("no new leader won within {attempts} attempts");
+}
+
 /// Starts `clients` threads committing blind writes (ids `{label}-{client}-{n}`)
 /// to `addr` until `stop` is set or the connection fails; each returns its
 /// acknowledged (request id, version) pairs and counts them in `count`.
@@ -377,7 +418,7 @@ pub fn start_load(
     until_fenced: bool,
     stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
     count: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) -> Vec<std::thread::JoinHandle<Vec<(String, u64)>>> {
+) -> LoadThreads {
     use std::sync::atomic::Ordering;
     (0..clients)
         .map(|client| {
