@@ -75,22 +75,20 @@ pub fn first_version_after(recovered_last: u64) -> u64 {
     }
 }
 
-/// Whether each batch of `window` (start versions ascending, with the
-/// versions read from each; `None` when unreadable or gone) lies strictly
+/// Whether each batch of `window` (ascending, with the versions read from
+/// its header; its start version is `prev_version + 1`) lies strictly
 /// inside an earlier batch of the window, and so is an orphan. A batch whose
 /// container lies below the window is reported as not inside: the answer is
 /// exact for entries with at least [`ORPHANS_PER_BATCH_MAX`] entries below
 /// them (or when the window starts at the log's first batch), and never
 /// wrongly `true`.
-pub fn inside(window: &[(u64, Option<BatchVersions>)]) -> Vec<bool> {
+pub fn inside(window: &[BatchVersions]) -> Vec<bool> {
     let mut reach: Option<u64> = None;
     window
         .iter()
-        .map(|&(start, versions)| {
-            let is_inside = reach.is_some_and(|last| last >= start);
-            if let Some(versions) = versions {
-                reach = Some(reach.map_or(versions.last_version, |last| last.max(versions.last_version)));
-            }
+        .map(|versions| {
+            let is_inside = reach.is_some_and(|last| last > versions.prev_version);
+            reach = Some(reach.map_or(versions.last_version, |last| last.max(versions.last_version)));
             is_inside
         })
         .collect()
@@ -217,12 +215,11 @@ mod tests {
     #[test]
     fn inside_marks_exactly_the_orphans() {
         let batches = log_with_orphans();
-        let window: Vec<(u64, Option<BatchVersions>)> =
-            starts(&batches).into_iter().map(|start| (start, batches.get(&start).copied())).collect();
+        let window: Vec<BatchVersions> = starts(&batches).into_iter().map(|start| batches[&start]).collect();
         assert_eq!(inside(&window), vec![false, false, false, true, true, false]);
         // Batches behind a hole chain among themselves and are not inside
         // anything: the hole check finds them.
-        let hole = [(1, Some(versions(0, 1, 10))), (21, Some(versions(20, 21, 30))), (31, Some(versions(30, 31, 31)))];
+        let hole = [versions(0, 1, 10), versions(20, 21, 30), versions(30, 31, 31)];
         assert_eq!(inside(&hole), vec![false, false, false]);
     }
 

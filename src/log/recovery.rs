@@ -206,10 +206,7 @@ fn find_tail(
     let window = config.chain_check_objects.max(3 * chain::BATCH_WRITES_IN_FLIGHT_MAX);
     let window_start = listed.len().saturating_sub(window);
     let starts: Vec<u64> = listed[window_start..].iter().map(|batch| batch.start_version).collect();
-    let mut headers = Vec::with_capacity(starts.len());
-    for (start_version, versions) in starts.iter().zip(read_many_versions(blocking, &starts)) {
-        headers.push((*start_version, Some(versions?)));
-    }
+    let headers: Vec<BatchVersions> = read_many_versions(blocking, &starts).into_iter().collect::<Result<_, _>>()?;
     let inside = chain::inside(&headers);
     // Below this, an orphan's container may be below the window: only the
     // newest part is classified (the tail is never further down).
@@ -221,9 +218,9 @@ fn find_tail(
             orphans.push(window_start + offset);
             continue;
         }
-        let versions = headers[offset].1.expect("every header was read");
+        let versions = headers[offset];
         if let Some(&newer) = chained.last() {
-            let newer_prev = headers[newer - window_start].1.expect("read").prev_version;
+            let newer_prev = headers[newer - window_start].prev_version;
             // Not inside, so it ends before `newer` starts: equal is a chain,
             // less is a hole.
             if versions.last_version < newer_prev {
