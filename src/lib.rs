@@ -7,6 +7,7 @@
 
 pub mod commit;
 pub mod config;
+pub mod loadgen;
 pub mod log;
 pub mod ops;
 pub mod pipeline;

@@ -1,7 +1,8 @@
 //! Open-loop, paced commit load: latency at a chosen rate, which a
 //! closed-loop tool like wrk cannot measure (it waits for each answer before
 //! the next request, so a slow answer hides the requests that would have
-//! queued behind it).
+//! queued behind it). The requests are those of `stoat-load`
+//! (`stoat::loadgen`).
 //!
 //! Each of `--connections` threads owns one keep-alive connection and sends
 //! on a fixed schedule (`connections / rate` seconds apart, staggered across
@@ -17,10 +18,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use clap::Parser;
-use stoat::random::SplitMix64;
+use stoat::loadgen::{parse_answer, Outcome, Shape, Target, Workload};
 
 #[derive(Parser, Debug)]
 #[command(about = "Open-loop paced commits against a Stoat server; prints latency percentiles")]
@@ -129,90 +128,42 @@ fn run_connection(
     let mut stream = TcpStream::connect(addr)?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut random = SplitMix64::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed);
+    let mut workload = Workload::new(Target::Stoat, Shape::Point, keys, seed);
     let mut tally = Tally::default();
-    let mut read_version = 0u64;
-    let mut buffer = Vec::with_capacity(4096);
+    let (mut request, mut input, mut scratch) = (Vec::with_capacity(1024), Vec::with_capacity(4096), Vec::new());
+    let mut chunk = [0u8; 4096];
     let mut scheduled = first;
     while scheduled < end {
         let now = Instant::now();
         if now < scheduled {
             std::thread::sleep(scheduled - now);
         }
-        let body = format!(
-            r#"{{"read_version":{read_version},"preconditions":[{{"type":"point_read","key":"{}"}}],"operations":[{{"type":"write","key":"{}","value":"dmFsdWU="}}]}}"#,
-            key(&mut random, keys),
-            key(&mut random, keys),
-        );
-        let request = format!(
-            "POST /v1/commit HTTP/1.1\r\nHost: stoat\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes())?;
-        let (status, version) = read_answer(&mut stream, &mut buffer)?;
+        request.clear();
+        workload.next_request(&mut request);
+        stream.write_all(&request)?;
+        input.clear();
+        let answer = loop {
+            if let Some(answer) = parse_answer(&input, &mut scratch).map_err(std::io::Error::other)? {
+                break answer;
+            }
+            let read = stream.read(&mut chunk)?;
+            if read == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before an answer"));
+            }
+            input.extend_from_slice(&chunk[..read]);
+        };
         let latency = scheduled.elapsed();
+        let body = if answer.chunked { &scratch[answer.body] } else { &input[answer.body] };
+        let outcome = workload.observe(answer.status, body);
         if scheduled >= measure_from {
             tally.latencies_us.push(latency.as_micros() as u64);
-            match status {
-                200 => tally.committed += 1,
-                409 => tally.conflicts += 1,
-                _ => tally.other += 1,
+            match outcome {
+                Outcome::Committed => tally.committed += 1,
+                Outcome::NotCommitted => tally.conflicts += 1,
+                Outcome::Other => tally.other += 1,
             }
-        }
-        if let Some(version) = version {
-            read_version = read_version.max(version);
         }
         scheduled += interval;
     }
     Ok(tally)
-}
-
-/// `stoat-bench-` and a 4-byte big-endian integer below `keys`, in base64.
-fn key(random: &mut SplitMix64, keys: u32) -> String {
-    let mut bytes = *b"stoat-bench-\0\0\0\0";
-    let n = (random.next_u64() % u64::from(keys.max(1))) as u32;
-    bytes[12..].copy_from_slice(&n.to_be_bytes());
-    STANDARD.encode(bytes)
-}
-
-/// Reads one answer (Content-Length framed): its status and the `version`
-/// in its body, if any.
-fn read_answer(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io::Result<(u16, Option<u64>)> {
-    buffer.clear();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(position) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
-            break position + 4;
-        }
-        let read = stream.read(&mut chunk)?;
-        if read == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before an answer"));
-        }
-        buffer.extend_from_slice(&chunk[..read]);
-    };
-    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
-    let status = head.get(9..12).and_then(|code| code.parse().ok()).unwrap_or(0);
-    let length: usize = head
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    while buffer.len() < head_end + length {
-        let read = stream.read(&mut chunk)?;
-        if read == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed inside an answer"));
-        }
-        buffer.extend_from_slice(&chunk[..read]);
-    }
-    let body = &buffer[head_end..head_end + length];
-    let version = find(body, b"\"version\":").map(|at| {
-        body[at + 10..].iter().take_while(|byte| byte.is_ascii_digit()).fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'))
-    });
-    Ok((status, version))
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|window| window == needle)
 }
