@@ -102,7 +102,7 @@ fn bench_put_latency(directory: &std::path::Path) {
 }
 
 fn bench_recovery(directory: &std::path::Path, objects: u64, per_object: u64) {
-    let options = LocalStoreOptions { sync: false, io_threads: 2, queue_depth: 64 };
+    let options = LocalStoreOptions { sync: false, io_threads: 2, queue_depth: 64, ..LocalStoreOptions::default() };
     let store = LocalStore::open(directory, options).expect("open store");
     let (reply, completions) = crossbeam_channel::bounded(64);
     let started = Instant::now();

@@ -10,10 +10,15 @@
 //!
 //! Invariants:
 //! - put-if-absent is exclusive across threads and processes: the bytes are
-//!   written to a fresh temporary file, synced, then hard-linked to the final
-//!   name, which fails if the name exists; the directory is synced before
-//!   success is reported. A reader never sees a partial object, and a crash
-//!   leaves at most a temporary file, which is never listed.
+//!   written to a fresh temporary file, then hard-linked to the final name,
+//!   which fails if the name exists. A reader never sees a partial object.
+//! - put-if-absent is durable before success is reported: the name and bytes
+//!   are appended to the store's write-ahead journal and the journal is
+//!   synced (`journal.rs`: one `fdatasync`, replayed at the next open after
+//!   a crash); an object too large for the journal, or a store opened with
+//!   `journal_bytes: 0`, has its file and then its directory synced instead.
+//!   A crash leaves at most a temporary file, never listed, or an object
+//!   never acknowledged, removed at the next open if it may be incomplete.
 //! - listings are in byte order of names, even across directories (a
 //!   directory sorts as its name followed by `/`).
 //! - a name cannot be both an object and a directory of other objects (`a`
@@ -32,6 +37,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::store::{validate_name, Completion, ListPage, ObjectOp, ObjectStore, OpId, OpOutput, StoreError};
 
+mod journal;
+
 const TEMP_DIRECTORY: &str = ".tmp";
 /// Most names one listing returns, as S3 does; callers page with
 /// `start_after`.
@@ -49,11 +56,19 @@ pub struct LocalStoreOptions {
     /// Sync files and directories before reporting a write. Only tests and
     /// benchmarks turn this off.
     pub sync: bool,
+    /// Size of the write-ahead journal file (`journal.rs`); 0 syncs every
+    /// put-if-absent on its own (a file and a directory sync). Unused
+    /// without `sync`.
+    pub journal_bytes: u64,
 }
+
+/// The journal's default size: about 4,000 batches of 4 KiB between
+/// checkpoints.
+pub const JOURNAL_BYTES_DEFAULT: u64 = 16 << 20;
 
 impl Default for LocalStoreOptions {
     fn default() -> Self {
-        LocalStoreOptions { io_threads: 2, queue_depth: 1024, sync: true }
+        LocalStoreOptions { io_threads: 2, queue_depth: 1024, sync: true, journal_bytes: JOURNAL_BYTES_DEFAULT }
     }
 }
 
@@ -62,6 +77,8 @@ pub struct LocalStore {
     disk: Arc<Disk>,
     jobs: Option<Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
+    /// Set by tests to leave as a crash would: no checkpoint, journal kept.
+    crashed: bool,
 }
 
 impl std::fmt::Debug for LocalStore {
@@ -77,10 +94,10 @@ struct Job {
 }
 
 impl LocalStore {
-    /// Creates `root` if needed, removes stale temporary files, and starts
-    /// the IO threads.
+    /// Creates `root` if needed, removes stale temporary files, replays the
+    /// journals a crash left, and starts the IO threads.
     pub fn open(root: impl Into<PathBuf>, options: LocalStoreOptions) -> io::Result<Self> {
-        let disk = Arc::new(Disk::open(root.into(), options.sync)?);
+        let disk = Arc::new(Disk::open(root.into(), &options)?);
         let (jobs, queue) = crossbeam_channel::bounded::<Job>(options.queue_depth.max(1));
         let threads = (0..options.io_threads.max(1))
             .map(|index| {
@@ -88,7 +105,14 @@ impl LocalStore {
                 std::thread::Builder::new().name(format!("stoat-disk-{index}")).spawn(move || run_jobs(&disk, &queue))
             })
             .collect::<io::Result<Vec<_>>>()?;
-        Ok(LocalStore { disk, jobs: Some(jobs), threads })
+        Ok(LocalStore { disk, jobs: Some(jobs), threads, crashed: false })
+    }
+
+    /// Stops as a crash of the process would: operations finish, but the
+    /// journal is neither checkpointed nor removed (for tests of replay).
+    #[cfg(test)]
+    fn crash(mut self) {
+        self.crashed = true;
     }
 
     pub fn root(&self) -> &Path {
@@ -109,11 +133,19 @@ impl ObjectStore for LocalStore {
 }
 
 impl Drop for LocalStore {
-    /// Lets queued operations finish, then stops the threads.
+    /// Lets queued operations finish, stops the threads, then makes the
+    /// journaled objects durable on their own and removes the journal.
     fn drop(&mut self) {
         self.jobs = None;
         for thread in self.threads.drain(..) {
             let _ = thread.join();
+        }
+        let journal = Arc::get_mut(&mut self.disk).and_then(|disk| disk.journal.take());
+        if let (Some(journal), false) = (journal, self.crashed) {
+            if let Err(error) = journal.close() {
+                // The journal stays and is replayed at the next open.
+                tracing::warn!(%error, "closing the local store's journal failed");
+            }
         }
     }
 }
@@ -133,18 +165,33 @@ struct Disk {
     /// Makes temporary file names unique across processes and restarts.
     temp_tag: String,
     temp_counter: AtomicU64,
+    journal: Option<journal::Journal>,
 }
 
 impl Disk {
-    fn open(root: PathBuf, sync: bool) -> io::Result<Disk> {
+    fn open(root: PathBuf, options: &LocalStoreOptions) -> io::Result<Disk> {
         let temp_directory = root.join(TEMP_DIRECTORY);
         fs::create_dir_all(&temp_directory)?;
-        if sync {
+        if options.sync {
             sync_directory(&root)?;
         }
         remove_stale_temp_files(&temp_directory);
         let temp_tag = uuid::Uuid::new_v4().simple().to_string();
-        Ok(Disk { root, temp_directory, sync, temp_tag, temp_counter: AtomicU64::new(0) })
+        let journal = if options.sync && options.journal_bytes > 0 {
+            let (journal, replayed) = journal::Journal::open(&root, &temp_tag, options.journal_bytes)?;
+            if replayed != journal::Replayed::default() {
+                tracing::warn!(
+                    journals = replayed.journals,
+                    restored = replayed.restored,
+                    removed = replayed.removed,
+                    "replayed the journals of a local store that was not closed cleanly"
+                );
+            }
+            Some(journal)
+        } else {
+            None
+        };
+        Ok(Disk { root, temp_directory, sync: options.sync, temp_tag, temp_counter: AtomicU64::new(0), journal })
     }
 
     fn run(&self, op: ObjectOp) -> Result<OpOutput, StoreError> {
@@ -164,7 +211,8 @@ impl Disk {
         let path = self.root.join(name);
         let parent = path.parent().unwrap_or(&self.root).to_path_buf();
         self.create_directories(&parent).map_err(|error| io_error(error, name))?;
-        let temp = self.write_temp_file(bytes).map_err(|error| io_error(error, name))?;
+        let journal = self.journal.as_ref().filter(|journal| journal.fits(name, bytes.len()));
+        let temp = self.write_temp_file(bytes, journal.is_some()).map_err(|error| io_error(error, name))?;
         let linked = fs::hard_link(&temp, &path);
         let _ = fs::remove_file(&temp);
         match linked {
@@ -174,10 +222,32 @@ impl Disk {
             }
             Err(error) => return Err(io_error(error, name)),
         }
-        if self.sync {
-            sync_directory(&parent).map_err(|error| io_error(error, name))?;
+        match journal {
+            Some(journal) => journal.append(name, &path, bytes).or_else(|error| {
+                tracing::warn!(%error, name, "the journal failed; syncing the object on its own");
+                self.sync_on_its_own(&path, &parent)
+            }),
+            None if self.sync => sync_directory(&parent),
+            None => Ok(()),
         }
-        Ok(())
+        .map_err(|error| io_error(error, name))
+    }
+
+    /// Makes a marked object durable without the journal: its file, then its
+    /// directory, then its mode. If that fails too the object is removed
+    /// (it was never acknowledged), so a retry starts afresh.
+    fn sync_on_its_own(&self, path: &Path, parent: &Path) -> io::Result<()> {
+        let synced = File::open(path)
+            .and_then(|file| file.sync_all())
+            .and_then(|()| sync_directory(parent))
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(path, fs::Permissions::from_mode(0o644))
+            });
+        if synced.is_err() {
+            let _ = fs::remove_file(path);
+        }
+        synced
     }
 
     /// Creates or replaces: the bytes go to a synced temporary file that is
@@ -190,7 +260,7 @@ impl Disk {
         if path.is_dir() {
             return Err(StoreError::permanent(format!("{name:?} is a directory of other objects")));
         }
-        let temp = self.write_temp_file(bytes).map_err(|error| io_error(error, name))?;
+        let temp = self.write_temp_file(bytes, false).map_err(|error| io_error(error, name))?;
         if let Err(error) = fs::rename(&temp, &path) {
             let _ = fs::remove_file(&temp);
             return Err(io_error(error, name));
@@ -201,12 +271,19 @@ impl Disk {
         Ok(())
     }
 
-    fn write_temp_file(&self, bytes: &[u8]) -> io::Result<PathBuf> {
+    /// A new temporary file holding `bytes`: synced (when the store syncs),
+    /// or, for the journal, not synced and marked (`journal::MARKED_MODE`).
+    fn write_temp_file(&self, bytes: &[u8], for_journal: bool) -> io::Result<PathBuf> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let counter = self.temp_counter.fetch_add(1, Ordering::Relaxed);
         let temp = self.temp_directory.join(format!("{}-{counter}", self.temp_tag));
-        let written = File::options().write(true).create_new(true).open(&temp).and_then(|mut file| {
+        let written = File::options().write(true).create_new(true).mode(0o644).open(&temp).and_then(|mut file| {
+            if for_journal {
+                // Set explicitly: the umask applies to open's mode.
+                file.set_permissions(fs::Permissions::from_mode(journal::MARKED_MODE))?;
+            }
             file.write_all(bytes)?;
-            if self.sync {
+            if self.sync && !for_journal {
                 file.sync_data()?;
             }
             Ok(())
@@ -273,6 +350,10 @@ impl Disk {
     }
 
     fn delete(&self, names: &[String]) -> Result<(), StoreError> {
+        // A replay must never bring back a deleted object.
+        if let Some(journal) = &self.journal {
+            journal.checkpoint().map_err(|error| io_error(error, "(checkpoint before delete)"))?;
+        }
         let mut directories: Vec<PathBuf> = Vec::new();
         for name in names {
             validate_name(name)?;

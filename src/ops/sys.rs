@@ -20,3 +20,16 @@ pub fn raise_open_files_limit() -> std::io::Result<u64> {
     }
     Ok(limit.rlim_cur)
 }
+
+/// Syncs the whole filesystem holding `path` (`syncfs(2)`): every file and
+/// directory entry written on it so far is durable when it returns.
+pub fn sync_filesystem(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let directory = std::fs::File::open(path)?;
+    // SAFETY: syncfs on a descriptor that `directory` owns for the call.
+    if unsafe { libc::syncfs(directory.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
