@@ -274,14 +274,13 @@ impl Disk {
     /// A new temporary file holding `bytes`: synced (when the store syncs),
     /// or, for the journal, not synced and marked (`journal::MARKED_MODE`).
     fn write_temp_file(&self, bytes: &[u8], for_journal: bool) -> io::Result<PathBuf> {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        use std::os::unix::fs::OpenOptionsExt;
         let counter = self.temp_counter.fetch_add(1, Ordering::Relaxed);
         let temp = self.temp_directory.join(format!("{}-{counter}", self.temp_tag));
-        let written = File::options().write(true).create_new(true).mode(0o644).open(&temp).and_then(|mut file| {
-            if for_journal {
-                // Set explicitly: the umask applies to open's mode.
-                file.set_permissions(fs::Permissions::from_mode(journal::MARKED_MODE))?;
-            }
+        // The mark is set as the file is created, so no link can make the
+        // name durable without it (the umask never clears the sticky bit).
+        let mode = if for_journal { journal::MARKED_MODE } else { 0o644 };
+        let written = File::options().write(true).create_new(true).mode(mode).open(&temp).and_then(|mut file| {
             file.write_all(bytes)?;
             if self.sync && !for_journal {
                 file.sync_data()?;
