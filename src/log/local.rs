@@ -178,16 +178,24 @@ impl Disk {
         remove_stale_temp_files(&temp_directory);
         let temp_tag = uuid::Uuid::new_v4().simple().to_string();
         let journal = if options.sync && options.journal_bytes > 0 {
-            let (journal, replayed) = journal::Journal::open(&root, &temp_tag, options.journal_bytes)?;
-            if replayed != journal::Replayed::default() {
-                tracing::warn!(
-                    journals = replayed.journals,
-                    restored = replayed.restored,
-                    removed = replayed.removed,
-                    "replayed the journals of a local store that was not closed cleanly"
-                );
+            match journal::Journal::open(&root, &temp_tag, options.journal_bytes) {
+                Ok((journal, replayed)) => {
+                    if replayed != journal::Replayed::default() {
+                        tracing::warn!(
+                            journals = replayed.journals,
+                            restored = replayed.restored,
+                            removed = replayed.removed,
+                            "replayed the journals of a local store that was not closed cleanly"
+                        );
+                    }
+                    Some(journal)
+                }
+                Err(error) if error.kind() == io::ErrorKind::Unsupported => {
+                    tracing::warn!(%error, "no journal on this filesystem: every put is synced on its own");
+                    None
+                }
+                Err(error) => return Err(error),
             }
-            Some(journal)
         } else {
             None
         };
@@ -233,21 +241,12 @@ impl Disk {
         .map_err(|error| io_error(error, name))
     }
 
-    /// Makes a marked object durable without the journal: its file, then its
-    /// directory, then its mode. If that fails too the object is removed
-    /// (it was never acknowledged), so a retry starts afresh.
+    /// Makes a marked object durable without the journal: unmarked, then
+    /// its file and its directory synced. The object stays linked even if
+    /// that fails: it is the name's fence (the error is returned, and the
+    /// put is not acknowledged).
     fn sync_on_its_own(&self, path: &Path, parent: &Path) -> io::Result<()> {
-        let synced = File::open(path)
-            .and_then(|file| file.sync_all())
-            .and_then(|()| sync_directory(parent))
-            .and_then(|()| {
-                use std::os::unix::fs::PermissionsExt;
-                fs::set_permissions(path, fs::Permissions::from_mode(0o644))
-            });
-        if synced.is_err() {
-            let _ = fs::remove_file(path);
-        }
-        synced
+        make_durable(path, parent)
     }
 
     /// Creates or replaces: the bytes go to a synced temporary file that is
@@ -319,6 +318,11 @@ impl Disk {
         let metadata = file.metadata().map_err(|error| io_error(error, name))?;
         if metadata.is_dir() {
             return Err(StoreError::NotFound { name: name.to_owned() });
+        }
+        if self.sync && is_marked(&metadata) {
+            // Whoever reads it may build on it: durable on its own first.
+            let parent = path.parent().unwrap_or(&self.root);
+            make_durable(&path, parent).map_err(|error| io_error(error, name))?;
         }
         let size_bytes = metadata.len();
         let range = range.unwrap_or(0..size_bytes);
@@ -441,6 +445,21 @@ fn sorted_entries(path: &Path) -> io::Result<Vec<(String, bool)>> {
     }
     entries.sort_unstable();
     Ok(entries)
+}
+
+/// Written for the journal and not yet durable on its own.
+fn is_marked(metadata: &fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    metadata.is_file() && metadata.permissions().mode() & journal::MARK != 0
+}
+
+/// Unmarks an object written for the journal, then syncs it and its
+/// directory (so the unmarking is durable with it).
+fn make_durable(path: &Path, parent: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(journal::PLAIN_MODE))?;
+    File::open(path)?.sync_all()?;
+    sync_directory(parent)
 }
 
 fn sync_directory(path: &Path) -> io::Result<()> {

@@ -215,7 +215,7 @@ fn a_clean_close_makes_journaled_objects_plain_and_removes_the_journal() {
     let store = open(directory.path());
     Blocking::new(&store).put_if_absent("log/a", b"alpha".to_vec()).unwrap();
     assert!(marked(&directory.path().join("log/a")), "durable through the journal only");
-    assert_eq!(journal_files(directory.path()).len(), 1);
+    assert_eq!(journal_files(directory.path()).len(), 2);
     drop(store);
     assert_eq!(mode_of(&directory.path().join("log/a")), 0o644);
     assert!(journal_files(directory.path()).is_empty());
@@ -224,7 +224,18 @@ fn a_clean_close_makes_journaled_objects_plain_and_removes_the_journal() {
 }
 
 #[test]
-fn a_replay_restores_lost_and_torn_objects_and_removes_unacknowledged_ones() {
+fn reading_a_marked_object_makes_it_durable_on_its_own() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = open(directory.path());
+    let blocking = Blocking::new(&store);
+    blocking.put_if_absent("log/a", b"alpha".to_vec()).unwrap();
+    assert!(marked(&directory.path().join("log/a")));
+    assert_eq!(blocking.get("log/a", Some(0..2)).unwrap(), b"al");
+    assert_eq!(mode_of(&directory.path().join("log/a")), 0o644, "another leader may build on what it read");
+}
+
+#[test]
+fn after_a_reboot_a_replay_restores_lost_and_torn_objects_and_removes_unacknowledged_ones() {
     let directory = tempfile::tempdir().unwrap();
     let root = directory.path();
     let store = open(root);
@@ -233,10 +244,13 @@ fn a_replay_restores_lost_and_torn_objects_and_removes_unacknowledged_ones() {
         blocking.put_if_absent(name, format!("bytes of {name}").into_bytes()).unwrap();
     }
     store.crash();
-    assert_eq!(journal_files(root).len(), 1, "a crash leaves the journal");
+    assert_eq!(journal_files(root).len(), 2, "a crash leaves the journal");
     // What a power loss can leave of objects written without a sync: one
     // link lost, one object a prefix of its bytes, one intact; and an object
     // linked whose record never reached the disk (marked, incomplete).
+    for path in journal_files(root) {
+        journal::tests_support::pretend_written_in_another_boot(&path);
+    }
     fs::remove_file(root.join("log/a")).unwrap();
     fs::write(root.join("log/b"), b"bytes").unwrap();
     fs::write(root.join("log/d"), b"half of").unwrap();
@@ -245,27 +259,59 @@ fn a_replay_restores_lost_and_torn_objects_and_removes_unacknowledged_ones() {
         fs::set_permissions(root.join("log/d"), fs::Permissions::from_mode(journal::MARKED_MODE)).unwrap();
     }
     let store = open(root);
+    for name in ["log/a", "log/b", "log/c"] {
+        assert_eq!(mode_of(&root.join(name)), 0o644, "{name} is durable on its own");
+    }
     let blocking = Blocking::new(&store);
     for name in ["log/a", "log/b", "log/c"] {
         assert_eq!(blocking.get(name, None).unwrap(), format!("bytes of {name}").as_bytes(), "{name}");
-        assert_eq!(mode_of(&root.join(name)), 0o644, "{name} is durable on its own");
     }
     assert!(matches!(blocking.get("log/d", None), Err(StoreError::NotFound { .. })), "never acknowledged");
-    assert_eq!(journal_files(root).len(), 1, "only the new instance's journal");
+    assert_eq!(journal_files(root).len(), 2, "only the new instance's journal");
     assert!(matches!(blocking.put_if_absent("log/a", b"x".to_vec()), Err(StoreError::AlreadyExists { .. })));
 }
 
 #[test]
-fn a_deleted_object_is_not_brought_back_by_a_replay() {
+fn in_the_same_boot_a_replay_keeps_deletions_and_whole_leftovers() {
+    let directory = tempfile::tempdir().unwrap();
+    let root = directory.path();
+    let store = open(root);
+    let blocking = Blocking::new(&store);
+    for name in ["log/a", "log/b"] {
+        blocking.put_if_absent(name, format!("bytes of {name}").into_bytes()).unwrap();
+    }
+    store.crash();
+    // Only the process died. Another instance deleted a recorded object
+    // since, and the crashed one left a whole object it had linked but not
+    // recorded (another leader may already have built on it).
+    fs::remove_file(root.join("log/a")).unwrap();
+    fs::write(root.join("log/c"), b"whole").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(root.join("log/c"), fs::Permissions::from_mode(journal::MARKED_MODE)).unwrap();
+    }
+    let store = open(root);
+    assert_eq!(mode_of(&root.join("log/b")), 0o644);
+    let blocking = Blocking::new(&store);
+    assert_eq!(blocking.list_all("log/", None, 10).unwrap(), ["log/b", "log/c"], "nothing deleted comes back");
+    assert_eq!(blocking.get("log/c", None).unwrap(), b"whole");
+    assert_eq!(mode_of(&root.join("log/c")), 0o644);
+}
+
+#[test]
+fn a_deleted_object_is_not_brought_back_by_a_replay_after_a_reboot() {
     let directory = tempfile::tempdir().unwrap();
     let store = open(directory.path());
     let blocking = Blocking::new(&store);
     blocking.put_if_absent("log/a", b"alpha".to_vec()).unwrap();
     blocking.put_if_absent("log/b", b"beta".to_vec()).unwrap();
     blocking.delete(vec!["log/a".into()]).unwrap();
-    assert_eq!(mode_of(&directory.path().join("log/b")), 0o644, "the delete checkpointed");
+    assert_eq!(mode_of(&directory.path().join("log/b")), 0o644, "the delete waited for a checkpoint");
     blocking.put_if_absent("log/c", b"gamma".to_vec()).unwrap();
     store.crash();
+    for path in journal_files(directory.path()) {
+        journal::tests_support::pretend_written_in_another_boot(&path);
+    }
     let store = open(directory.path());
     let blocking = Blocking::new(&store);
     assert_eq!(blocking.list_all("log/", None, 10).unwrap(), ["log/b", "log/c"]);
@@ -285,9 +331,15 @@ fn checkpoints_when_full_keep_every_object() {
     // Too large for the journal: synced on its own.
     blocking.put_if_absent("log/large", vec![7; 10_000]).unwrap();
     assert_eq!(mode_of(&directory.path().join("log/large")), 0o644);
-    let marked = names.iter().filter(|name| marked(&directory.path().join(name))).count();
-    assert!((1..names.len()).contains(&marked), "older generations were checkpointed: {marked} still marked");
+    let still_marked = names.iter().filter(|name| marked(&directory.path().join(name))).count();
+    assert!((1..names.len()).contains(&still_marked), "older files were checkpointed: {still_marked} still marked");
     store.crash();
+    for path in journal_files(directory.path()) {
+        journal::tests_support::pretend_written_in_another_boot(&path);
+    }
+    for name in &names[names.len() - 3..] {
+        fs::remove_file(directory.path().join(name)).unwrap(); // links lost
+    }
     let store = LocalStore::open(directory.path(), options).unwrap();
     let blocking = Blocking::new(&store);
     for name in &names {
@@ -302,16 +354,15 @@ fn a_live_instance_keeps_its_journal_and_its_marked_objects() {
     let first = open(directory.path());
     Blocking::new(&first).put_if_absent("log/a", b"alpha".to_vec()).unwrap();
     let second = open(directory.path());
-    assert_eq!(journal_files(directory.path()).len(), 2, "the first instance's journal is not replayed");
+    assert_eq!(journal_files(directory.path()).len(), 4, "the first instance's journal is not replayed");
     assert!(marked(&directory.path().join("log/a")), "nor its object touched");
     let crashed = open(directory.path());
     Blocking::new(&crashed).put_if_absent("log/b", b"beta".to_vec()).unwrap();
     crashed.crash();
     // A third opens while the first two live: the crashed one's journal is
-    // replayed, but marked objects are left (another instance may be
-    // writing them).
+    // replayed; the live one's marked object is left alone.
     let third = open(directory.path());
-    assert_eq!(journal_files(directory.path()).len(), 3);
+    assert_eq!(journal_files(directory.path()).len(), 6);
     assert!(marked(&directory.path().join("log/a")));
     assert_eq!(mode_of(&directory.path().join("log/b")), 0o644);
     assert_eq!(Blocking::new(&third).get("log/b", None).unwrap(), b"beta");
@@ -323,8 +374,9 @@ fn a_live_instance_keeps_its_journal_and_its_marked_objects() {
 #[test]
 fn journal_records_stop_at_the_first_damage() {
     let mut file = journal::tests_support::file_with(&[("log/a", b"alpha"), ("log/b", b"beta"), ("log/c", b"gamma")]);
-    let names = |file: &[u8]| journal::records(file).into_iter().map(|(name, _)| name).collect::<Vec<_>>();
+    let names = |file: &[u8]| journal::records(file).records.into_iter().map(|(name, _)| name).collect::<Vec<_>>();
     assert_eq!(names(&file), ["log/a", "log/b", "log/c"]);
+    assert_eq!(journal::records(&file).boot_id, [7; 16]);
     let last = file.len() - 64 - 1; // the last byte of "gamma", before the zeros
     file[last] ^= 1;
     assert_eq!(names(&file), ["log/a", "log/b"], "a damaged record ends the journal");
@@ -332,5 +384,5 @@ fn journal_records_stop_at_the_first_damage() {
     assert_eq!(names(&file), ["log/a", "log/b"], "so does a partial one");
     file[12] ^= 1;
     assert!(names(&file).is_empty(), "a damaged header holds nothing");
-    assert!(journal::records(&[]).is_empty());
+    assert!(journal::records(&[]).records.is_empty());
 }
