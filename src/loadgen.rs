@@ -237,7 +237,12 @@ pub fn parse_answer(input: &[u8], scratch: &mut Vec<u8>) -> Result<Option<Answer
         if input.len() < head_length + length {
             return Ok(None);
         }
-        return Ok(Some(Answer { status, body: head_length..head_length + length, length: head_length + length, chunked }));
+        return Ok(Some(Answer {
+            status,
+            body: head_length..head_length + length,
+            length: head_length + length,
+            chunked,
+        }));
     }
     scratch.clear();
     let mut at = head_length;

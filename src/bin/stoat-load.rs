@@ -142,7 +142,9 @@ fn run(args: &Args) -> io::Result<Tally> {
             }
             loop {
                 match connection.stream.read(&mut chunk) {
-                    Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed a connection")),
+                    Ok(0) => {
+                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed a connection"))
+                    }
                     Ok(read) => connection.input.extend_from_slice(&chunk[..read]),
                     Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                     Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
@@ -153,7 +155,8 @@ fn run(args: &Args) -> io::Result<Tally> {
                 continue;
             };
             let now = Instant::now();
-            let body = if answer.chunked { &scratch[answer.body.clone()] } else { &connection.input[answer.body.clone()] };
+            let body =
+                if answer.chunked { &scratch[answer.body.clone()] } else { &connection.input[answer.body.clone()] };
             let outcome = connection.workload.observe(answer.status, body);
             if connection.sent_at >= measure_from && now < end {
                 let micros = now.duration_since(connection.sent_at).as_micros();

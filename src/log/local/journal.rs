@@ -44,9 +44,9 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -192,15 +192,13 @@ impl Journal {
         });
         let (checkpoints, jobs) = crossbeam_channel::unbounded::<usize>();
         let worker = Arc::clone(&shared);
-        let checkpointer = std::thread::Builder::new()
-            .name("stoat-checkpoint".into())
-            .spawn(move || loop {
-                match jobs.recv_timeout(IDLE_CHECKPOINT) {
-                    Ok(index) => worker.checkpoint(index),
-                    Err(RecvTimeoutError::Timeout) => worker.checkpoint_if_idle(),
-                    Err(RecvTimeoutError::Disconnected) => return,
-                }
-            })?;
+        let checkpointer = std::thread::Builder::new().name("stoat-checkpoint".into()).spawn(move || loop {
+            match jobs.recv_timeout(IDLE_CHECKPOINT) {
+                Ok(index) => worker.checkpoint(index),
+                Err(RecvTimeoutError::Timeout) => worker.checkpoint_if_idle(),
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        })?;
         let journal = Journal {
             shared,
             paths,
