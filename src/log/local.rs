@@ -232,21 +232,15 @@ impl Disk {
         }
         match journal {
             Some(journal) => journal.append(name, &path, bytes).or_else(|error| {
+                // The object stays linked even if this fails: it is the
+                // name's fence (the put is then not acknowledged).
                 tracing::warn!(%error, name, "the journal failed; syncing the object on its own");
-                self.sync_on_its_own(&path, &parent)
+                make_durable(&path, &parent)
             }),
             None if self.sync => sync_directory(&parent),
             None => Ok(()),
         }
         .map_err(|error| io_error(error, name))
-    }
-
-    /// Makes a marked object durable without the journal: unmarked, then
-    /// its file and its directory synced. The object stays linked even if
-    /// that fails: it is the name's fence (the error is returned, and the
-    /// put is not acknowledged).
-    fn sync_on_its_own(&self, path: &Path, parent: &Path) -> io::Result<()> {
-        make_durable(path, parent)
     }
 
     /// Creates or replaces: the bytes go to a synced temporary file that is
