@@ -213,8 +213,10 @@ fn a_leader_taking_over_a_live_one_on_s3_keeps_its_late_batches_out_of_the_log()
     let s3 = FakeS3::start(Config::ephemeral().with_credentials(ACCESS_KEY, SECRET_KEY)).unwrap();
     create_bucket(&s3, "stoat-bucket", Some((ACCESS_KEY, SECRET_KEY)));
     // Slow answers to puts: the first leader keeps many batch writes in
-    // flight (16 on S3 by default).
-    s3.set_faults(FaultConfig::put_latency_ms(3, 100));
+    // flight (16 on S3 by default), and its clients, waiting for those
+    // answers, leave gaps between its bursts of writes in which a new
+    // leader's first batch can land first (wide enough on a loaded machine).
+    s3.set_faults(FaultConfig::put_latency_ms(3, 250));
     // Few request ids to read at start, so that a new leader's recovery is
     // short and its first batch has a chance against the old leader's.
     let config = format!("{}[commit]\nrequest_index_capacity = 10\n", config(&s3));
@@ -228,7 +230,7 @@ fn a_leader_taking_over_a_live_one_on_s3_keeps_its_late_batches_out_of_the_log()
     // The new leader's first batch races the old leader's writes (fake-s3
     // applies a put at once and delays only its answer, so the old leader's
     // writes land early).
-    let mut second = take_over(&first, 4, 30, || start(&s3), &stop, &second_count, &mut threads);
+    let mut second = take_over(&first, 4, 60, || start(&s3), &stop, &second_count, &mut threads);
     wait_for_more(&second_count, 100, "commits on the new leader");
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
