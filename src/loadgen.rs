@@ -49,6 +49,55 @@ pub enum Outcome {
     Other,
 }
 
+/// What a client saw: every latency measured and the answers by outcome.
+#[derive(Debug, Default)]
+pub struct Tally {
+    latencies_us: Vec<u64>,
+    pub committed: u64,
+    pub not_committed: u64,
+    pub other: u64,
+}
+
+impl Tally {
+    pub fn record(&mut self, outcome: Outcome, latency: std::time::Duration) {
+        self.latencies_us.push(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+        match outcome {
+            Outcome::Committed => self.committed += 1,
+            Outcome::NotCommitted => self.not_committed += 1,
+            Outcome::Other => self.other += 1,
+        }
+    }
+
+    pub fn merge(&mut self, other: Tally) {
+        self.latencies_us.extend(other.latencies_us);
+        self.committed += other.committed;
+        self.not_committed += other.not_committed;
+        self.other += other.other;
+    }
+
+    /// Answers recorded.
+    pub fn count(&self) -> usize {
+        self.latencies_us.len()
+    }
+
+    /// The latency percentiles `percents` (nearest rank), in milliseconds;
+    /// zeros when nothing was recorded.
+    pub fn percentiles_ms(&mut self, percents: &[f64]) -> Vec<f64> {
+        self.latencies_us.sort_unstable();
+        let count = self.latencies_us.len();
+        percents
+            .iter()
+            .map(|&p| {
+                if count == 0 {
+                    return 0.0;
+                }
+                let rank = ((p / 100.0) * count as f64).ceil() as usize;
+                self.latencies_us[rank.clamp(1, count) - 1] as f64 / 1000.0
+            })
+            .collect()
+    }
+}
+
 /// One client's request stream: random keys and the newest version seen.
 #[derive(Debug)]
 pub struct Workload {
@@ -305,6 +354,21 @@ mod tests {
         assert_eq!(text.matches("request_put").count(), 20);
         let body = text.split_once("\r\n\r\n").unwrap().1;
         serde_json::from_str::<serde_json::Value>(body).unwrap();
+    }
+
+    #[test]
+    fn tallies_merge_and_give_nearest_rank_percentiles() {
+        let mut tally = Tally::default();
+        assert_eq!(tally.percentiles_ms(&[50.0]), [0.0]);
+        for millis in 1..=10 {
+            tally.record(Outcome::Committed, std::time::Duration::from_millis(millis));
+        }
+        let mut other = Tally::default();
+        other.record(Outcome::NotCommitted, std::time::Duration::from_millis(100));
+        other.record(Outcome::Other, std::time::Duration::from_millis(50));
+        tally.merge(other);
+        assert_eq!((tally.count(), tally.committed, tally.not_committed, tally.other), (12, 10, 1, 1));
+        assert_eq!(tally.percentiles_ms(&[50.0, 90.0, 100.0]), [6.0, 50.0, 100.0]);
     }
 
     #[test]

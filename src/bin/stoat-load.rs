@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use stoat::loadgen::{parse_answer, Outcome, Shape, Target, Workload};
+use stoat::loadgen::{parse_answer, Shape, Tally, Target, Workload};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum TargetArg {
@@ -68,14 +68,6 @@ struct Connection {
     written: usize,
     input: Vec<u8>,
     sent_at: Instant,
-}
-
-#[derive(Default)]
-struct Tally {
-    latencies_us: Vec<u32>,
-    committed: u64,
-    not_committed: u64,
-    other: u64,
 }
 
 fn main() {
@@ -159,13 +151,7 @@ fn run(args: &Args) -> io::Result<Tally> {
                 if answer.chunked { &scratch[answer.body.clone()] } else { &connection.input[answer.body.clone()] };
             let outcome = connection.workload.observe(answer.status, body);
             if connection.sent_at >= measure_from && now < end {
-                let micros = now.duration_since(connection.sent_at).as_micros();
-                tally.latencies_us.push(u32::try_from(micros).unwrap_or(u32::MAX));
-                match outcome {
-                    Outcome::Committed => tally.committed += 1,
-                    Outcome::NotCommitted => tally.not_committed += 1,
-                    Outcome::Other => tally.other += 1,
-                }
+                tally.record(outcome, now.duration_since(connection.sent_at));
             }
             if connection.input.len() > answer.length {
                 return Err(io::Error::other("an answer arrived that no request asked for"));
@@ -199,23 +185,15 @@ fn flush(connection: &mut Connection) -> io::Result<()> {
 }
 
 fn report(args: &Args, mut tally: Tally) {
-    tally.latencies_us.sort_unstable();
-    let count = tally.latencies_us.len();
-    let percentile = |p: f64| -> f64 {
-        if count == 0 {
-            return 0.0;
-        }
-        let rank = ((p / 100.0) * count as f64).ceil() as usize;
-        f64::from(tally.latencies_us[rank.clamp(1, count) - 1]) / 1000.0
-    };
+    let p = tally.percentiles_ms(&[50.0, 90.0, 99.0, 100.0]);
     println!(
         "load: {:.0} requests/s, latency ms p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}, committed={} not_committed={} \
          other={}",
-        count as f64 / args.duration,
-        percentile(50.0),
-        percentile(90.0),
-        percentile(99.0),
-        percentile(100.0),
+        tally.count() as f64 / args.duration,
+        p[0],
+        p[1],
+        p[2],
+        p[3],
         tally.committed,
         tally.not_committed,
         tally.other,

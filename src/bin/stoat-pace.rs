@@ -19,7 +19,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use stoat::loadgen::{parse_answer, Outcome, Shape, Target, Workload};
+use stoat::loadgen::{parse_answer, Shape, Tally, Target, Workload};
 
 #[derive(Parser, Debug)]
 #[command(about = "Open-loop paced commits against a Stoat server; prints latency percentiles")]
@@ -42,15 +42,6 @@ struct Args {
     /// Keys are drawn from this many.
     #[arg(long, default_value_t = 1_000_000)]
     keys: u32,
-}
-
-#[derive(Default)]
-struct Tally {
-    /// Microseconds from the scheduled send to the whole answer.
-    latencies_us: Vec<u64>,
-    committed: u64,
-    conflicts: u64,
-    other: u64,
 }
 
 fn main() {
@@ -78,12 +69,7 @@ fn main() {
     let mut total = Tally::default();
     for thread in threads {
         match thread.join() {
-            Ok(Ok(tally)) => {
-                total.latencies_us.extend(tally.latencies_us);
-                total.committed += tally.committed;
-                total.conflicts += tally.conflicts;
-                total.other += tally.other;
-            }
+            Ok(Ok(tally)) => total.merge(tally),
             Ok(Err(error)) => {
                 eprintln!("stoat-pace: a connection failed: {error}");
                 std::process::exit(1);
@@ -91,28 +77,20 @@ fn main() {
             Err(_) => std::process::exit(1),
         }
     }
-    total.latencies_us.sort_unstable();
-    let count = total.latencies_us.len();
-    let percentile = |p: f64| -> f64 {
-        if count == 0 {
-            return 0.0;
-        }
-        let rank = ((p / 100.0) * count as f64).ceil() as usize;
-        total.latencies_us[rank.clamp(1, count) - 1] as f64 / 1000.0
-    };
+    let p = total.percentiles_ms(&[50.0, 90.0, 99.0, 99.9, 100.0]);
     println!(
         "paced: offered {:.0}/s, achieved {:.0}/s, 200={} 409={} other={}, latency ms p50 {:.2} p90 {:.2} p99 {:.2} \
          p99.9 {:.2} max {:.2}",
         args.rate,
-        count as f64 / args.duration,
+        total.count() as f64 / args.duration,
         total.committed,
-        total.conflicts,
+        total.not_committed,
         total.other,
-        percentile(50.0),
-        percentile(90.0),
-        percentile(99.0),
-        percentile(99.9),
-        percentile(100.0),
+        p[0],
+        p[1],
+        p[2],
+        p[3],
+        p[4],
     );
 }
 
@@ -156,12 +134,8 @@ fn run_connection(
         let body = if answer.chunked { &scratch[answer.body] } else { &input[answer.body] };
         let outcome = workload.observe(answer.status, body);
         if scheduled >= measure_from {
-            tally.latencies_us.push(latency.as_micros() as u64);
-            match outcome {
-                Outcome::Committed => tally.committed += 1,
-                Outcome::NotCommitted => tally.conflicts += 1,
-                Outcome::Other => tally.other += 1,
-            }
+            // From the scheduled send to the whole answer.
+            tally.record(outcome, latency);
         }
         scheduled += interval;
     }
