@@ -146,12 +146,19 @@ pub struct PersistConfig {
     /// Batch writes kept in flight at once (1 to
     /// `log::chain::BATCH_WRITES_IN_FLIGHT_MAX`): what hides the storage's
     /// latency. Replies still wait until their batch and every one before
-    /// it are durable. 0 picks by storage: 1 on local disk (the device
-    /// serialises syncs, so one write at a time lets each sync carry the
-    /// most commits), `BATCH_WRITES_IN_FLIGHT_MAX` on S3 (each request pays
+    /// it are durable. 0 picks by storage: `LOCAL_BATCH_WRITES_IN_FLIGHT`
+    /// on local disk, `BATCH_WRITES_IN_FLIGHT_MAX` on S3 (each request pays
     /// its own latency, and requests run in parallel).
     pub batch_writes_in_flight: usize,
 }
+
+/// Batch writes in flight on local disk by default. One batch's CPU work
+/// (encoding, the object's write and link) and the next batch's overlap
+/// another's journal sync: with one at a time the core idles during each
+/// sync (`bench/run --workloads writes`, docs/benchmarks.md: 2, 4 and 8
+/// each carried about a quarter more commits than 1; the local store's two
+/// IO threads bound how many syncs run at once).
+pub const LOCAL_BATCH_WRITES_IN_FLIGHT: usize = 4;
 
 impl Default for PersistConfig {
     fn default() -> Self {
@@ -343,7 +350,7 @@ impl Config {
         let mut config = self;
         if config.persist.batch_writes_in_flight == 0 {
             config.persist.batch_writes_in_flight = match storage {
-                StorageUrl::File(_) => 1,
+                StorageUrl::File(_) => LOCAL_BATCH_WRITES_IN_FLIGHT,
                 StorageUrl::S3 { .. } => crate::log::chain::BATCH_WRITES_IN_FLIGHT_MAX,
             };
         }

@@ -47,6 +47,30 @@ fn pipelined_requests_are_answered_in_order_across_hand_offs() {
 }
 
 #[test]
+fn a_request_sent_while_the_previous_one_is_in_the_pipeline_is_answered() {
+    // The reactor reads only after a readable event (or a read that filled
+    // its buffer); the event for the second request arrives while the
+    // connection is away in the pipeline, held there by the batch timeout,
+    // and must not be lost.
+    let stoat = Stoat::start("[persist]\nbatch_timeout_us = 300000\n");
+    let mut client = stoat.connect();
+    client.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for round in 0..3 {
+        client.send(
+            format!("POST /v1/commit HTTP/1.1\r\nX-Request-Id: c-{round}\r\nContent-Length: 2\r\n\r\n{{}}").as_bytes(),
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        client.send(format!("GET /healthz HTTP/1.1\r\nX-Request-Id: h-{round}\r\n\r\n").as_bytes());
+        let commit = client.read_response();
+        assert_eq!(commit.status, 200, "{}", commit.text());
+        assert_eq!(commit.header("x-request-id"), Some(format!("c-{round}").as_str()));
+        let health = client.read_response();
+        assert_eq!(health.status, 200);
+        assert_eq!(health.header("x-request-id"), Some(format!("h-{round}").as_str()));
+    }
+}
+
+#[test]
 fn generated_request_ids_are_present_and_distinct() {
     let stoat = Stoat::start("");
     let mut client = stoat.connect();

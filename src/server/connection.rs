@@ -64,8 +64,8 @@ pub struct Connection {
     status_query: StatusQuery,
     /// Set once the connection is a subscribe stream; it stays one.
     pub(super) subscription: Option<Box<Subscription>>,
-    /// The socket may have input (a readable event since the last
-    /// WouldBlock); streams read only then.
+    /// The socket may have input: a readable event came since the last
+    /// WouldBlock or short read. Reads happen only then.
     pub(super) input_ready: bool,
     _open: OpenConnections,
 }
