@@ -1,8 +1,9 @@
 //! Parsing a commit body into a fully validated [`CommitRequest`].
 //!
 //! The body is copied into the request's arena (simd-json rewrites its input)
-//! and parsed into a borrowed JSON tree, which is walked by hand so that every
-//! error names its place: `operations[3].key: invalid base64`.
+//! and parsed into a tape (a flat array of nodes, reused from request to
+//! request: no tree of maps is built or dropped), which is walked by hand so
+//! that every error names its place: `operations[3].key: invalid base64`.
 //!
 //! Invariant: a `CommitRequest` that parsed is valid: base64 decoded, sizes and
 //! counts within the limits, no range with `begin > end`, `read_version`
@@ -10,13 +11,13 @@
 //! (Checks that need the log's state, such as versions in the future, are
 //! the sequencer's.)
 
-use std::borrow::Cow;
 use std::ops::Range;
 
 use base64::Engine;
 use bumpalo::Bump;
-use simd_json::borrowed::{Object, Value};
-use simd_json::StaticNode;
+use simd_json::base::{TypedValue, ValueAsScalar, ValueIntoString};
+use simd_json::tape::{Array, Object, Value};
+use simd_json::{Tape, ValueType};
 
 use crate::commit::transaction::OperationRef;
 use crate::config::LimitsConfig;
@@ -170,13 +171,22 @@ fn point_end(key: &Range<usize>) -> Range<usize> {
     key.end..key.end + key.len() + 1
 }
 
+/// simd-json's scratch space and tape, kept by a reactor thread and reused
+/// for every commit it parses.
+#[derive(Default)]
+pub struct JsonScratch {
+    buffers: simd_json::Buffers,
+    /// Empty between parses (so it borrows nothing); `None` until the first.
+    tape: Option<Tape<'static>>,
+}
+
 /// Parses `body` into `out`, using `arena` for the parser's copy of the
-/// body and `buffers` for simd-json's scratch space. On error, returns the
+/// body and `scratch` for simd-json's working space. On error, returns the
 /// message for a 400.
 pub fn parse_commit(
     body: &[u8],
     arena: &Bump,
-    buffers: &mut simd_json::Buffers,
+    scratch: &mut JsonScratch,
     limits: &LimitsConfig,
     out: &mut CommitRequest,
 ) -> Result<(), String> {
@@ -184,13 +194,20 @@ pub fn parse_commit(
     if body.is_empty() {
         return Err("body: expected a JSON object, got an empty body".into());
     }
-    let input = arena.alloc_slice_copy(body);
-    let value = simd_json::borrowed::to_value_with_buffers(input, buffers)
-        .map_err(|error| format!("body: invalid JSON: {error}"))?;
-    let Value::Object(object) = value else {
-        return Err(format!("body: expected a JSON object, got {}", type_name(&value)));
-    };
-    Parser { limits, out }.commit(&object)
+    // The copy carries simd-json's padding, so it need not copy it again.
+    let input = arena.alloc_slice_fill_copy(body.len() + simd_json::INPUT_PADDING, 0u8);
+    input[..body.len()].copy_from_slice(body);
+    let mut tape = scratch.tape.take().unwrap_or_else(Tape::null).reset();
+    let result = simd_json::fill_tape_padded(input, body.len(), &mut scratch.buffers, &mut tape)
+        .map_err(|error| format!("body: invalid JSON: {error}"))
+        .and_then(|()| {
+            let value = tape.as_value();
+            let object =
+                value.as_object().ok_or_else(|| format!("body: expected a JSON object, got {}", type_name(&value)))?;
+            Parser { limits, out }.commit(&object)
+        });
+    scratch.tape = Some(tape.reset());
+    result
 }
 
 /// Where a value is in the body (`operations[3].key`), formatted only when
@@ -238,46 +255,48 @@ struct Parser<'l, 'o> {
 }
 
 impl Parser<'_, '_> {
-    fn commit(&mut self, object: &Object<'_>) -> Result<(), String> {
-        reject_unknown(object, None, &["request_id", "leader_id", "read_version", "preconditions", "operations"])?;
-        self.out.read_version = optional_u64(object, "read_version", Place::top("read_version"))?;
-        self.request_id(object.get("request_id"))?;
-        if let Some(value) = object.get("leader_id") {
-            let leader_id = string(value, Place::top("leader_id"))?;
+    fn commit(&mut self, object: &Object<'_, '_>) -> Result<(), String> {
+        let fields = Fields::read(object, ["request_id", "leader_id", "read_version", "preconditions", "operations"]);
+        fields.only(&fields.names, None)?;
+        let [request_id, leader_id, read_version, preconditions, operations] = fields.values();
+        self.out.read_version = optional_u64(read_version, Place::top("read_version"))?;
+        self.request_id(request_id)?;
+        if let Some(value) = leader_id {
+            let leader_id = string(&value, Place::top("leader_id"))?;
             if leader_id.is_empty() || leader_id.len() > LEADER_ID_BYTES_MAX {
                 return Err(format!("leader_id: must be 1-{LEADER_ID_BYTES_MAX} bytes"));
             }
             self.out.leader_id = Some(self.push_bytes(leader_id.as_bytes()));
         }
-        let preconditions = optional_array(object, "preconditions")?;
-        if preconditions.len() > self.limits.preconditions_max {
+        let preconditions = optional_array(preconditions, "preconditions")?;
+        let preconditions_len = preconditions.as_ref().map_or(0, Array::len);
+        if preconditions_len > self.limits.preconditions_max {
             return Err(format!(
-                "preconditions: {} preconditions, over the limit of {}",
-                preconditions.len(),
+                "preconditions: {preconditions_len} preconditions, over the limit of {}",
                 self.limits.preconditions_max
             ));
         }
-        for (index, value) in preconditions.iter().enumerate() {
-            self.precondition(value, index)?;
+        for (index, value) in preconditions.iter().flat_map(Array::iter).enumerate() {
+            self.precondition(&value, index)?;
         }
-        let operations = optional_array(object, "operations")?;
-        if operations.len() > self.limits.operations_max {
+        let operations = optional_array(operations, "operations")?;
+        let operations_len = operations.as_ref().map_or(0, Array::len);
+        if operations_len > self.limits.operations_max {
             return Err(format!(
-                "operations: {} operations, over the limit of {}",
-                operations.len(),
+                "operations: {operations_len} operations, over the limit of {}",
                 self.limits.operations_max
             ));
         }
-        for (index, value) in operations.iter().enumerate() {
-            self.operation(value, index)?;
+        for (index, value) in operations.iter().flat_map(Array::iter).enumerate() {
+            self.operation(&value, index)?;
         }
         Ok(())
     }
 
-    fn request_id(&mut self, value: Option<&Value<'_>>) -> Result<(), String> {
+    fn request_id(&mut self, value: Option<Value<'_, '_>>) -> Result<(), String> {
         match value {
             Some(value) => {
-                let id = string(value, Place::top("request_id"))?;
+                let id = string(&value, Place::top("request_id"))?;
                 if !is_valid_request_id(id) {
                     return Err("request_id: must be 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':', '-'".into());
                 }
@@ -293,24 +312,25 @@ impl Parser<'_, '_> {
         Ok(())
     }
 
-    fn precondition(&mut self, value: &Value<'_>, index: usize) -> Result<(), String> {
+    fn precondition(&mut self, value: &Value<'_, '_>, index: usize) -> Result<(), String> {
         let place = Place::item("preconditions", index);
-        let object = object(value, place)?;
-        let kind = string(required(object, "type", place)?, place.field("type"))?;
-        let version = optional_u64(object, "version", place.field("version"))?;
+        let fields = Fields::read(&object(value, place)?, ["type", "key", "begin", "end", "version"]);
+        let [kind, key, begin, end, version] = fields.values();
+        let kind = string(&required(kind, "type", place)?, place.field("type"))?;
+        let version = optional_u64(version, place.field("version"))?;
         let version = match (version, self.out.read_version) {
             (Some(version), _) | (None, Some(version)) => version,
             (None, None) => return Err(format!("{place}.version: required because read_version is absent")),
         };
         let (begin, end) = match kind {
             "point_read" => {
-                reject_unknown(object, Some(place), &["type", "key", "version"])?;
-                let key = self.key(required(object, "key", place)?, place.field("key"))?;
+                fields.only(&["type", "key", "version"], Some(place))?;
+                let key = self.key(&required(key, "key", place)?, place.field("key"))?;
                 (key.clone(), self.push_point_end(&key))
             }
             "range_read" => {
-                reject_unknown(object, Some(place), &["type", "begin", "end", "version"])?;
-                self.range(object, place)?
+                fields.only(&["type", "begin", "end", "version"], Some(place))?;
+                self.range(begin, end, place)?
             }
             other => {
                 return Err(format!(
@@ -322,27 +342,28 @@ impl Parser<'_, '_> {
         Ok(())
     }
 
-    fn operation(&mut self, value: &Value<'_>, index: usize) -> Result<(), String> {
+    fn operation(&mut self, value: &Value<'_, '_>, index: usize) -> Result<(), String> {
         let place = Place::item("operations", index);
-        let object = object(value, place)?;
-        let kind = string(required(object, "type", place)?, place.field("type"))?;
+        let fields = Fields::read(&object(value, place)?, ["type", "key", "value", "begin", "end"]);
+        let [kind, key, value, begin, end] = fields.values();
+        let kind = string(&required(kind, "type", place)?, place.field("type"))?;
         let span = match kind {
             "write" => {
-                reject_unknown(object, Some(place), &["type", "key", "value"])?;
-                let key = self.key(required(object, "key", place)?, place.field("key"))?;
+                fields.only(&["type", "key", "value"], Some(place))?;
+                let key = self.key(&required(key, "key", place)?, place.field("key"))?;
                 self.push_point_end(&key);
-                let value = self.value(required(object, "value", place)?, place.field("value"))?;
+                let value = self.value(&required(value, "value", place)?, place.field("value"))?;
                 OperationSpan { kind: OperationKind::Write, first: key, second: value }
             }
             "delete" => {
-                reject_unknown(object, Some(place), &["type", "key"])?;
-                let key = self.key(required(object, "key", place)?, place.field("key"))?;
+                fields.only(&["type", "key"], Some(place))?;
+                let key = self.key(&required(key, "key", place)?, place.field("key"))?;
                 self.push_point_end(&key);
                 OperationSpan { kind: OperationKind::Delete, first: key, second: 0..0 }
             }
             "range_delete" => {
-                reject_unknown(object, Some(place), &["type", "begin", "end"])?;
-                let (begin, end) = self.range(object, place)?;
+                fields.only(&["type", "begin", "end"], Some(place))?;
+                let (begin, end) = self.range(begin, end, place)?;
                 if self.out.bytes[begin.clone()] == self.out.bytes[end.clone()] {
                     // An empty range deletes nothing: it is ignored.
                     return Ok(());
@@ -360,24 +381,29 @@ impl Parser<'_, '_> {
     }
 
     /// `begin` and `end` of a range object; `begin > end` is an error.
-    fn range(&mut self, object: &Object<'_>, place: Place<'_>) -> Result<(Range<usize>, Range<usize>), String> {
-        let begin = self.key(required(object, "begin", place)?, place.field("begin"))?;
-        let end = self.key(required(object, "end", place)?, place.field("end"))?;
+    fn range(
+        &mut self,
+        begin: Option<Value<'_, '_>>,
+        end: Option<Value<'_, '_>>,
+        place: Place<'_>,
+    ) -> Result<(Range<usize>, Range<usize>), String> {
+        let begin = self.key(&required(begin, "begin", place)?, place.field("begin"))?;
+        let end = self.key(&required(end, "end", place)?, place.field("end"))?;
         if self.out.bytes[begin.clone()] > self.out.bytes[end.clone()] {
             return Err(format!("{place}: begin is after end"));
         }
         Ok((begin, end))
     }
 
-    fn key(&mut self, value: &Value<'_>, place: Place<'_>) -> Result<Range<usize>, String> {
+    fn key(&mut self, value: &Value<'_, '_>, place: Place<'_>) -> Result<Range<usize>, String> {
         self.base64(value, place, self.limits.key_bytes_max)
     }
 
-    fn value(&mut self, value: &Value<'_>, place: Place<'_>) -> Result<Range<usize>, String> {
+    fn value(&mut self, value: &Value<'_, '_>, place: Place<'_>) -> Result<Range<usize>, String> {
         self.base64(value, place, self.limits.value_bytes_max)
     }
 
-    fn base64(&mut self, value: &Value<'_>, place: Place<'_>, bytes_max: usize) -> Result<Range<usize>, String> {
+    fn base64(&mut self, value: &Value<'_, '_>, place: Place<'_>, bytes_max: usize) -> Result<Range<usize>, String> {
         let text = string(value, place)?;
         // Decoded size is at most 3/4 of the text: refuse before decoding.
         let decoded_max = text.len() / 4 * 3;
@@ -480,63 +506,101 @@ pub fn is_valid_request_id(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-fn reject_unknown(object: &Object<'_>, place: Option<Place<'_>>, known: &[&str]) -> Result<(), String> {
-    match object.keys().find(|key| !known.contains(&key.as_ref())) {
-        Some(key) => {
-            let prefix = place.map_or(String::new(), |place| format!("{place}: "));
-            Err(format!("{prefix}unknown field {key:?}; expected one of {}", known.join(", ")))
+/// The fields of an object that a reader looks for, found in one pass over
+/// it: the first occurrence of each name, and where each was, so that the
+/// field reported as unknown is the first in the body that is not allowed.
+struct Fields<'t, 'i, const N: usize> {
+    names: [&'static str; N],
+    /// (position among the object's fields, value) of each name's first occurrence.
+    found: [Option<(usize, Value<'t, 'i>)>; N],
+    /// The first field whose name is not among `names`.
+    other: Option<(usize, &'i str)>,
+}
+
+impl<'t, 'i, const N: usize> Fields<'t, 'i, N> {
+    fn read(object: &Object<'t, 'i>, names: [&'static str; N]) -> Self {
+        let mut found = [None; N];
+        let mut other = None;
+        for (position, (key, value)) in object.iter().enumerate() {
+            match names.iter().position(|name| *name == key) {
+                Some(index) => {
+                    found[index].get_or_insert((position, value));
+                }
+                None => {
+                    other.get_or_insert((position, key));
+                }
+            }
         }
-        None => Ok(()),
+        Fields { names, found, other }
+    }
+
+    fn values(&self) -> [Option<Value<'t, 'i>>; N] {
+        self.found.map(|found| found.map(|(_, value)| value))
+    }
+
+    /// Refuses the object if any of its fields is not in `allowed`, naming
+    /// the first such field.
+    fn only(&self, allowed: &[&str], place: Option<Place<'_>>) -> Result<(), String> {
+        let mut first = self.other;
+        for (name, found) in self.names.iter().zip(&self.found) {
+            if let Some((position, _)) = found {
+                if !allowed.contains(name) && first.is_none_or(|(earliest, _)| *position < earliest) {
+                    first = Some((*position, name));
+                }
+            }
+        }
+        match first {
+            Some((_, key)) => {
+                let prefix = place.map_or(String::new(), |place| format!("{place}: "));
+                Err(format!("{prefix}unknown field {key:?}; expected one of {}", allowed.join(", ")))
+            }
+            None => Ok(()),
+        }
     }
 }
 
-fn required<'v, 'a>(object: &'v Object<'a>, field: &str, place: Place<'_>) -> Result<&'v Value<'a>, String> {
-    object.get(field).ok_or_else(|| format!("{place}.{field}: required"))
+fn required<'t, 'i>(value: Option<Value<'t, 'i>>, field: &str, place: Place<'_>) -> Result<Value<'t, 'i>, String> {
+    value.ok_or_else(|| format!("{place}.{field}: required"))
 }
 
-fn object<'v, 'a>(value: &'v Value<'a>, place: Place<'_>) -> Result<&'v Object<'a>, String> {
+fn object<'t, 'i>(value: &Value<'t, 'i>, place: Place<'_>) -> Result<Object<'t, 'i>, String> {
+    value.as_object().ok_or_else(|| format!("{place}: expected an object, got {}", type_name(value)))
+}
+
+fn string<'i>(value: &Value<'_, 'i>, place: Place<'_>) -> Result<&'i str, String> {
+    value.into_string().ok_or_else(|| format!("{place}: expected a string, got {}", type_name(value)))
+}
+
+fn optional_u64(value: Option<Value<'_, '_>>, place: Place<'_>) -> Result<Option<u64>, String> {
+    let Some(value) = value else { return Ok(None) };
+    match value.value_type() {
+        ValueType::U64 | ValueType::I64 if value.as_u64().is_some() => Ok(value.as_u64()),
+        _ => Err(format!("{place}: expected an unsigned 64-bit integer, got {}", type_name(&value))),
+    }
+}
+
+fn optional_array<'t, 'i>(value: Option<Value<'t, 'i>>, field: &str) -> Result<Option<Array<'t, 'i>>, String> {
     match value {
-        Value::Object(object) => Ok(object),
-        other => Err(format!("{place}: expected an object, got {}", type_name(other))),
-    }
-}
-
-fn string<'v>(value: &'v Value<'_>, place: Place<'_>) -> Result<&'v str, String> {
-    match value {
-        Value::String(Cow::Borrowed(text)) => Ok(text),
-        Value::String(Cow::Owned(text)) => Ok(text.as_str()),
-        other => Err(format!("{place}: expected a string, got {}", type_name(other))),
-    }
-}
-
-fn optional_u64(object: &Object<'_>, field: &str, place: Place<'_>) -> Result<Option<u64>, String> {
-    match object.get(field) {
         None => Ok(None),
-        Some(Value::Static(StaticNode::U64(n))) => Ok(Some(*n)),
-        Some(Value::Static(StaticNode::I64(n))) if *n >= 0 => Ok(Some(*n as u64)),
-        Some(other) => Err(format!("{place}: expected an unsigned 64-bit integer, got {}", type_name(other))),
-    }
-}
-
-fn optional_array<'v, 'a>(object: &'v Object<'a>, field: &str) -> Result<&'v [Value<'a>], String> {
-    match object.get(field) {
-        None => Ok(&[]),
-        Some(Value::Array(items)) => Ok(items.as_slice()),
-        Some(other) => Err(format!("{field}: expected an array, got {}", type_name(other))),
+        Some(value) => match value.as_array() {
+            Some(items) => Ok(Some(items)),
+            None => Err(format!("{field}: expected an array, got {}", type_name(&value))),
+        },
     }
 }
 
 /// How an error message names a JSON value's type (`a string`, `the number 3`).
-pub(crate) fn type_name(value: &Value<'_>) -> String {
-    match value {
-        Value::Static(StaticNode::Null) => "null".into(),
-        Value::Static(StaticNode::Bool(_)) => "a boolean".into(),
-        Value::Static(StaticNode::I64(n)) => format!("the number {n}"),
-        Value::Static(StaticNode::U64(n)) => format!("the number {n}"),
-        Value::Static(StaticNode::F64(n)) => format!("the number {n}"),
-        Value::String(_) => "a string".into(),
-        Value::Array(_) => "an array".into(),
-        Value::Object(_) => "an object".into(),
+pub(crate) fn type_name<V: TypedValue + ValueAsScalar>(value: &V) -> String {
+    match value.value_type() {
+        ValueType::Null => "null".into(),
+        ValueType::Bool => "a boolean".into(),
+        ValueType::I64 | ValueType::I128 => value.as_i64().map_or("a number".into(), |n| format!("the number {n}")),
+        ValueType::U64 | ValueType::U128 => value.as_u64().map_or("a number".into(), |n| format!("the number {n}")),
+        ValueType::F64 => value.as_f64().map_or("a number".into(), |n| format!("the number {n}")),
+        ValueType::String => "a string".into(),
+        ValueType::Array => "an array".into(),
+        ValueType::Object => "an object".into(),
+        _ => "an unknown value".into(),
     }
 }
 

@@ -136,8 +136,8 @@ impl Connection {
     }
 
     /// Parses the body as a commit, in the request's arena.
-    pub fn parse_commit(&mut self, json_buffers: &mut simd_json::Buffers, limits: &LimitsConfig) -> Result<(), String> {
-        parse::parse_commit(&self.body, &self.arena, json_buffers, limits, &mut self.commit)
+    pub fn parse_commit(&mut self, json: &mut parse::JsonScratch, limits: &LimitsConfig) -> Result<(), String> {
+        parse::parse_commit(&self.body, &self.arena, json, limits, &mut self.commit)
     }
 
     /// Parses the target's query as a status lookup.

@@ -38,7 +38,7 @@ pub(super) fn answer(
     connection: &mut Connection,
     context: &ServerContext,
     queue_depth: usize,
-    json_buffers: &mut simd_json::Buffers,
+    json: &mut crate::commit::parse::JsonScratch,
 ) -> Answer {
     match route {
         Route::Version => version(connection, context),
@@ -51,7 +51,7 @@ pub(super) fn answer(
         }
         Route::Commit => {
             let started = std::time::Instant::now();
-            let parsed = connection.parse_commit(json_buffers, &context.settings.config.limits);
+            let parsed = connection.parse_commit(json, &context.settings.config.limits);
             context.stage_parse_seconds.observe(started.elapsed().as_secs_f64());
             match parsed {
                 Ok(()) => return Answer::ToPipeline,

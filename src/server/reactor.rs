@@ -83,8 +83,8 @@ pub(super) struct Reactor {
     shutdown_deadline: Option<Instant>,
     /// Accepting failed for lack of file descriptors; retried on each sweep.
     accept_paused: bool,
-    /// simd-json's scratch space, reused for every commit parsed here.
-    json_buffers: simd_json::Buffers,
+    /// simd-json's scratch space and tape, reused for every commit parsed here.
+    json: crate::commit::parse::JsonScratch,
     /// Keys of the connections that are subscribe streams.
     streams: std::collections::HashSet<usize>,
     /// Tells a stream's history answers from an earlier stream's.
@@ -129,7 +129,7 @@ impl Reactor {
             again: Vec::new(),
             shutdown_deadline: None,
             accept_paused: false,
-            json_buffers: simd_json::Buffers::default(),
+            json: crate::commit::parse::JsonScratch::default(),
             streams: std::collections::HashSet::new(),
             next_stream_serial: 0,
             history,
@@ -584,7 +584,7 @@ impl Reactor {
             return Answer::Written;
         }
         let queue_depth = self.pipeline.len();
-        let answer = handlers::answer(route, connection, &self.context, queue_depth, &mut self.json_buffers);
+        let answer = handlers::answer(route, connection, &self.context, queue_depth, &mut self.json);
         if let Answer::Written = answer {
             self.complete_request(connection);
         }

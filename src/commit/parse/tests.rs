@@ -15,7 +15,7 @@ fn limits() -> LimitsConfig {
 
 fn parse(body: &str) -> Result<CommitRequest, String> {
     let arena = Bump::new();
-    let mut buffers = simd_json::Buffers::default();
+    let mut buffers = JsonScratch::default();
     let mut out = CommitRequest::default();
     parse_commit(body.as_bytes(), &arena, &mut buffers, &limits(), &mut out).map(|()| out)
 }
@@ -82,7 +82,19 @@ fn errors_name_the_field_and_the_problem() {
         ("{", "body: invalid JSON"),
         (r#"{"bogus":1}"#, "unknown field \"bogus\""),
         (r#"{"read_version":-1}"#, "read_version: expected an unsigned 64-bit integer, got the number -1"),
-        (r#"{"read_version":1.5}"#, "read_version: expected an unsigned 64-bit integer"),
+        (r#"{"read_version":1.5}"#, "read_version: expected an unsigned 64-bit integer, got the number 1.5"),
+        (r#"{"read_version":"1"}"#, "read_version: expected an unsigned 64-bit integer, got a string"),
+        (r#"{"leader_id":true}"#, "leader_id: expected a string, got a boolean"),
+        (r#"{"request_id":null}"#, "request_id: expected a string, got null"),
+        (r#"{"operations":[[]]}"#, "operations[0]: expected an object, got an array"),
+        (
+            r#"{"read_version":1,"preconditions":[{"type":"point_read","key":{}}]}"#,
+            "preconditions[0].key: expected a string, got an object",
+        ),
+        (
+            r#"{"operations":[{"type":"write","key":"YQ==","value":"YQ==","x":{"y":[1]}}]}"#,
+            "operations[0]: unknown field \"x\"",
+        ),
         (r#"{"request_id":""}"#, "request_id: must be 1-128 characters"),
         (r#"{"request_id":"has space"}"#, "request_id: must be 1-128 characters"),
         (r#"{"request_id":7}"#, "request_id: expected a string, got the number 7"),
@@ -148,7 +160,7 @@ fn escaped_strings_and_numbers_as_large_as_u64_parse() {
 #[test]
 fn buffers_are_reused_without_leaking_one_request_into_the_next() {
     let arena = Bump::new();
-    let mut buffers = simd_json::Buffers::default();
+    let mut buffers = JsonScratch::default();
     let mut out = CommitRequest::default();
     let first =
         r#"{"request_id":"one","leader_id":"L","read_version":3,"operations":[{"type":"delete","key":"YQ=="}]}"#;
@@ -165,7 +177,7 @@ proptest::proptest! {
     #[test]
     fn arbitrary_bodies_never_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
         let arena = Bump::new();
-        let mut buffers = simd_json::Buffers::default();
+        let mut buffers = JsonScratch::default();
         let mut out = CommitRequest::default();
         let _ = parse_commit(&body, &arena, &mut buffers, &limits(), &mut out);
     }
@@ -190,4 +202,37 @@ fn status_queries_parse_or_name_the_problem() {
         let message = parse_status_query(text, &mut query).unwrap_err();
         assert!(message.starts_with(expected), "{text:?}: {message}");
     }
+}
+
+#[test]
+fn the_unknown_field_named_is_the_first_in_the_body() {
+    let point =
+        |fields: &str| error(&format!(r#"{{"read_version":1,"preconditions":[{{"type":"point_read",{fields}}}]}}"#));
+    assert!(point(r#""end":"YQ==","bogus":1,"key":"YQ==""#).starts_with("preconditions[0]: unknown field \"end\""));
+    assert!(point(r#""bogus":1,"end":"YQ==","key":"YQ==""#).starts_with("preconditions[0]: unknown field \"bogus\""));
+    let delete = |fields: &str| error(&format!(r#"{{"operations":[{{"type":"delete",{fields}}}]}}"#));
+    assert!(
+        delete(r#""key":"YQ==","value":"YQ==","begin":"YQ==""#).starts_with("operations[0]: unknown field \"value\"")
+    );
+    assert!(
+        delete(r#""begin":"YQ==","key":"YQ==","value":"YQ==""#).starts_with("operations[0]: unknown field \"begin\"")
+    );
+    assert_eq!(
+        error(r#"{"operations":[],"extra":{"operations":1},"more":2}"#),
+        "unknown field \"extra\"; expected one of request_id, leader_id, read_version, preconditions, operations"
+    );
+    // A bad version is reported before an unknown field, as before.
+    assert!(
+        point(r#""key":"YQ==","version":"x","bogus":1"#).starts_with("preconditions[0].version: expected an unsigned")
+    );
+}
+
+#[test]
+fn a_field_given_twice_counts_once_its_first_value() {
+    let request = parse(
+        r#"{"request_id":"first","request_id":"second","operations":[{"type":"delete","key":"YQ==","key":"Yg=="}]}"#,
+    )
+    .unwrap();
+    assert_eq!(request.request_id(), "first");
+    assert_eq!(request.operations().len(), 1);
 }

@@ -11,7 +11,7 @@ const CONFIG: SequencerConfig =
 fn commit(json: &str) -> CommitRequest {
     let mut request = CommitRequest::default();
     let arena = bumpalo::Bump::new();
-    let mut buffers = simd_json::Buffers::default();
+    let mut buffers = crate::commit::parse::JsonScratch::default();
     parse_commit(json.as_bytes(), &arena, &mut buffers, &LimitsConfig::default(), &mut request).unwrap();
     request
 }
