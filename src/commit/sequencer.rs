@@ -12,6 +12,7 @@
 //!   get the original version).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use super::conflict::{ConflictSet, KeyRange, Outcome, ReadRange, TransactionRef};
 use super::parse::CommitRequest;
@@ -132,7 +133,7 @@ impl Sequencer {
         let first_version = recovered.first_version.max(recovered.committed_version + 1);
         let mut request_ids = RequestIndex::new(config.request_index_capacity, recovered.request_ids_from_version);
         for (id, version) in recovered.recent_request_ids {
-            request_ids.insert(id, version);
+            request_ids.insert(&id, version);
         }
         Sequencer {
             config,
@@ -170,7 +171,7 @@ impl Sequencer {
         self.last_timestamp_ms = self.last_timestamp_ms.max(now_ms);
         let mut decisions: Vec<Option<Decision>> = vec![None; inputs.len()];
         let mut pending: Vec<usize> = Vec::new();
-        let mut pending_ids: HashSet<&str> = HashSet::new();
+        let mut pending_ids: HashSet<&str, IdHasher> = HashSet::default();
         for (index, input) in inputs.iter().enumerate() {
             match *input {
                 Input::Commit(request) => {
@@ -245,7 +246,7 @@ impl Sequencer {
             decisions[index] = Some(match outcome {
                 Outcome::Committed => {
                     self.committed_version = version;
-                    self.request_ids.insert(request.request_id().to_string(), version);
+                    self.request_ids.insert(request.request_id(), version);
                     Decision::Committed { version }
                 }
                 Outcome::Conflict { read_indices } => self.not_committed(NotCommittedReason::Conflict, read_indices),
@@ -344,25 +345,31 @@ fn check_batch(conflicts: &mut ConflictSet, requests: &[&CommitRequest], first_v
     conflicts.check_batch(&batch)
 }
 
+/// How request ids are hashed: foldhash, seeded at random per map (ids come
+/// from clients, so the seed is what keeps them from choosing collisions),
+/// about a fifth of the instructions SipHash took per commit (`bench/profile`).
+type IdHasher = foldhash::quality::RandomState;
+
 /// The request ids of recent commits, bounded; the oldest are forgotten
 /// first, and `covers_from_version` says from which version on it is complete.
+/// Each id is allocated once and shared by the map and the queue.
 struct RequestIndex {
     capacity: usize,
-    versions: HashMap<Box<str>, u64>,
-    order: VecDeque<(u64, Box<str>)>,
+    versions: HashMap<Arc<str>, u64, IdHasher>,
+    order: VecDeque<(u64, Arc<str>)>,
     covers_from_version: u64,
 }
 
 impl RequestIndex {
     fn new(capacity: usize, covers_from_version: u64) -> Self {
-        RequestIndex { capacity, versions: HashMap::new(), order: VecDeque::new(), covers_from_version }
+        RequestIndex { capacity, versions: HashMap::default(), order: VecDeque::new(), covers_from_version }
     }
 
     fn get(&self, request_id: &str) -> Option<u64> {
         self.versions.get(request_id).copied()
     }
 
-    fn insert(&mut self, request_id: String, version: u64) {
+    fn insert(&mut self, request_id: &str, version: u64) {
         if self.capacity == 0 {
             self.covers_from_version = version + 1;
             return;
@@ -373,8 +380,8 @@ impl RequestIndex {
                 self.covers_from_version = forgotten_version + 1;
             }
         }
-        let request_id: Box<str> = request_id.into_boxed_str();
-        self.versions.insert(request_id.clone(), version);
+        let request_id: Arc<str> = Arc::from(request_id);
+        self.versions.insert(Arc::clone(&request_id), version);
         self.order.push_back((version, request_id));
     }
 
