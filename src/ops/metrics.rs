@@ -308,8 +308,9 @@ impl Metrics {
         }
     }
 
-    pub fn record_commit_outcome(&self, outcome: &'static str) {
-        self.commits.get_or_create(&OutcomeLabels { outcome }).inc();
+    /// Counts `count` commits decided with `outcome`.
+    pub fn record_commit_outcomes(&self, outcome: &'static str, count: u64) {
+        self.commits.get_or_create(&OutcomeLabels { outcome }).inc_by(count);
     }
 
     /// The latency histogram of one pipeline stage.
@@ -355,15 +356,17 @@ impl Default for Metrics {
 
 /// A reactor's handle on the request metrics, caching the per-label metrics
 /// so that recording a request is two atomic updates.
+/// The keys are the server's own static labels, so a fixed-seed fast hash
+/// will do.
 pub struct RequestRecorder {
     metrics: std::sync::Arc<Metrics>,
-    counters: HashMap<(&'static str, u16), Counter>,
-    durations: HashMap<&'static str, Histogram>,
+    counters: HashMap<(&'static str, u16), Counter, foldhash::fast::FixedState>,
+    durations: HashMap<&'static str, Histogram, foldhash::fast::FixedState>,
 }
 
 impl RequestRecorder {
     pub fn new(metrics: std::sync::Arc<Metrics>) -> Self {
-        RequestRecorder { metrics, counters: HashMap::new(), durations: HashMap::new() }
+        RequestRecorder { metrics, counters: HashMap::default(), durations: HashMap::default() }
     }
 
     pub fn record(&mut self, route: &'static str, status: u16, elapsed: Duration) {

@@ -185,9 +185,15 @@ impl SequenceStage {
         let timestamp_ms = sequencing.sequencer.last_timestamp_ms();
         let mut batches = BatchBuilder::new(sequencing, self.batch_bytes_max);
         let mut after_batches = Vec::new();
+        // Counted here and added once per outcome: the counter family's
+        // lookup takes a lock and hashes the label.
+        let mut outcomes: Vec<(&'static str, u64)> = Vec::new();
         for (connection, decision) in connections.into_iter().zip(decisions) {
             if let Some(outcome) = outcome_label(&decision) {
-                self.metrics.record_commit_outcome(outcome);
+                match outcomes.iter_mut().find(|(label, _)| *label == outcome) {
+                    Some((_, count)) => *count += 1,
+                    None => outcomes.push((outcome, 1)),
+                }
             }
             match decision {
                 Decision::Committed { version } => batches.push(connection, version, timestamp_ms),
@@ -217,6 +223,9 @@ impl SequenceStage {
                     self.reply(ReplyMessage { connection, reply });
                 }
             }
+        }
+        for (outcome, count) in outcomes {
+            self.metrics.record_commit_outcomes(outcome, count);
         }
         // Batches first, then what waits on them, so stage 2 sees them in order.
         let batches = batches.finish();
