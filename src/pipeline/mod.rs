@@ -1,13 +1,17 @@
 //! The commit pipeline: three stage threads joined by bounded channels.
 //!
 //! ```text
-//! reactors ──StageMessage──► 1 sequence ──PersistMessage──► 2 persist ──ReplyMessage──► 3 reply ──► reactors
-//!                               └──────────────── ReplyMessage (not committed, errors) ────┘
+//! reactors ──StageMessage──► 1 sequence ──PersistMessage──► 2 persist ──Replies──► 3 reply ──► reactors
+//!                               └──────────────── Replies (not committed, errors) ────┘
 //! ```
 //!
 //! A request travels as `Box<Connection>` with its parsed commit or status
 //! query inside; the last stage writes the response into it and returns it to
 //! its home reactor. Each stage owns its state and takes one message enum.
+//! Connections leave stages 1 and 2 and stage 3 in groups (`Replies`, one
+//! mail per reactor): what one batch releases wakes the next thread once,
+//! not once per request, which on a busy core would switch threads for
+//! every answer.
 //!
 //! The retention worker (`crate::retention::worker`) is started here too: it
 //! takes `/v1/retention/` requests from the reactors on its own bounded
@@ -49,7 +53,9 @@ use published::Published;
 /// not pile up here: the sequencer decides a batch only when persistence has
 /// asked for one (see `sequence.rs`).
 const PERSIST_QUEUE_DEPTH: usize = 16;
-/// Replies that may wait for the reply stage.
+/// Groups of replies that may wait for the reply stage (a group is what one
+/// batch or one decision released; connections are bounded by
+/// `server.max_connections` in any case).
 const REPLY_QUEUE_DEPTH: usize = 4096;
 
 /// The one message type stage 1 takes.
@@ -224,6 +230,9 @@ pub(crate) struct ReplyMessage {
     pub connection: Box<Connection>,
     pub reply: Reply,
 }
+
+/// What stage 3 takes: the replies released together, in order.
+pub(crate) type Replies = Vec<ReplyMessage>;
 
 /// Messages stage 2 takes.
 pub(crate) enum PersistMessage {

@@ -25,7 +25,7 @@ use crossbeam_channel::{select, Receiver, Sender};
 
 use super::history::{self, SearchRequest};
 use super::published::Published;
-use super::{PersistMessage, Reply, ReplyMessage};
+use super::{PersistMessage, Replies, Reply, ReplyMessage};
 use crate::commit::sequencer::Recovered;
 use crate::config::PersistConfig;
 use crate::log::chain;
@@ -48,7 +48,7 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 
 pub(super) struct PersistStage {
     pub inbox: Receiver<PersistMessage>,
-    pub to_reply: Sender<ReplyMessage>,
+    pub to_reply: Sender<Replies>,
     pub to_sequencer: Sender<Recovered>,
     /// Tells stage 1 that the next batch can be written now.
     pub ready_for_batch: Sender<()>,
@@ -308,7 +308,7 @@ impl Driver {
             }
             PersistMessage::AwaitDurable { message, version } => {
                 if version <= self.durable_version {
-                    self.send(message);
+                    self.send(vec![message]);
                 } else if self.stopped {
                     self.answer_unavailable(vec![message]);
                 } else {
@@ -346,11 +346,8 @@ impl Driver {
             wait_seconds.observe(accepted.elapsed().as_secs_f64());
         }
         let still_waiting = self.awaiting.split_off(&(version + 1));
-        for (_, messages) in std::mem::replace(&mut self.awaiting, still_waiting) {
-            for message in messages {
-                self.send(message);
-            }
-        }
+        let released: Replies = std::mem::replace(&mut self.awaiting, still_waiting).into_values().flatten().collect();
+        self.send(released);
     }
 
     /// This server can no longer commit: answer everything waiting.
@@ -361,21 +358,24 @@ impl Driver {
         self.answer_unavailable(waiting);
     }
 
-    fn answer_unavailable(&self, messages: Vec<ReplyMessage>) {
-        for mut message in messages {
+    fn answer_unavailable(&self, mut messages: Replies) {
+        for message in &mut messages {
             message.reply = Reply::Error(ApiError::Unavailable(
                 "this server is no longer the leader; the outcome of this commit is unknown here: \
                  ask /v1/status on the current leader"
                     .into(),
             ));
-            self.send(message);
         }
+        self.send(messages);
     }
 
-    fn send(&self, message: ReplyMessage) {
+    fn send(&self, replies: Replies) {
+        if replies.is_empty() {
+            return;
+        }
         // The reply stage outlives this one; a failed send means it crashed,
-        // and dropping the connection closes it unanswered.
-        let _ = self.stage.to_reply.send(message);
+        // and dropping the connections closes them unanswered.
+        let _ = self.stage.to_reply.send(replies);
     }
 
     fn begin_shutdown(&mut self) {

@@ -1,16 +1,18 @@
 //! Stage 3: writes each response into its connection and returns the
-//! connection to its home reactor.
+//! connections to their home reactors, each group of replies in one mail per
+//! reactor.
 
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 
-use super::{Reply, ReplyMessage};
+use super::{Replies, Reply, ReplyMessage};
+use crate::server::connection::Connection;
 use crate::server::response::{write_json_string, write_u64, ByteSink};
 use crate::server::ReactorHandles;
 
 pub(super) struct ReplyStage {
-    pub inbox: Receiver<ReplyMessage>,
+    pub inbox: Receiver<Replies>,
     pub reactors: Arc<ReactorHandles>,
     pub leader_id: String,
     pub metrics: Arc<crate::ops::metrics::Metrics>,
@@ -19,29 +21,40 @@ pub(super) struct ReplyStage {
 impl ReplyStage {
     pub fn run(self) {
         let reply_seconds = self.metrics.stage_seconds("reply");
+        let mut answered = Vec::new();
         // Ends when every sender (stages 1 and 2) is gone.
-        while let Ok(ReplyMessage { mut connection, reply }) = self.inbox.recv() {
-            let started = std::time::Instant::now();
-            match &reply {
-                Reply::Error(error) => connection.respond_error(error),
-                _ => {
-                    let status = if matches!(reply, Reply::NotCommitted { .. }) { 409 } else { 200 };
-                    let request_id = connection.commit().request_id().to_string();
-                    let status_id = connection.status_query().request_id.clone();
-                    connection.respond_json_with(status, None, |body| match &reply {
-                        Reply::Committed { version, duplicate } => {
-                            committed_body(body, *version, *duplicate, &request_id, &self.leader_id);
-                        }
-                        Reply::NotCommitted { reason, conflicts, version } => {
-                            not_committed_body(body, reason, conflicts, *version, &request_id, &self.leader_id);
-                        }
-                        Reply::Status { committed, version } => status_body(body, &status_id, *committed, *version),
-                        Reply::Error(_) => {}
-                    });
-                }
+        while let Ok(replies) = self.inbox.recv() {
+            // Each answer is timed from the end of the one before.
+            let mut started = std::time::Instant::now();
+            for ReplyMessage { mut connection, reply } in replies {
+                self.answer(&mut connection, &reply);
+                answered.push(connection);
+                let now = std::time::Instant::now();
+                reply_seconds.observe(now.saturating_duration_since(started).as_secs_f64());
+                started = now;
             }
-            self.reactors.return_connection(connection);
-            reply_seconds.observe(started.elapsed().as_secs_f64());
+            self.reactors.return_connections(&mut answered);
+        }
+    }
+
+    fn answer(&self, connection: &mut Connection, reply: &Reply) {
+        match reply {
+            Reply::Error(error) => connection.respond_error(error),
+            _ => {
+                let status = if matches!(reply, Reply::NotCommitted { .. }) { 409 } else { 200 };
+                let request_id = connection.commit().request_id().to_string();
+                let status_id = connection.status_query().request_id.clone();
+                connection.respond_json_with(status, None, |body| match reply {
+                    Reply::Committed { version, duplicate } => {
+                        committed_body(body, *version, *duplicate, &request_id, &self.leader_id);
+                    }
+                    Reply::NotCommitted { reason, conflicts, version } => {
+                        not_committed_body(body, reason, conflicts, *version, &request_id, &self.leader_id);
+                    }
+                    Reply::Status { committed, version } => status_body(body, &status_id, *committed, *version),
+                    Reply::Error(_) => {}
+                });
+            }
         }
     }
 }

@@ -14,7 +14,7 @@ use crossbeam_channel::{select, Receiver, Sender, TrySendError};
 
 use super::history::SearchRequest;
 use super::published::Published;
-use super::{PersistMessage, Reply, ReplyMessage, StageMessage};
+use super::{PersistMessage, Replies, Reply, ReplyMessage, StageMessage};
 use crate::commit::sequencer::{Decision, Input, Recovered, Sequencer, SequencerConfig};
 use crate::log::format::{BatchEncoder, EncodedBatch};
 use crate::ops::metrics::Metrics;
@@ -25,7 +25,7 @@ use crate::server::routes::Route;
 pub(super) struct SequenceStage {
     pub requests: Receiver<StageMessage>,
     pub to_persist: Sender<PersistMessage>,
-    pub to_reply: Sender<ReplyMessage>,
+    pub to_reply: Sender<Replies>,
     pub to_history: Sender<SearchRequest>,
     pub recovered: Receiver<Recovered>,
     /// Stage 2 asks for a batch when it can write one.
@@ -185,6 +185,8 @@ impl SequenceStage {
         let timestamp_ms = sequencing.sequencer.last_timestamp_ms();
         let mut batches = BatchBuilder::new(sequencing, self.batch_bytes_max);
         let mut after_batches = Vec::new();
+        // Answered at once (not committed, errors), sent together at the end.
+        let mut replies = Vec::new();
         // Counted here and added once per outcome: the counter family's
         // lookup takes a lock and hashes the label.
         let mut outcomes: Vec<(&'static str, u64)> = Vec::new();
@@ -211,16 +213,16 @@ impl SequenceStage {
                 }
                 Decision::NotCommitted { reason, conflicts, version } => {
                     let reply = Reply::NotCommitted { reason: reason.as_str(), conflicts, version };
-                    self.reply(ReplyMessage { connection, reply });
+                    replies.push(ReplyMessage { connection, reply });
                 }
                 Decision::BadRequest(message) => {
-                    self.reply(ReplyMessage { connection, reply: Reply::Error(ApiError::BadRequest(message)) });
+                    replies.push(ReplyMessage { connection, reply: Reply::Error(ApiError::BadRequest(message)) });
                 }
                 Decision::VersionTooOld { oldest_version } => {
                     let message =
                         format!("min_version is older than the retained log, which starts after {oldest_version}");
                     let reply = Reply::Error(ApiError::VersionTooOld { message, oldest_version });
-                    self.reply(ReplyMessage { connection, reply });
+                    replies.push(ReplyMessage { connection, reply });
                 }
             }
         }
@@ -239,6 +241,7 @@ impl SequenceStage {
         for message in after_batches {
             let _ = self.to_persist.send(message);
         }
+        self.send_replies(replies);
         self.metrics.stage_seconds("decide").observe(started.elapsed().as_secs_f64());
     }
 
@@ -267,9 +270,16 @@ impl SequenceStage {
     }
 
     fn reply(&self, message: ReplyMessage) {
+        self.send_replies(vec![message]);
+    }
+
+    fn send_replies(&self, replies: Replies) {
+        if replies.is_empty() {
+            return;
+        }
         // The reply stage outlives this one (it stops after us), so a send
-        // can only fail if it crashed; the connection is then dropped.
-        let _ = self.to_reply.send(message);
+        // can only fail if it crashed; the connections are then dropped.
+        let _ = self.to_reply.send(replies);
     }
 }
 

@@ -90,8 +90,8 @@ impl Drop for OpenConnections {
 pub(crate) enum Mail {
     /// A socket accepted by reactor 0, to be owned here.
     Accepted(TcpStream, OpenConnections),
-    /// A connection coming home from the pipeline with its response.
-    Returned(Box<Connection>),
+    /// Connections coming home from the pipeline with their responses.
+    Returned(Vec<Box<Connection>>),
     /// Stop accepting, finish in-flight requests, close, exit.
     Shutdown,
     /// The subscribers' feed moved (coalesced: at most one pending).
@@ -139,7 +139,27 @@ pub struct ReactorHandles(Vec<ReactorHandle>);
 impl ReactorHandles {
     /// Gives a connection back to its home reactor.
     pub fn return_connection(&self, connection: Box<Connection>) {
-        self.0[connection.home].send(Mail::Returned(connection));
+        self.0[connection.home].send(Mail::Returned(vec![connection]));
+    }
+
+    /// Gives connections back to their home reactors, one mail (and at most
+    /// one wake) per reactor. Leaves `connections` empty.
+    pub fn return_connections(&self, connections: &mut Vec<Box<Connection>>) {
+        match self.0.len() {
+            0 => connections.clear(),
+            1 => self.0[0].send(Mail::Returned(std::mem::take(connections))),
+            reactors => {
+                let mut by_home: Vec<Vec<Box<Connection>>> = (0..reactors).map(|_| Vec::new()).collect();
+                for connection in connections.drain(..) {
+                    by_home[connection.home].push(connection);
+                }
+                for (handle, mine) in self.0.iter().zip(by_home) {
+                    if !mine.is_empty() {
+                        handle.send(Mail::Returned(mine));
+                    }
+                }
+            }
+        }
     }
 
     /// Tells every reactor with streams that can use it that the feed moved.

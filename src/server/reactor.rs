@@ -254,7 +254,11 @@ impl Reactor {
         while let Ok(mail) = self.mailbox.try_recv() {
             match mail {
                 Mail::Accepted(stream, open) => self.adopt(stream, open),
-                Mail::Returned(connection) => self.welcome_back(connection),
+                Mail::Returned(connections) => {
+                    for connection in connections {
+                        self.welcome_back(connection);
+                    }
+                }
                 Mail::Shutdown => self.begin_shutdown(),
                 Mail::FeedAdvanced => {
                     self.reactors.0[self.index].feed_pending.store(false, std::sync::atomic::Ordering::Release);
