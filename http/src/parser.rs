@@ -168,7 +168,11 @@ impl RequestHead {
 
     /// The value of the first header with this name (ASCII case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, value)| value)
+        // Compared as bytes: no UTF-8 check of every name on every lookup.
+        self.headers
+            .iter()
+            .find(|(found, _)| self.raw[found.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, value)| &self.raw[value.clone()])
     }
 
     /// All headers in the order received.
