@@ -71,6 +71,46 @@ fn a_request_sent_while_the_previous_one_is_in_the_pipeline_is_answered() {
 }
 
 #[test]
+fn a_client_that_half_closes_after_its_request_gets_the_answer_and_then_eof() {
+    // The request and the FIN arrive together, so one readable event reports
+    // both: the reactor must still read on to the end of the stream, though
+    // the read that brought the request did not fill its buffer.
+    let stoat = Stoat::start("[server]\nidle_timeout_ms = 60000\n");
+    for request in [
+        "GET /healthz HTTP/1.1\r\n\r\n".to_string(),
+        "POST /v1/commit HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}".to_string(),
+    ] {
+        let mut client = stoat.connect();
+        client.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        client.send(request.as_bytes());
+        client.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(client.read_response().status, 200);
+        assert!(client.closed_by_server(), "{request:?}: no end of stream within 5 s of the answer");
+    }
+}
+
+#[test]
+fn a_subscriber_that_half_closes_with_its_request_is_closed() {
+    let stoat = Stoat::start("");
+    let mut client = stoat.connect();
+    client.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    client.send(b"GET /v1/subscribe HTTP/1.1\r\n\r\n");
+    client.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    // A stream's client that has closed its side is gone (as when the close
+    // comes later): the stream ends, rather than writing checkpoints forever.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut chunk = [0u8; 4096];
+    loop {
+        match std::io::Read::read(&mut client.stream, &mut chunk) {
+            Ok(0) => break,
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Ok(_) => assert!(Instant::now() < deadline, "the stream was still open after 5 s"),
+            Err(error) => panic!("no end of stream: {error}"),
+        }
+    }
+}
+
+#[test]
 fn generated_request_ids_are_present_and_distinct() {
     let stoat = Stoat::start("");
     let mut client = stoat.connect();

@@ -172,7 +172,8 @@ fn point_end(key: &Range<usize>) -> Range<usize> {
 }
 
 /// simd-json's scratch space and tape, kept by a reactor thread and reused
-/// for every commit it parses.
+/// for every commit it parses (after a body over
+/// `RETAINED_SCRATCH_BODY_BYTES` they are dropped, not kept at that size).
 #[derive(Default)]
 pub struct JsonScratch {
     buffers: simd_json::Buffers,
@@ -206,9 +207,18 @@ pub fn parse_commit(
                 value.as_object().ok_or_else(|| format!("body: expected a JSON object, got {}", type_name(&value)))?;
             Parser { limits, out }.commit(&object)
         });
-    scratch.tape = Some(tape.reset());
+    if body.len() > RETAINED_SCRATCH_BODY_BYTES {
+        *scratch = JsonScratch::default();
+    } else {
+        scratch.tape = Some(tape.reset());
+    }
     result
 }
+
+/// A body longer than this leaves no scratch behind: the tape holds a node
+/// (24 bytes) per JSON value, so a body of the largest size allowed would
+/// otherwise keep some ten times its size per reactor for good.
+const RETAINED_SCRATCH_BODY_BYTES: usize = 64 * 1024;
 
 /// Where a value is in the body (`operations[3].key`), formatted only when
 /// an error message names it: the success path allocates no strings.

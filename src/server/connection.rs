@@ -67,6 +67,9 @@ pub struct Connection {
     /// The socket may have input: a readable event came since the last
     /// WouldBlock or short read. Reads happen only then.
     pub(super) input_ready: bool,
+    /// An event said the peer closed its side (or the socket failed): kept,
+    /// since no further event will come, so reads go on to the end.
+    pub(super) read_closed: bool,
     _open: OpenConnections,
 }
 
@@ -97,6 +100,7 @@ impl Connection {
             status_query: StatusQuery::default(),
             subscription: None,
             input_ready: true,
+            read_closed: false,
             _open: open,
         }
     }

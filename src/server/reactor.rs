@@ -1,11 +1,14 @@
 //! One reactor thread: a `mio::Poll`, the connections placed on it, and the
 //! loop that reads, parses, answers or hands off, and writes.
 //!
-//! Events are edge-triggered: a connection is driven until its socket says
-//! WouldBlock, or until it is handed off (its return drives it again), or
-//! until its output passes the high-water mark (the writable edge drives it
-//! again), or until its turn's request budget is spent (it is queued to be
-//! driven again before the next poll), so no readiness is ever lost.
+//! Events are edge-triggered: a connection is driven until it has nothing to
+//! read (its socket said WouldBlock, or a read did not fill the buffer, and
+//! no event came since), or until it is handed off (its return drives it
+//! again, with any event that came meanwhile), or until its output passes
+//! the high-water mark (the writable edge drives it again), or until its
+//! turn's request budget is spent (it is queued to be driven again before
+//! the next poll). An event that reports the peer's close is kept, and reads
+//! go on to the end of the stream, since no later event will come for it.
 
 use std::io;
 use std::sync::Arc;
@@ -45,10 +48,11 @@ const STREAM_BYTES_PER_TURN: usize = 256 * 1024;
 enum Slot {
     Home(Box<Connection>),
     /// Owned by the pipeline. Its events wait until it returns: `readable`
-    /// remembers that input arrived meanwhile (with edge-triggered events,
-    /// the only notice of it).
+    /// remembers that input arrived meanwhile and `read_closed` that the
+    /// peer closed its side (with edge-triggered events, the only notice).
     Away {
         readable: bool,
+        read_closed: bool,
     },
 }
 
@@ -158,10 +162,17 @@ impl Reactor {
                     LISTENER => self.accept(),
                     WAKER => self.read_mail(),
                     Token(key) => {
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        let closed = event.is_read_closed() || event.is_error();
+                        if event.is_readable() || closed {
                             match self.connections.get_mut(key) {
-                                Some(Slot::Home(connection)) => connection.input_ready = true,
-                                Some(Slot::Away { readable }) => *readable = true,
+                                Some(Slot::Home(connection)) => {
+                                    connection.input_ready = true;
+                                    connection.read_closed |= closed;
+                                }
+                                Some(Slot::Away { readable, read_closed }) => {
+                                    *readable = true;
+                                    *read_closed |= closed;
+                                }
                                 None => {}
                             }
                         }
@@ -318,8 +329,9 @@ impl Reactor {
         self.complete_request(&mut connection);
         match self.connections.get_mut(key) {
             Some(slot @ Slot::Away { .. }) => {
-                if let Slot::Away { readable: true } = slot {
-                    connection.input_ready = true;
+                if let Slot::Away { readable, read_closed } = *slot {
+                    connection.input_ready |= readable;
+                    connection.read_closed |= read_closed;
                 }
                 *slot = Slot::Home(connection);
             }
@@ -337,7 +349,8 @@ impl Reactor {
         if matches!(slot, Slot::Away { .. }) {
             return;
         }
-        let Slot::Home(mut connection) = std::mem::replace(slot, Slot::Away { readable: false }) else {
+        let Slot::Home(mut connection) = std::mem::replace(slot, Slot::Away { readable: false, read_closed: false })
+        else {
             return;
         };
         loop {
@@ -436,13 +449,15 @@ impl Reactor {
                     // buffer, or a WouldBlock, the socket was drained, and
                     // new input brings a new event. Reading again before it
                     // would only return WouldBlock (one system call per
-                    // request saved, as tokio does).
+                    // request saved, as tokio does). Once the peer's close
+                    // was reported no event will follow it, so reads go on
+                    // until they return the end of the stream.
                     if !connection.input_ready {
                         return Drive::Keep;
                     }
                     match connection.read_some(&mut self.scratch) {
                         Ok(0) => connection.peer_closed = true,
-                        Ok(read) => connection.input_ready = read == self.scratch.len(),
+                        Ok(read) => connection.input_ready = read == self.scratch.len() || connection.read_closed,
                         Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                             connection.input_ready = false;
                             return Drive::Keep;

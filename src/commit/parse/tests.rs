@@ -236,3 +236,17 @@ fn a_field_given_twice_counts_once_its_first_value() {
     assert_eq!(request.request_id(), "first");
     assert_eq!(request.operations().len(), 1);
 }
+
+#[test]
+fn a_large_body_leaves_scratch_that_still_parses_the_next() {
+    let arena = Bump::new();
+    let mut scratch = JsonScratch::default();
+    let mut out = CommitRequest::default();
+    let large = format!("{{\"request_id\":\"big\"{}}}", " ".repeat(RETAINED_SCRATCH_BODY_BYTES + 1));
+    parse_commit(large.as_bytes(), &arena, &mut scratch, &limits(), &mut out).unwrap();
+    assert_eq!(out.request_id(), "big");
+    assert!(scratch.tape.is_none(), "the scratch of a large body is dropped");
+    parse_commit(b"{\"request_id\":\"small\"}", &arena, &mut scratch, &limits(), &mut out).unwrap();
+    assert_eq!(out.request_id(), "small");
+    assert!(scratch.tape.is_some(), "the scratch of a small body is kept");
+}
