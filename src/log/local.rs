@@ -277,6 +277,11 @@ impl Disk {
             file.write_all(bytes)?;
             if self.sync && !for_journal {
                 file.sync_data()?;
+            } else if self.sync {
+                // The journal's checkpoint makes it durable later; writing it
+                // out now keeps that checkpoint's sync short, and the
+                // journal syncs it would slow (docs/benchmarks.md).
+                crate::ops::sys::start_writeback(&file);
             }
             Ok(())
         });

@@ -33,3 +33,18 @@ pub fn sync_filesystem(path: &std::path::Path) -> std::io::Result<()> {
         Err(std::io::Error::last_os_error())
     }
 }
+
+/// Starts writing `file`'s dirty pages to the device without waiting
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, Linux): a hint that spreads
+/// the work of a later sync over time. Not a durability guarantee; errors
+/// are ignored (the later sync reports them).
+pub fn start_writeback(file: &std::fs::File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: sync_file_range on a descriptor that `file` owns for the call.
+        let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
+}
