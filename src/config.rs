@@ -155,8 +155,8 @@ pub struct PersistConfig {
 /// Batch writes in flight on local disk by default. One batch's CPU work
 /// (encoding, the object's write and link) and the next batch's overlap
 /// another's journal sync: with one at a time the core idles during each
-/// sync (`bench/run --workloads writes`, docs/benchmarks.md: 2, 4 and 8
-/// each carried about a quarter more commits than 1; the local store's two
+/// sync (`bench/run --workloads writes`, docs/benchmarks.md: medians with
+/// 2, 4 and 8 were 12-21% above 1, and 4 the highest; the local store's two
 /// IO threads bound how many syncs run at once).
 pub const LOCAL_BATCH_WRITES_IN_FLIGHT: usize = 4;
 
