@@ -124,6 +124,14 @@ impl Stoat {
         }
     }
 
+    /// Every log line the server has printed so far (for failure messages).
+    pub fn log_so_far(&mut self) -> Vec<String> {
+        while let Ok(line) = self.log.try_recv() {
+            self.log_seen.push(line);
+        }
+        self.log_seen.clone()
+    }
+
     /// Kills the process with SIGKILL (a crash) and waits for it.
     pub fn crash(&mut self) {
         let _ = self.child.kill();
