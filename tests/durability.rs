@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{check_chain, read_log, read_log_and_orphans_from, start_load, Client, Stoat, DEADLINE};
+use common::{check_chain, read_log, read_log_and_orphans_from, start_load, Client, On503, Stoat, DEADLINE};
 use stoat::log::local::{LocalStore, LocalStoreOptions};
 
 fn wait_until(condition: impl Fn() -> bool, what: &str) {
@@ -39,7 +39,7 @@ fn acknowledged_commits_survive_repeated_kill_9_under_load() {
         );
         let stop = Arc::new(AtomicBool::new(false));
         let count = Arc::new(AtomicUsize::new(0));
-        let threads = start_load(stoat.addr, &format!("r{round}"), 6, true, &stop, &count);
+        let threads = start_load(stoat.addr, &format!("r{round}"), 6, On503::Stop, &stop, &count);
         wait_until(|| count.load(Ordering::Relaxed) >= 150, "commits to be acknowledged");
         // Crash with commits in flight.
         stoat.crash();
@@ -73,8 +73,8 @@ fn two_leaders_on_one_storage_never_fork_the_log() {
     let mut second = Stoat::start_at("", data.path());
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicUsize::new(0));
-    let mut threads = start_load(first.addr, "a", 3, true, &stop, &count);
-    threads.extend(start_load(second.addr, "b", 3, true, &stop, &count));
+    let mut threads = start_load(first.addr, "a", 3, On503::Stop, &stop, &count);
+    threads.extend(start_load(second.addr, "b", 3, On503::Stop, &stop, &count));
     // Both are sent commits until one of them has lost leadership.
     let ready = |stoat: &Stoat| stoat.is_ready();
     wait_until(|| !ready(&first) || !ready(&second), "one server to be fenced");

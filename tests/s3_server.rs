@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::s3::{create_bucket, location};
-use common::{check_chain, read_log_and_orphans_from, read_log_from, start_load, take_over, Stoat, DEADLINE};
+use common::{check_chain, read_log_and_orphans_from, read_log_from, start_load, take_over, On503, Stoat, DEADLINE};
 use fake_s3::{Config, FakeS3, FaultConfig, FaultRule, Latency};
 use stoat::log::names::LOG_PREFIX;
 use stoat::log::s3::S3Store;
@@ -121,7 +121,7 @@ fn s3_faults_and_an_outage_lose_and_duplicate_nothing() {
     create_bucket(&s3, "stoat-bucket", Some((ACCESS_KEY, SECRET_KEY)));
     let mut stoat = start(&s3);
     let (stop, acknowledged) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
-    let clients = start_load(stoat.addr, "load", 4, false, &stop, &acknowledged);
+    let clients = start_load(stoat.addr, "load", 4, On503::Fail, &stop, &acknowledged);
     wait_for_more(&acknowledged, 50, "before faults");
 
     // 5xx, throttling, dropped connections before and after acting, stalls
@@ -187,8 +187,8 @@ fn two_servers_on_one_s3_prefix_keep_one_chain() {
     let mut first = start(&s3);
     let mut second = start(&s3);
     let (stop, count) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
-    let mut threads = start_load(first.addr, "a", 3, true, &stop, &count);
-    threads.extend(start_load(second.addr, "b", 3, true, &stop, &count));
+    let mut threads = start_load(first.addr, "a", 3, On503::Stop, &stop, &count);
+    threads.extend(start_load(second.addr, "b", 3, On503::Stop, &stop, &count));
     let ready = |stoat: &Stoat| stoat.is_ready();
     let deadline = Instant::now() + DEADLINE;
     while ready(&first) && ready(&second) {
@@ -225,7 +225,7 @@ fn a_leader_taking_over_a_live_one_on_s3_keeps_its_late_batches_out_of_the_log()
     let mut first = start(&s3);
     let stop = Arc::new(AtomicBool::new(false));
     let (first_count, second_count) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let mut threads = start_load(first.addr, "a", 6, true, &stop, &first_count);
+    let mut threads = start_load(first.addr, "a", 6, On503::Stop, &stop, &first_count);
     wait_for_more(&first_count, 50, "commits on the first leader");
     // The new leader's first batch races the old leader's writes (fake-s3
     // applies a put at once and delays only its answer, so the old leader's

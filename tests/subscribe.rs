@@ -169,9 +169,12 @@ fn after_older_than_the_retained_log_is_410_with_the_oldest_version() {
 #[test]
 fn undurable_streams_see_commits_before_they_are_durable() {
     let stoat = Stoat::start_with_env("", &[("STOAT_TEST_PUT_DELAY_MS", "1500")]);
-    let mut eager = Stream::subscribe(stoat.addr, "after=0&durable=false");
-    let mut patient = Stream::subscribe(stoat.addr, "after=0");
     let mut client = stoat.connect();
+    // A leader's first batch is shown only once durable (its takeover may
+    // still lose, see pipeline/persist.rs); the batches after it are not.
+    let first = commit_write(&mut client, b"first", b"v");
+    let mut eager = Stream::subscribe(stoat.addr, &format!("after={first}&durable=false"));
+    let mut patient = Stream::subscribe(stoat.addr, &format!("after={first}"));
     let sent = Instant::now();
     let body = json!({"request_id": "slow-one", "operations": [{"type": "write", "key": b64(b"k"), "value": "dg=="}]});
     client.send(
@@ -183,7 +186,11 @@ fn undurable_streams_see_commits_before_they_are_durable() {
     assert!(seen_after < Duration::from_millis(1000), "seen after {seen_after:?}, before the write finished");
     // Its checkpoint says it is not durable yet.
     let checkpoint = eager.next_checkpoint();
-    assert_eq!((checkpoint["committed_version"].as_u64(), checkpoint["durable_version"].as_u64()), (Some(1), Some(0)));
+    let version = seen["version"].as_u64();
+    assert_eq!(
+        (checkpoint["committed_version"].as_u64(), checkpoint["durable_version"].as_u64()),
+        (version, Some(first))
+    );
     // The durable stream and the commit's answer wait for the write.
     let response = client.read_response();
     assert_eq!(response.status, 200);

@@ -71,9 +71,11 @@ pub enum Action {
     DurableAdvanced { first_version: u64, durable_version: u64, bytes: ObjectBytes },
     /// Call `tick` at or after `at_ms`: a retry is waiting.
     RetryAt { at_ms: u64 },
-    /// Another writer holds the name of our batch: another leader exists.
-    /// Stop leading; nothing more will be reported durable.
-    Fenced { first_version: u64, name: String },
+    /// Another writer holds the name of our batch: another leader exists,
+    /// or a write of an earlier one landed late. Stop leading; nothing more
+    /// will be reported durable. `winner_leader_id` is the leader id in the
+    /// object found under the name (`None` if it was gone or unreadable).
+    Fenced { first_version: u64, name: String, winner_leader_id: Option<String> },
     /// A write failed in a way retrying cannot fix (or ran out of attempts).
     /// Stop; nothing more will be reported durable.
     Failed { first_version: u64, error: StoreError },
@@ -170,6 +172,12 @@ impl Persister {
         self.slots.len()
     }
 
+    /// Whether a batch of this leader has become durable (until then none
+    /// of its writes is part of the log).
+    pub fn made_a_batch_durable(&self) -> bool {
+        self.durable_version > self.start_version
+    }
+
     pub fn is_stopped(&self) -> bool {
         self.stopped
     }
@@ -227,7 +235,7 @@ impl Persister {
     /// nothing before it is pending, and later ones as
     /// [`chain::may_write_alongside`] allows, in order.
     fn release_held(&mut self) {
-        let made_a_batch_durable = self.durable_version > self.start_version;
+        let made_a_batch_durable = self.made_a_batch_durable();
         for index in 0..self.slots.len() {
             let slot = &self.slots[index];
             if slot.state != SlotState::Held {
@@ -257,7 +265,11 @@ impl Persister {
             (Phase::Put, Ok(OpOutput::Created)) => self.written(index),
             (Phase::Put, Err(StoreError::AlreadyExists { .. })) => self.submit(index, Phase::Verify),
             (Phase::Verify, Ok(OpOutput::Bytes(stored))) if stored == *self.slots[index].bytes => self.written(index),
-            (Phase::Verify, Ok(OpOutput::Bytes(_)) | Err(StoreError::NotFound { .. })) => self.fence(index),
+            (Phase::Verify, Ok(OpOutput::Bytes(stored))) => {
+                let winner = BatchView::parse(&stored).ok().map(|view| view.leader_id.to_owned());
+                self.fence(index, winner)
+            }
+            (Phase::Verify, Err(StoreError::NotFound { .. })) => self.fence(index, None),
             (_, Err(error @ StoreError::Transient { .. })) => self.retry_later(index, phase, error, now_ms),
             (_, Err(error)) => self.fail(index, error),
             (_, Ok(other)) => self.fail(index, StoreError::permanent(format!("unexpected store output {other:?}"))),
@@ -331,9 +343,9 @@ impl Persister {
         half + self.jitter.next_u64() % (capped - half + 1)
     }
 
-    fn fence(&mut self, index: usize) {
+    fn fence(&mut self, index: usize, winner_leader_id: Option<String>) {
         let slot = &self.slots[index];
-        let action = Action::Fenced { first_version: slot.first_version, name: slot.name.clone() };
+        let action = Action::Fenced { first_version: slot.first_version, name: slot.name.clone(), winner_leader_id };
         self.stop(action);
     }
 

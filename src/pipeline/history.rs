@@ -30,6 +30,8 @@ pub(crate) struct SearchRequest {
     /// The committed version when the lookup was ordered: the answer's
     /// version if the id is not found.
     pub version: u64,
+    /// The sequencer's term (see `Takeover`).
+    pub term: u64,
 }
 
 pub(super) fn spawn(
@@ -40,7 +42,7 @@ pub(super) fn spawn(
     std::thread::Builder::new().name("stoat-history".into()).spawn(move || {
         // Ends when stage 1, the only sender, is gone.
         while let Ok(request) = requests.recv() {
-            let SearchRequest { connection, request_id, min_version, below, version } = request;
+            let SearchRequest { connection, request_id, min_version, below, version, term } = request;
             let reply = match find(&*store, &request_id, min_version, below) {
                 Ok(Found::CommittedAt(committed_at)) => Reply::Status { committed: true, version: committed_at },
                 Ok(Found::Nothing) => Reply::Status { committed: false, version },
@@ -56,7 +58,7 @@ pub(super) fn spawn(
                     Reply::Error(ApiError::Unavailable(format!("the log could not be read: {message}")))
                 }
             };
-            let message = PersistMessage::AwaitDurable { message: ReplyMessage { connection, reply }, version };
+            let message = PersistMessage::AwaitDurable { message: ReplyMessage { connection, reply }, version, term };
             if to_persist.send(message).is_err() {
                 return;
             }

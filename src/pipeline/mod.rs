@@ -241,11 +241,25 @@ pub(crate) enum PersistMessage {
     Batch {
         batch: EncodedBatch,
         waiting: Vec<ReplyMessage>,
+        term: u64,
     },
     /// Answer once the durable version reaches `version`.
     AwaitDurable {
         message: ReplyMessage,
         version: u64,
+        term: u64,
     },
     Shutdown,
+}
+
+/// Stage 2 to stage 1: the state to sequence from, once the log is
+/// recovered. `term` counts this process's takeovers of the log (0 for the
+/// first; another follows only when the first batch of one lost its name to
+/// the previous leader's late write, see `persist.rs`). Everything stage 1
+/// decides carries the term it was decided in, and stage 2 answers 503 to
+/// what belongs to a term that is over: its decisions rest on a log that
+/// turned out to continue differently.
+pub(crate) struct Takeover {
+    pub recovered: crate::commit::sequencer::Recovered,
+    pub term: u64,
 }

@@ -11,11 +11,25 @@
 //! only then are the orphans deleted (before this leader's versions could
 //! reach their names).
 //!
+//! Taking over again: a leader killed with a batch write in flight can have
+//! that write land after the next leader listed the log (S3 completes a
+//! request it has fully received). The new leader's first batch then finds
+//! its name taken by a batch of the leader it took over from. Rather than
+//! stay fenced with no leader left, stage 2 recovers the log again (which
+//! now ends with that batch) and starts a new term: stage 1 rebuilds its
+//! sequencer from the new state, and whatever was decided in the lost term
+//! is answered 503 (none of it is in the log). Only a first batch that lost
+//! to the *previous* leader does this: nothing of this leader was durable
+//! yet, and a newer leader (whose batch carries another leader id) is never
+//! fought. Until this leader's first batch is durable its batches are not
+//! shown to subscribers either, so no stream sees a lost term.
+//!
 //! Invariants:
 //! - A reply waiting on version v is released only once `durable_version >= v`.
 //! - After fencing or a permanent storage failure nothing more is released
 //!   as durable: every waiting reply is answered 503 (its outcome is unknown
 //!   here; the next leader's `/v1/status` knows).
+//! - Only what stage 1 decided in the current term is acknowledged.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,7 +39,7 @@ use crossbeam_channel::{select, Receiver, Sender};
 
 use super::history::{self, SearchRequest};
 use super::published::Published;
-use super::{PersistMessage, Replies, Reply, ReplyMessage};
+use super::{PersistMessage, Replies, Reply, ReplyMessage, Takeover};
 use crate::commit::sequencer::Recovered;
 use crate::config::PersistConfig;
 use crate::log::chain;
@@ -49,7 +63,7 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 pub(super) struct PersistStage {
     pub inbox: Receiver<PersistMessage>,
     pub to_reply: Sender<Replies>,
-    pub to_sequencer: Sender<Recovered>,
+    pub to_sequencer: Sender<Takeover>,
     /// Tells stage 1 that the next batch can be written now.
     pub ready_for_batch: Sender<()>,
     pub history_requests: Receiver<SearchRequest>,
@@ -68,8 +82,7 @@ pub(super) struct PersistStage {
 
 impl PersistStage {
     pub fn run(mut self) {
-        let Some((store, recovered)) = self.recover_with_backoff() else { return };
-        self.feed.reset(recovered.last_version);
+        let Some((store, mut recovered)) = self.recover_with_backoff(None) else { return };
         if let Some((requests, deliver)) = self.subscribe_history.take() {
             if let Err(error) = subscribe_history::spawn(store.clone(), self.published.clone(), requests, deliver) {
                 tracing::error!(%error, "cannot start the subscribers' history reader");
@@ -80,35 +93,70 @@ impl PersistStage {
             tracing::error!(%error, "cannot start the history reader; old status lookups will fail");
         }
         let oldest = recovered.oldest_version.saturating_sub(1);
-        self.published.set_committed_version(recovered.last_version);
-        self.published.set_durable_version(recovered.last_version);
         self.published.set_oldest_version(oldest);
-        self.publish_history_metrics(&recovered, oldest);
+        self.metrics.retention_oldest_version.set(i64::try_from(oldest).unwrap_or(i64::MAX));
         // The worker loads the policies before any truncation round; until
         // then it answers 503. A full queue cannot drop this: it blocks.
         let _ = self.retention.send(RetentionMessage::Start(store.clone()));
-        let orphans = recovered.orphaned_objects.clone();
-        if self.to_sequencer.send(sequencer_state(&recovered, self.request_ids_recovered)).is_err() {
-            return;
+        let mut term = 0;
+        loop {
+            if !self.begin_term(&recovered, term) {
+                return;
+            }
+            let persister = Persister::new(self.persister_config(), recovered.last_version);
+            match Driver::new(&self, store.clone(), persister, &recovered, term).run() {
+                Ended::Stopped => return,
+                Ended::LostTakeover => {}
+            }
+            // Only a term with nothing durable ends this way, so `term`
+            // counts the takeovers lost in a row.
+            term += 1;
+            let backoff = RECOVERY_BACKOFF_FIRST.saturating_mul(1 << (term - 1).min(16)).min(RECOVERY_BACKOFF_MAX);
+            if !self.pause(backoff) {
+                return;
+            }
+            match self.recover_with_backoff(Some(&store)) {
+                Some((_, again)) => recovered = again,
+                None => return,
+            }
         }
-        self.published.set_ready(true);
+    }
+
+    /// Publishes the recovered log and hands stage 1 its state for `term`;
+    /// false if stage 1 is gone.
+    fn begin_term(&self, recovered: &RecoveredLog, term: u64) -> bool {
+        let published = &self.published;
+        self.feed.reset(recovered.last_version);
+        // A later term's log extends the earlier one's; what was published
+        // (the lost term's committed versions included) never goes back.
+        if recovered.last_version > published.committed_version() {
+            published.set_committed_version(recovered.last_version);
+        }
+        if recovered.last_version > published.durable_version() {
+            published.set_durable_version(recovered.last_version);
+        }
+        self.publish_history_metrics(recovered);
+        let state = sequencer_state(recovered, self.request_ids_recovered, published.committed_version());
+        if self.to_sequencer.send(Takeover { recovered: state, term }).is_err() {
+            return false;
+        }
+        published.set_ready(true);
         tracing::info!(
             last_version = recovered.last_version,
             objects = recovered.objects_listed,
-            orphans = orphans.len(),
+            orphans = recovered.orphaned_objects.len(),
+            term,
             "log recovered; serving"
         );
-        let persister = Persister::new(self.persister_config(), recovered.last_version);
-        Driver::new(self, store, persister, orphans).run();
+        true
     }
 
-    fn publish_history_metrics(&self, recovered: &RecoveredLog, oldest: u64) {
+    fn publish_history_metrics(&self, recovered: &RecoveredLog) {
         let metrics = &self.metrics;
         let objects = recovered.objects_listed - recovered.orphaned_objects.len();
         metrics.history_objects.set(objects as i64);
         let bytes = recovered.objects_bytes.saturating_sub(recovered.orphaned_bytes);
         metrics.history_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
-        metrics.retention_oldest_version.set(i64::try_from(oldest).unwrap_or(i64::MAX));
     }
 
     fn persister_config(&self) -> PersisterConfig {
@@ -121,9 +169,12 @@ impl PersistStage {
         }
     }
 
-    /// Opens the store and recovers the log, retrying with backoff; `None`
-    /// if the pipeline is told to stop first.
-    fn recover_with_backoff(&self) -> Option<(Arc<dyn ObjectStore>, RecoveredLog)> {
+    /// Opens the store (unless `opened` is given) and recovers the log,
+    /// retrying with backoff; `None` if the pipeline is told to stop first.
+    fn recover_with_backoff(
+        &self,
+        opened: Option<&Arc<dyn ObjectStore>>,
+    ) -> Option<(Arc<dyn ObjectStore>, RecoveredLog)> {
         let config = RecoveryConfig {
             recent_transactions: self.request_ids_recovered,
             chain_check_objects: 16,
@@ -131,8 +182,11 @@ impl PersistStage {
         };
         let mut backoff = RECOVERY_BACKOFF_FIRST;
         loop {
-            let attempt = (self.open_store)()
-                .map_err(|error| format!("cannot open the store: {error}"))
+            let store = match opened {
+                Some(store) => Ok(store.clone()),
+                None => (self.open_store)().map_err(|error| format!("cannot open the store: {error}")),
+            };
+            let attempt = store
                 .and_then(|store| recover(&*store, &config).map(|log| (store, log)).map_err(|error| error.to_string()));
             match attempt {
                 Ok(result) => return Some(result),
@@ -140,18 +194,54 @@ impl PersistStage {
                     tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "log recovery failed");
                 }
             }
-            // Wait, but stop at once if told to.
-            match self.inbox.recv_timeout(backoff) {
-                Ok(PersistMessage::Shutdown) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
-                _ => {}
+            if !self.pause(backoff) {
+                return None;
             }
             backoff = (backoff * 2).min(RECOVERY_BACKOFF_MAX);
         }
     }
+
+    /// Waits for `duration`, answering 503 to whatever stage 1 decided in a
+    /// term that is over; false if told to stop first.
+    fn pause(&self, duration: Duration) -> bool {
+        let deadline = Instant::now() + duration;
+        loop {
+            match self.inbox.recv_deadline(deadline) {
+                Ok(PersistMessage::Shutdown) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return false,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => return true,
+                Ok(PersistMessage::Batch { waiting, .. }) => self.answer_term_over(waiting),
+                Ok(PersistMessage::AwaitDurable { message, .. }) => self.answer_term_over(vec![message]),
+            }
+        }
+    }
+
+    /// Answers what stage 1 decided in a term whose takeover lost.
+    fn answer_term_over(&self, messages: Replies) {
+        answer_unavailable(
+            &self.to_reply,
+            messages,
+            "this server is taking over the log again: its first write lost to the previous leader's last one; \
+             the outcome of this request is unknown here: retry it, or ask /v1/status",
+        );
+    }
 }
 
-/// The sequencer's starting state from the recovered log.
-fn sequencer_state(log: &RecoveredLog, asked: usize) -> Recovered {
+/// Answers every message 503 with `why`.
+fn answer_unavailable(to_reply: &Sender<Replies>, mut messages: Replies, why: &str) {
+    if messages.is_empty() {
+        return;
+    }
+    for message in &mut messages {
+        message.reply = Reply::Error(ApiError::Unavailable(why.into()));
+    }
+    // The reply stage outlives this one; a failed send means it crashed,
+    // and dropping the connections closes them unanswered.
+    let _ = to_reply.send(messages);
+}
+
+/// The sequencer's starting state from the recovered log. Versions start
+/// past `published_committed` too: a lost term may have published some.
+fn sequencer_state(log: &RecoveredLog, asked: usize, published_committed: u64) -> Recovered {
     let recent: Vec<(String, u64)> =
         log.recent_transactions.iter().map(|t| (t.request_id.clone(), t.version)).collect();
     // Fewer ids than asked for means every transaction of the log is there.
@@ -164,8 +254,17 @@ fn sequencer_state(log: &RecoveredLog, asked: usize) -> Recovered {
         recent_request_ids: recent,
         request_ids_from_version,
         last_timestamp_ms: 0,
-        first_version: chain::first_version_after(log.last_version),
+        first_version: chain::first_version_after(log.last_version).max(published_committed + 1),
     }
+}
+
+/// How the stage-2 loop of one term ended.
+enum Ended {
+    /// Told to stop (or every sender is gone).
+    Stopped,
+    /// The term's first batch lost its name to the previous leader's late
+    /// write: recover and take over again.
+    LostTakeover,
 }
 
 /// What woke the stage-2 loop.
@@ -175,9 +274,17 @@ enum Woken {
     Timeout,
 }
 
-/// The running loop of stage 2 after recovery.
-struct Driver {
-    stage: PersistStage,
+/// The running loop of stage 2 for one term.
+struct Driver<'s> {
+    stage: &'s PersistStage,
+    term: u64,
+    /// The leader id of the recovered log's last batch: the leader this one
+    /// took over from.
+    predecessor: Option<String>,
+    /// Batches accepted before this term's first batch is durable: shown to
+    /// subscribers only once it is (a lost takeover shows them nothing).
+    unfed: Vec<Arc<FeedBatch>>,
+    lost_takeover: bool,
     store: Arc<dyn ObjectStore>,
     persister: Persister,
     started: Instant,
@@ -197,11 +304,21 @@ struct Driver {
     shutting_down: Option<Instant>,
 }
 
-impl Driver {
-    fn new(stage: PersistStage, store: Arc<dyn ObjectStore>, persister: Persister, orphans: Vec<String>) -> Self {
+impl<'s> Driver<'s> {
+    fn new(
+        stage: &'s PersistStage,
+        store: Arc<dyn ObjectStore>,
+        persister: Persister,
+        recovered: &RecoveredLog,
+        term: u64,
+    ) -> Self {
         let durable_version = persister.durable_version();
         Driver {
             stage,
+            term,
+            predecessor: recovered.tail.as_ref().map(|tail| tail.leader_id.clone()),
+            unfed: Vec::new(),
+            lost_takeover: false,
             store,
             persister,
             started: Instant::now(),
@@ -209,7 +326,7 @@ impl Driver {
             durable_version,
             awaiting: BTreeMap::new(),
             accepted_at: BTreeMap::new(),
-            orphans,
+            orphans: recovered.orphaned_objects.clone(),
             recovered_version: durable_version,
             batch_asked: false,
             stopped: false,
@@ -221,10 +338,13 @@ impl Driver {
         self.started.elapsed().as_millis() as u64
     }
 
-    fn run(mut self) {
+    fn run(mut self) -> Ended {
         loop {
             while let Some(action) = self.persister.next_action() {
                 self.act(action);
+            }
+            if self.lost_takeover {
+                return Ended::LostTakeover;
             }
             if !self.orphans.is_empty() && self.durable_version > self.recovered_version {
                 self.delete_orphans();
@@ -232,7 +352,7 @@ impl Driver {
             self.ask_for_batch();
             if let Some(deadline) = self.shutting_down {
                 if self.persister.in_flight() == 0 || Instant::now() >= deadline || self.stopped {
-                    return;
+                    return Ended::Stopped;
                 }
             }
             self.wait();
@@ -286,7 +406,11 @@ impl Driver {
 
     fn handle(&mut self, message: PersistMessage) {
         match message {
-            PersistMessage::Batch { batch, waiting } => {
+            PersistMessage::Batch { waiting, term, .. } if term != self.term => self.stage.answer_term_over(waiting),
+            PersistMessage::AwaitDurable { message, term, .. } if term != self.term => {
+                self.stage.answer_term_over(vec![message])
+            }
+            PersistMessage::Batch { batch, waiting, .. } => {
                 if self.stopped {
                     self.answer_unavailable(waiting);
                     return;
@@ -297,7 +421,11 @@ impl Driver {
                 let for_subscribers = FeedBatch::from_encoded(&batch);
                 match self.persister.batch_ready(batch) {
                     Ok(()) => {
-                        self.stage.feed.push(for_subscribers);
+                        if self.persister.made_a_batch_durable() {
+                            self.stage.feed.push(for_subscribers);
+                        } else {
+                            self.unfed.push(for_subscribers);
+                        }
                         self.stage.metrics.history_objects.inc();
                         self.stage.metrics.history_bytes.inc_by(size_bytes);
                         self.accepted_at.insert(last_version, Instant::now());
@@ -306,7 +434,7 @@ impl Driver {
                     Err(_) => self.answer_unavailable(waiting),
                 }
             }
-            PersistMessage::AwaitDurable { message, version } => {
+            PersistMessage::AwaitDurable { message, version, .. } => {
                 if version <= self.durable_version {
                     self.send(vec![message]);
                 } else if self.stopped {
@@ -324,9 +452,25 @@ impl Driver {
             Action::Submit { op_id, op } => self.store.submit(op_id, op, &self.completions.0),
             Action::DurableAdvanced { durable_version, .. } => self.advance_durable(durable_version),
             Action::RetryAt { .. } => {}
-            Action::Fenced { first_version, name } => {
-                tracing::error!(first_version, %name, "fenced: another leader wrote the next batch; this server stops committing");
-                self.stop();
+            Action::Fenced { first_version, name, winner_leader_id } => {
+                let to_predecessor = winner_leader_id.is_some() && winner_leader_id == self.predecessor;
+                if to_predecessor && !self.persister.made_a_batch_durable() {
+                    tracing::warn!(
+                        first_version,
+                        %name,
+                        term = self.term,
+                        "the previous leader's last write landed after the log was read; taking over again"
+                    );
+                    self.lose_takeover();
+                } else {
+                    tracing::error!(
+                        first_version,
+                        %name,
+                        winner = winner_leader_id.as_deref().unwrap_or("unknown"),
+                        "fenced: another leader wrote the next batch; this server stops committing"
+                    );
+                    self.stop();
+                }
             }
             Action::Failed { first_version, error } => {
                 tracing::error!(first_version, %error, "a batch write failed for good; this server stops committing");
@@ -338,6 +482,9 @@ impl Driver {
     fn advance_durable(&mut self, version: u64) {
         self.durable_version = version;
         self.stage.published.set_durable_version(version);
+        for batch in self.unfed.drain(..) {
+            self.stage.feed.push(batch);
+        }
         self.stage.feed.durable_advanced(version);
         let still_accepted = self.accepted_at.split_off(&(version + 1));
         let done = std::mem::replace(&mut self.accepted_at, still_accepted);
@@ -350,6 +497,15 @@ impl Driver {
         self.send(released);
     }
 
+    /// This term's takeover lost: not ready until the log is recovered
+    /// again; everything waiting is answered.
+    fn lose_takeover(&mut self) {
+        self.lost_takeover = true;
+        self.stage.published.set_ready(false);
+        let waiting: Vec<ReplyMessage> = std::mem::take(&mut self.awaiting).into_values().flatten().collect();
+        self.stage.answer_term_over(waiting);
+    }
+
     /// This server can no longer commit: answer everything waiting.
     fn stop(&mut self) {
         self.stopped = true;
@@ -358,15 +514,13 @@ impl Driver {
         self.answer_unavailable(waiting);
     }
 
-    fn answer_unavailable(&self, mut messages: Replies) {
-        for message in &mut messages {
-            message.reply = Reply::Error(ApiError::Unavailable(
-                "this server is no longer the leader; the outcome of this commit is unknown here: \
-                 ask /v1/status on the current leader"
-                    .into(),
-            ));
-        }
-        self.send(messages);
+    fn answer_unavailable(&self, messages: Replies) {
+        answer_unavailable(
+            &self.stage.to_reply,
+            messages,
+            "this server is no longer the leader; the outcome of this commit is unknown here: \
+             ask /v1/status on the current leader",
+        );
     }
 
     fn send(&self, replies: Replies) {

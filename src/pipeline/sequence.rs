@@ -6,6 +6,10 @@
 //! Until stage 2 has recovered the log there is no sequencer: requests are
 //! answered 503 "recovering". Once this server stops leading (fenced), they
 //! are answered 503, or 409 leader_changed for commits that name a leader.
+//! When stage 2 takes over the log again (its first batch lost to the
+//! previous leader's late write), requests are answered 503 "recovering"
+//! until the new state arrives, and the sequencer is rebuilt from it: a new
+//! term, whose decisions are the only ones stage 2 acknowledges.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -14,8 +18,8 @@ use crossbeam_channel::{select, Receiver, Sender, TrySendError};
 
 use super::history::SearchRequest;
 use super::published::Published;
-use super::{PersistMessage, Replies, Reply, ReplyMessage, StageMessage};
-use crate::commit::sequencer::{Decision, Input, Recovered, Sequencer, SequencerConfig};
+use super::{PersistMessage, Replies, Reply, ReplyMessage, StageMessage, Takeover};
+use crate::commit::sequencer::{Decision, Input, Sequencer, SequencerConfig};
 use crate::log::format::{BatchEncoder, EncodedBatch};
 use crate::ops::metrics::Metrics;
 use crate::server::connection::Connection;
@@ -27,7 +31,7 @@ pub(super) struct SequenceStage {
     pub to_persist: Sender<PersistMessage>,
     pub to_reply: Sender<Replies>,
     pub to_history: Sender<SearchRequest>,
-    pub recovered: Receiver<Recovered>,
+    pub recovered: Receiver<Takeover>,
     /// Stage 2 asks for a batch when it can write one.
     pub batch_wanted: Receiver<()>,
     pub config: SequencerConfig,
@@ -46,7 +50,13 @@ struct Sequencing {
     /// The last version in the log (committed in an earlier batch): the
     /// next batch object continues from it.
     log_version: u64,
+    /// The takeover this sequencer was built for (see `Takeover`).
+    term: u64,
 }
+
+const RECOVERING: &str = "recovering: the log is being read from storage";
+/// How often a wait for stage 2 checks that this server is still ready.
+const READY_POLL: Duration = Duration::from_millis(100);
 
 impl SequenceStage {
     pub fn run(self) {
@@ -63,17 +73,31 @@ impl SequenceStage {
                 }
                 None => self.collect_batch(),
             };
-            if !stopping && !connections.is_empty() && !sequencing.batch_wanted {
+            self.adopt_takeover(&mut sequencing);
+            if !stopping && !connections.is_empty() && !sequencing.batch_wanted && self.published.is_ready() {
                 // Decide as late as possible: wait until the batch can be
                 // written, then take everything that queued meanwhile.
                 stopping = self.wait_until_wanted(&mut sequencing, &mut connections);
                 stopping |= self.take_queued(&mut connections);
             }
             if !connections.is_empty() {
-                if self.published.is_leading() {
-                    self.decide(&mut sequencing, connections);
-                } else {
+                // Readiness first: stage 2 sends a new takeover before it
+                // becomes ready again, so a ready server's is adopted here.
+                let ready = self.published.is_ready();
+                self.adopt_takeover(&mut sequencing);
+                if !self.published.is_leading() {
                     connections.into_iter().for_each(|connection| self.refuse_not_leader(connection));
+                } else if !ready {
+                    let replies = connections
+                        .into_iter()
+                        .map(|connection| ReplyMessage {
+                            connection,
+                            reply: Reply::Error(ApiError::Unavailable(RECOVERING.into())),
+                        })
+                        .collect();
+                    self.send_replies(replies);
+                } else {
+                    self.decide(&mut sequencing, connections);
                 }
             }
             if stopping {
@@ -87,25 +111,35 @@ impl SequenceStage {
     /// if told to stop first. A request that arrives with the state already
     /// there is kept for the first batch, not refused.
     fn wait_for_recovery(&self) -> Option<(Sequencing, Option<Box<Connection>>)> {
-        let start = |recovered: Recovered| {
-            let log_version = recovered.committed_version;
-            let sequencer = Sequencer::new(self.config, self.published.leader_id.clone(), recovered);
-            Sequencing { sequencer, batch_wanted: false, log_version }
-        };
         loop {
             select! {
-                recv(self.recovered) -> recovered => return Some((start(recovered.ok()?), None)),
+                recv(self.recovered) -> takeover => return Some((self.start(takeover.ok()?), None)),
                 recv(self.requests) -> message => match message {
                     Ok(StageMessage::Request(connection)) => {
-                        if let Ok(recovered) = self.recovered.try_recv() {
-                            return Some((start(recovered), Some(connection)));
+                        if let Ok(takeover) = self.recovered.try_recv() {
+                            return Some((self.start(takeover), Some(connection)));
                         }
-                        let error = ApiError::Unavailable("recovering: the log is being read from storage".into());
+                        let error = ApiError::Unavailable(RECOVERING.into());
                         self.reply(ReplyMessage { connection, reply: Reply::Error(error) });
                     }
                     Ok(StageMessage::Shutdown) | Err(_) => return None,
                 },
             }
+        }
+    }
+
+    fn start(&self, takeover: Takeover) -> Sequencing {
+        let Takeover { recovered, term } = takeover;
+        let log_version = recovered.committed_version;
+        let sequencer = Sequencer::new(self.config, self.published.leader_id.clone(), recovered);
+        Sequencing { sequencer, batch_wanted: false, log_version, term }
+    }
+
+    /// Rebuilds the sequencer if stage 2 has taken over the log again.
+    fn adopt_takeover(&self, sequencing: &mut Sequencing) {
+        if let Ok(takeover) = self.recovered.try_recv() {
+            tracing::info!(term = takeover.term, "sequencing again from the log recovered anew");
+            *sequencing = self.start(takeover);
         }
     }
 
@@ -135,13 +169,14 @@ impl SequenceStage {
     }
 
     /// Waits until stage 2 asks for a batch, taking requests into the batch
-    /// meanwhile (up to its limit); true if a shutdown arrived instead.
+    /// meanwhile (up to its limit); true if a shutdown arrived instead. Gives
+    /// up (false) once the server is no longer ready: stage 2 will not ask.
     fn wait_until_wanted(&self, sequencing: &mut Sequencing, connections: &mut Vec<Box<Connection>>) -> bool {
-        while !sequencing.batch_wanted {
+        while !sequencing.batch_wanted && self.published.is_ready() {
             if connections.len() >= self.batch_max {
                 select! {
                     recv(self.batch_wanted) -> _ => sequencing.batch_wanted = true,
-                    default(Duration::from_millis(100)) => {}
+                    default(READY_POLL) => {}
                 }
                 continue;
             }
@@ -152,6 +187,7 @@ impl SequenceStage {
                     Ok(StageMessage::Request(connection)) => connections.push(connection),
                     Ok(StageMessage::Shutdown) | Err(_) => return true,
                 },
+                default(READY_POLL) => {}
             }
         }
         false
@@ -181,8 +217,14 @@ impl SequenceStage {
             let inputs: Vec<Input<'_>> = connections.iter().map(|connection| input_of(connection)).collect();
             sequencing.sequencer.decide(now_ms, self.published.oldest_version(), &inputs)
         };
-        self.published.set_committed_version(sequencing.sequencer.committed_version());
+        // After a new takeover the sequencer starts below what was published
+        // (the lost term's commits); the published version never goes back.
+        let committed_version = sequencing.sequencer.committed_version();
+        if committed_version > self.published.committed_version() {
+            self.published.set_committed_version(committed_version);
+        }
         let timestamp_ms = sequencing.sequencer.last_timestamp_ms();
+        let term = sequencing.term;
         let mut batches = BatchBuilder::new(sequencing, self.batch_bytes_max);
         let mut after_batches = Vec::new();
         // Answered at once (not committed, errors), sent together at the end.
@@ -201,15 +243,15 @@ impl SequenceStage {
                 Decision::Committed { version } => batches.push(connection, version, timestamp_ms),
                 Decision::Duplicate { version } => {
                     let message = ReplyMessage { connection, reply: Reply::Committed { version, duplicate: true } };
-                    after_batches.push(PersistMessage::AwaitDurable { message, version });
+                    after_batches.push(PersistMessage::AwaitDurable { message, version, term });
                 }
                 Decision::StatusCommitted { version } | Decision::StatusNotCommitted { version } => {
                     let committed = matches!(decision, Decision::StatusCommitted { .. });
                     let message = ReplyMessage { connection, reply: Reply::Status { committed, version } };
-                    after_batches.push(PersistMessage::AwaitDurable { message, version });
+                    after_batches.push(PersistMessage::AwaitDurable { message, version, term });
                 }
                 Decision::StatusSearchLog { min_version, below, version } => {
-                    self.search_history(connection, min_version, below, version);
+                    self.search_history(connection, min_version, below, version, term);
                 }
                 Decision::NotCommitted { reason, conflicts, version } => {
                     let reply = Reply::NotCommitted { reason: reason.as_str(), conflicts, version };
@@ -236,7 +278,7 @@ impl SequenceStage {
         }
         for (batch, waiting) in batches {
             self.metrics.batch_transactions.observe(f64::from(batch.transaction_count));
-            let _ = self.to_persist.send(PersistMessage::Batch { batch, waiting });
+            let _ = self.to_persist.send(PersistMessage::Batch { batch, waiting, term });
         }
         for message in after_batches {
             let _ = self.to_persist.send(message);
@@ -245,9 +287,9 @@ impl SequenceStage {
         self.metrics.stage_seconds("decide").observe(started.elapsed().as_secs_f64());
     }
 
-    fn search_history(&self, connection: Box<Connection>, min_version: u64, below: u64, version: u64) {
+    fn search_history(&self, connection: Box<Connection>, min_version: u64, below: u64, version: u64, term: u64) {
         let request_id = connection.status_query().request_id.clone();
-        let request = SearchRequest { connection, request_id, min_version, below, version };
+        let request = SearchRequest { connection, request_id, min_version, below, version, term };
         if let Err(TrySendError::Full(request) | TrySendError::Disconnected(request)) =
             self.to_history.try_send(request)
         {

@@ -399,7 +399,7 @@ pub fn take_over(
 ) -> Stoat {
     for attempt in 0..attempts {
         let mut candidate = start();
-        let load = start_load(candidate.addr, &format!("b{attempt}"), clients, true, stop, count);
+        let load = start_load(candidate.addr, &format!("b{attempt}"), clients, On503::Stop, stop, count);
         let deadline = Instant::now() + DEADLINE;
         while old.is_ready() && candidate.is_ready() {
             assert!(Instant::now() < deadline, "one of the two leaders must be fenced");
@@ -414,16 +414,27 @@ pub fn take_over(
     panic!("no new leader won within {attempts} attempts");
 }
 
+/// What a load thread does with a 503.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum On503 {
+    /// Ends the thread (the server stopped leading, or is stopping).
+    Stop,
+    /// Goes on with the next commit after a pause (the server is taking
+    /// over the log again); the commit is not counted as acknowledged.
+    Retry,
+    /// Fails the test: every answer must be 200.
+    Fail,
+}
+
 /// Starts `clients` threads committing blind writes (ids `{label}-{client}-{n}`)
 /// to `addr` until `stop` is set or the connection fails; each returns its
 /// acknowledged (request id, version) pairs and counts them in `count`.
-/// Every answer must be 200, except that with `until_fenced` a 503 (the
-/// server stopped leading, or is stopping) ends the thread.
+/// Every answer must be 200 or a 503 handled as `on_503` says.
 pub fn start_load(
     addr: SocketAddr,
     label: &str,
     clients: usize,
-    until_fenced: bool,
+    on_503: On503,
     stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
     count: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) -> LoadThreads {
@@ -443,8 +454,13 @@ pub fn start_load(
                         r#"{{"request_id":"{request_id}","operations":[{{"type":"write","key":"aw==","value":"dg=="}}]}}"#
                     );
                     let Some(response) = connection.try_post("/v1/commit", &body) else { break };
-                    if until_fenced && response.status == 503 {
-                        break;
+                    match (on_503, response.status) {
+                        (On503::Stop, 503) => break,
+                        (On503::Retry, 503) => {
+                            std::thread::sleep(std::time::Duration::from_millis(20));
+                            continue;
+                        }
+                        _ => {}
                     }
                     assert_eq!(response.status, 200, "{}", response.text());
                     acknowledged.push((request_id, response.json()["version"].as_u64().unwrap()));

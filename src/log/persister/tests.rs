@@ -208,7 +208,8 @@ fn another_leaders_object_fences_and_nothing_more_is_durable() {
     let theirs = batch(1, 2, 2, "b").bytes.to_vec();
     persister.completed(done(*verify, Ok(OpOutput::Bytes(theirs))), 0);
     let actions = drain(&mut persister);
-    assert!(matches!(actions.as_slice(), [Action::Fenced { first_version: 2, .. }]), "{actions:?}");
+    let [Action::Fenced { first_version: 2, winner_leader_id, .. }] = actions.as_slice() else { panic!("{actions:?}") };
+    assert_eq!(winner_leader_id.as_deref(), Some("b"), "the winning object's leader");
     assert_eq!(persister.durable_version(), 1);
     assert_eq!(persister.batch_ready(batch(3, 4, 4, "a")), Err(Rejected::Stopped));
     persister.completed(done(first, Ok(OpOutput::Created)), 0);
