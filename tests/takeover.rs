@@ -98,8 +98,10 @@ fn a_fenced_leaders_late_batches_stay_out_of_the_log() {
 /// A leader killed with a write in flight can have it land after the next
 /// leader read the log (S3 completes a request it has fully received). The
 /// new leader's first batch then loses its name to the leader it took over
-/// from; it takes over again instead of staying fenced with no leader left,
-/// and nothing of the lost attempt reaches a client as committed.
+/// from; it takes over again instead of staying fenced with no leader left
+/// (twice here), and nothing of a lost attempt reaches a client as
+/// committed: not the commit, not a status answer or a duplicate's answer
+/// decided meanwhile, not an event on a stream.
 #[test]
 fn a_first_batch_lost_to_the_previous_leaders_late_write_takes_over_again() {
     use stoat::commit::transaction::OperationRef;
@@ -107,12 +109,16 @@ fn a_first_batch_lost_to_the_previous_leaders_late_write_takes_over_again() {
     use stoat::log::names::batch_name;
     use stoat::log::store::Blocking;
 
+    let commit_request = |id: &str| {
+        let body = format!(r#"{{"request_id":"{id}","operations":[{{"type":"write","key":"aw==","value":"dg=="}}]}}"#);
+        format!("POST /v1/commit HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+    };
     let data = tempfile::tempdir().unwrap();
     let mut previous = Stoat::start_at("", data.path());
     let mut client = previous.connect();
     for id in ["p-1", "p-2"] {
-        let body = format!(r#"{{"request_id":"{id}","operations":[{{"type":"write","key":"aw==","value":"dg=="}}]}}"#);
-        assert_eq!(client.post("/v1/commit", &body).status, 200);
+        client.send(commit_request(id).as_bytes());
+        assert_eq!(client.read_response().status, 200);
     }
     let version = client.get("/v1/version").json();
     let (tail, previous_leader) =
@@ -120,48 +126,79 @@ fn a_first_batch_lost_to_the_previous_leaders_late_write_takes_over_again() {
     drop(client);
     previous.crash();
 
-    let mut leader = Stoat::start_at("", data.path());
-    // The previous leader's write of the batch after `tail`, landing only now.
-    let mut late = BatchEncoder::new(&previous_leader, tail);
-    late.push(tail + 1, "late-1", 0, [OperationRef::Write { key: b"k", value: b"late" }]);
+    // Batch writes take 300 ms: lookups are decided while one is in flight.
+    let mut leader = Stoat::start_at_with_env("", data.path(), &[("STOAT_TEST_PUT_DELAY_MS", "300")]);
     let store = LocalStore::open(data.path().join("log"), LocalStoreOptions::default()).unwrap();
-    Blocking::new(&store).put_if_absent(&batch_name(tail + 1), late.finish().bytes.to_vec()).unwrap();
-
+    // The previous leader's write of the batch after `prev`, landing only now.
+    let land_late = |prev: u64, id: &str| {
+        let mut late = BatchEncoder::new(&previous_leader, prev);
+        late.push(prev + 1, id, 0, [OperationRef::Write { key: b"k", value: b"late" }]);
+        Blocking::new(&store).put_if_absent(&batch_name(prev + 1), late.finish().bytes.to_vec()).unwrap();
+    };
+    land_late(tail, "late-1");
     let mut eager = Stream::subscribe(leader.addr, &format!("after={tail}&durable=false"));
     let mut patient = Stream::subscribe(leader.addr, &format!("after={tail}"));
+
     let mut client = leader.connect();
-    let commit = |client: &mut common::Client, id: &str| {
-        let body = format!(r#"{{"request_id":"{id}","operations":[{{"type":"write","key":"aw==","value":"bmV3"}}]}}"#);
-        client.post("/v1/commit", &body)
-    };
-    let lost = commit(&mut client, "lost-1");
-    assert_eq!((lost.status, lost.error_code().as_str()), (503, "unavailable"), "{}", lost.text());
+    client.send(commit_request("lost-1").as_bytes());
+    std::thread::sleep(Duration::from_millis(100));
+    let mut lookup = leader.connect();
+    lookup.send(b"GET /v1/status?request_id=lost-1 HTTP/1.1\r\n\r\n");
+    let mut duplicate = leader.connect();
+    duplicate.send(commit_request("lost-1").as_bytes());
+    for (what, connection) in [("commit", &mut client), ("status", &mut lookup), ("duplicate", &mut duplicate)] {
+        let response = connection.read_response();
+        assert_eq!(
+            (response.status, response.error_code().as_str()),
+            (503, "unavailable"),
+            "{what}: {}",
+            response.text()
+        );
+        // Decided in the lost term (not refused as "recovering" after it).
+        assert!(response.text().contains("taking over the log again"), "{what}: {}", response.text());
+    }
     leader.wait_for_log("taking over again");
-    wait_for("the new takeover", || leader.is_ready());
-    let committed = commit(&mut client, "new-1");
+    leader.wait_for_log("term=1");
+    wait_for("the second takeover", || leader.is_ready());
+
+    // Another late write lands after the second reading of the log.
+    land_late(tail + 1, "late-2");
+    client.send(commit_request("lost-2").as_bytes());
+    assert_eq!(client.read_response().status, 503);
+    leader.wait_for_log("term=2");
+    wait_for("the third takeover", || leader.is_ready());
+    client.send(commit_request("new-1").as_bytes());
+    let committed = client.read_response();
     assert_eq!(committed.status, 200, "{}", committed.text());
     let new_version = committed.json()["version"].as_u64().unwrap();
-    assert!(new_version > tail + 1 + stoat::log::chain::VERSION_WINDOW, "{new_version}");
+    assert!(new_version > tail + 2 + stoat::log::chain::VERSION_WINDOW, "{new_version}");
 
-    // The log continues the previous leader's late batch; the lost attempt
-    // is nowhere.
+    // The log continues the previous leader's late batches; the lost
+    // attempts are nowhere.
     let (log, orphans) = read_log_and_orphans_from(&store);
     assert!(orphans.is_empty(), "{:?}", orphans.iter().map(|batch| &batch.name).collect::<Vec<_>>());
     let logged = check_chain(&log);
-    assert_eq!(logged.get("late-1"), Some(&(tail + 1)));
+    assert_eq!((logged.get("late-1"), logged.get("late-2")), (Some(&(tail + 1)), Some(&(tail + 2))));
     assert_eq!(logged.get("new-1"), Some(&new_version));
-    assert!(!logged.contains_key("lost-1"));
-    let status = client.get("/v1/status?request_id=lost-1").json();
-    assert_eq!(status["status"], "not_committed", "{status}");
-    let status = client.get("/v1/status?request_id=late-1").json();
-    assert_eq!((status["status"].as_str(), status["version"].as_u64()), (Some("committed"), Some(tail + 1)));
+    assert!(!logged.contains_key("lost-1") && !logged.contains_key("lost-2"));
+    for id in ["lost-1", "lost-2"] {
+        let status = client.get(&format!("/v1/status?request_id={id}")).json();
+        assert_eq!(status["status"], "not_committed", "{status}");
+    }
+    let status = client.get("/v1/status?request_id=late-2").json();
+    assert_eq!((status["status"].as_str(), status["version"].as_u64()), (Some("committed"), Some(tail + 2)));
     // Both streams, the one that sees commits before they are durable too,
-    // go from the late batch to the new commit: the lost one never showed.
+    // go from the late batches to the new commit: the lost ones never showed.
     for stream in [&mut eager, &mut patient] {
-        let first = stream.next_transaction();
-        assert_eq!((first["request_id"].as_str(), first["prev_version"].as_u64()), (Some("late-1"), Some(tail)));
-        let second = stream.next_transaction();
-        assert_eq!((second["request_id"].as_str(), second["prev_version"].as_u64()), (Some("new-1"), Some(tail + 1)));
+        let mut previous_version = tail;
+        for id in ["late-1", "late-2", "new-1"] {
+            let event = stream.next_transaction();
+            assert_eq!(
+                (event["request_id"].as_str(), event["prev_version"].as_u64()),
+                (Some(id), Some(previous_version))
+            );
+            previous_version = event["version"].as_u64().unwrap();
+        }
     }
     leader.crash();
 }

@@ -21,8 +21,11 @@
 //! is answered 503 (none of it is in the log). Only a first batch that lost
 //! to the *previous* leader does this: nothing of this leader was durable
 //! yet, and a newer leader (whose batch carries another leader id) is never
-//! fought. Until this leader's first batch is durable its batches are not
-//! shown to subscribers either, so no stream sees a lost term.
+//! fought. Nor is a live predecessor fought for ever: a dead one's late
+//! writes are at most `chain::BATCH_WRITES_IN_FLIGHT_MAX`, so after that
+//! many losses in a row this server stays fenced. Until this leader's first
+//! batch is durable its batches are not shown to subscribers either, so no
+//! stream sees a lost term.
 //!
 //! Invariants:
 //! - A reply waiting on version v is released only once `durable_version >= v`.
@@ -344,7 +347,8 @@ impl<'s> Driver<'s> {
                 self.act(action);
             }
             if self.lost_takeover {
-                return Ended::LostTakeover;
+                // Told to stop meanwhile: stop, do not take over again.
+                return if self.shutting_down.is_some() { Ended::Stopped } else { Ended::LostTakeover };
             }
             if !self.orphans.is_empty() && self.durable_version > self.recovered_version {
                 self.delete_orphans();
@@ -454,7 +458,10 @@ impl<'s> Driver<'s> {
             Action::RetryAt { .. } => {}
             Action::Fenced { first_version, name, winner_leader_id } => {
                 let to_predecessor = winner_leader_id.is_some() && winner_leader_id == self.predecessor;
-                if to_predecessor && !self.persister.made_a_batch_durable() {
+                // A dead predecessor's late writes are at most the ones it had
+                // in flight; more losses in a row mean it is alive.
+                let may_retake = self.term < chain::BATCH_WRITES_IN_FLIGHT_MAX as u64;
+                if to_predecessor && may_retake && !self.persister.made_a_batch_durable() {
                     tracing::warn!(
                         first_version,
                         %name,

@@ -82,7 +82,9 @@ impl SequenceStage {
             }
             if !connections.is_empty() {
                 // Readiness first: stage 2 sends a new takeover before it
-                // becomes ready again, so a ready server's is adopted here.
+                // becomes ready again, so once it is ready again the takeover
+                // is adopted here. (A `ready` from before a loss lets this
+                // batch be decided in the old term: stage 2 answers it 503.)
                 let ready = self.published.is_ready();
                 self.adopt_takeover(&mut sequencing);
                 if !self.published.is_leading() {
@@ -129,17 +131,25 @@ impl SequenceStage {
     }
 
     fn start(&self, takeover: Takeover) -> Sequencing {
-        let Takeover { recovered, term } = takeover;
+        let Takeover { mut recovered, term } = takeover;
+        // Past everything a lost term published, including what it decided
+        // after stage 2 read the published version (this thread decides).
+        recovered.first_version = recovered.first_version.max(self.published.committed_version() + 1);
         let log_version = recovered.committed_version;
         let sequencer = Sequencer::new(self.config, self.published.leader_id.clone(), recovered);
         Sequencing { sequencer, batch_wanted: false, log_version, term }
     }
 
-    /// Rebuilds the sequencer if stage 2 has taken over the log again.
+    /// Rebuilds the sequencer if stage 2 has taken over the log again. A
+    /// request for a batch already taken is kept: it may be the new term's
+    /// (stage 2 asks once and waits for a batch); one left over from the old
+    /// term costs nothing, since stage 2 takes batches only when it can.
     fn adopt_takeover(&self, sequencing: &mut Sequencing) {
         if let Ok(takeover) = self.recovered.try_recv() {
             tracing::info!(term = takeover.term, "sequencing again from the log recovered anew");
+            let batch_wanted = sequencing.batch_wanted;
             *sequencing = self.start(takeover);
+            sequencing.batch_wanted = batch_wanted;
         }
     }
 
