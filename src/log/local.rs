@@ -60,6 +60,9 @@ pub struct LocalStoreOptions {
     /// put-if-absent on its own (a file and a directory sync). Unused
     /// without `sync`.
     pub journal_bytes: u64,
+    /// A journal file is checkpointed once its first record is this old,
+    /// full or not (`journal::CHECKPOINT_AGE_DEFAULT`).
+    pub journal_checkpoint_age: std::time::Duration,
 }
 
 /// The journal's default size: about 4,000 batches of 4 KiB between
@@ -68,7 +71,13 @@ pub const JOURNAL_BYTES_DEFAULT: u64 = 16 << 20;
 
 impl Default for LocalStoreOptions {
     fn default() -> Self {
-        LocalStoreOptions { io_threads: 2, queue_depth: 1024, sync: true, journal_bytes: JOURNAL_BYTES_DEFAULT }
+        LocalStoreOptions {
+            io_threads: 2,
+            queue_depth: 1024,
+            sync: true,
+            journal_bytes: JOURNAL_BYTES_DEFAULT,
+            journal_checkpoint_age: journal::CHECKPOINT_AGE_DEFAULT,
+        }
     }
 }
 
@@ -178,7 +187,7 @@ impl Disk {
         remove_stale_temp_files(&temp_directory);
         let temp_tag = uuid::Uuid::new_v4().simple().to_string();
         let journal = if options.sync && options.journal_bytes > 0 {
-            match journal::Journal::open(&root, &temp_tag, options.journal_bytes) {
+            match journal::Journal::open(&root, &temp_tag, options.journal_bytes, options.journal_checkpoint_age) {
                 Ok((journal, replayed)) => {
                     if replayed != journal::Replayed::default() {
                         tracing::warn!(

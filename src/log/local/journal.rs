@@ -73,9 +73,15 @@ const RECORD_HEADER_BYTES: usize = 20;
 pub(super) const MARKED_MODE: u32 = 0o1644;
 pub(super) const MARK: u32 = 0o1000;
 pub(super) const PLAIN_MODE: u32 = 0o644;
-/// Records older than this are checkpointed even if the file is not full,
-/// so that an idle (or fenced) instance's journal empties.
-const IDLE_CHECKPOINT: Duration = Duration::from_secs(2);
+/// The default `checkpoint_age` of [`Journal::open`]: a file whose first
+/// record is this old is checkpointed even if it is not full. That bounds
+/// what one checkpoint's `syncfs` writes (the objects made meanwhile, and
+/// their directory entries), and so how long the journal syncs beside it are
+/// slowed; it also empties an idle (or fenced) instance's journal. Measured
+/// in docs/benchmarks.md (2 s of idleness was the rule before; checkpoints
+/// then came only as a 16 MiB file filled, every few seconds under load,
+/// and each one's `syncfs` stalled commits for tens of milliseconds).
+pub const CHECKPOINT_AGE_DEFAULT: Duration = Duration::from_millis(250);
 /// Record lengths are u32s.
 const CAPACITY_MAX: u64 = 1 << 31;
 
@@ -103,6 +109,7 @@ struct Shared {
     /// its own, and the files are left for the replay (a failed sync may
     /// have lost a record that later syncs report as written).
     failed: AtomicBool,
+    checkpoint_age: Duration,
 }
 
 struct State {
@@ -110,13 +117,14 @@ struct State {
     halves: [Half; 2],
     /// A checkpoint of that file is under way (no appends go there).
     checkpointing: [bool; 2],
-    last_append: Instant,
 }
 
 #[derive(Default)]
 struct Half {
     generation: u32,
     offset: u64,
+    /// When this generation's first record was appended.
+    first_append: Option<Instant>,
     /// Objects recorded in this generation, unmarked at its checkpoint.
     recorded: Vec<PathBuf>,
 }
@@ -138,7 +146,7 @@ impl Journal {
     /// bytes each.
     /// Fails with `Unsupported` where files cannot carry the mark (the
     /// sticky bit).
-    pub fn open(root: &Path, tag: &str, capacity: u64) -> io::Result<(Journal, Replayed)> {
+    pub fn open(root: &Path, tag: &str, capacity: u64, checkpoint_age: Duration) -> io::Result<(Journal, Replayed)> {
         let directory = root.join(DIRECTORY);
         fs::create_dir_all(&directory)?;
         sync_directory(root)?;
@@ -179,9 +187,8 @@ impl Journal {
         }
         sync_directory(&directory)?;
         let [first, second]: [File; 2] = files.try_into().map_err(|_| io::Error::other("two journal files"))?;
-        let half = || Half { generation: 1, offset: HEADER_BYTES, recorded: Vec::new() };
-        let state =
-            State { active: 0, halves: [half(), half()], checkpointing: [false; 2], last_append: Instant::now() };
+        let half = || Half { generation: 1, offset: HEADER_BYTES, first_append: None, recorded: Vec::new() };
+        let state = State { active: 0, halves: [half(), half()], checkpointing: [false; 2] };
         let shared = Arc::new(Shared {
             root: root.to_path_buf(),
             boot_id,
@@ -189,13 +196,14 @@ impl Journal {
             state: Mutex::new(state),
             checkpointed: Condvar::new(),
             failed: AtomicBool::new(false),
+            checkpoint_age,
         });
         let (checkpoints, jobs) = crossbeam_channel::unbounded::<usize>();
         let worker = Arc::clone(&shared);
         let checkpointer = std::thread::Builder::new().name("stoat-checkpoint".into()).spawn(move || loop {
-            match jobs.recv_timeout(IDLE_CHECKPOINT) {
+            match jobs.recv_timeout(worker.until_due()) {
                 Ok(index) => worker.checkpoint(index),
-                Err(RecvTimeoutError::Timeout) => worker.checkpoint_if_idle(),
+                Err(RecvTimeoutError::Timeout) => worker.checkpoint_if_due(),
                 Err(RecvTimeoutError::Disconnected) => return,
             }
         })?;
@@ -236,8 +244,8 @@ impl Journal {
                 self.start_checkpoint(&mut state, active)?;
             }
             let active = state.active;
-            state.last_append = Instant::now();
             let half = &mut state.halves[active];
+            half.first_append.get_or_insert_with(Instant::now);
             let written = self.shared.files[active].write_all_at(&record(half.generation, name, bytes), half.offset);
             self.shared.fail_on(written)?;
             half.offset += length;
@@ -334,7 +342,8 @@ impl Shared {
                 .write_all_at(&header(generation, &self.boot_id), 0)
                 .and_then(|()| self.files[index].sync_data());
             if self.fail_on(reset).is_ok() {
-                state.halves[index] = Half { generation, offset: HEADER_BYTES, recorded: Vec::new() };
+                state.halves[index] =
+                    Half { generation, offset: HEADER_BYTES, first_append: None, recorded: Vec::new() };
             }
         }
         state.checkpointing[index] = false;
@@ -342,14 +351,27 @@ impl Shared {
         self.checkpointed.notify_all();
     }
 
-    /// Checkpoints the active file if nothing was appended for a while.
-    fn checkpoint_if_idle(&self) {
+    /// How long until the active file's first record is `checkpoint_age`
+    /// old (`checkpoint_age` while it has none).
+    fn until_due(&self) -> Duration {
+        let state = self.lock();
+        match state.halves[state.active].first_append {
+            Some(first) => {
+                (first + self.checkpoint_age).saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
+            }
+            None => self.checkpoint_age,
+        }
+    }
+
+    /// Checkpoints the active file once its first record is
+    /// `checkpoint_age` old (unless a checkpoint is under way).
+    fn checkpoint_if_due(&self) {
         let index = {
             let mut state = self.lock();
             let active = state.active;
-            let idle = state.last_append.elapsed() >= IDLE_CHECKPOINT;
+            let due = state.halves[active].first_append.is_some_and(|first| first.elapsed() >= self.checkpoint_age);
             let busy = state.checkpointing.iter().any(|&busy| busy);
-            if !idle || busy || state.halves[active].recorded.is_empty() || self.failed.load(Ordering::Acquire) {
+            if !due || busy || state.halves[active].recorded.is_empty() || self.failed.load(Ordering::Acquire) {
                 return;
             }
             state.active = 1 - active;

@@ -1,12 +1,17 @@
 //! Tests of the local-disk store through its `ObjectStore` interface.
 
 use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
 
 use super::*;
 use crate::log::store::Blocking;
 
+/// A store whose journal is checkpointed only when full, idle for an hour,
+/// or closed: objects stay marked for the tests that look at them.
 fn open(directory: &Path) -> LocalStore {
-    LocalStore::open(directory, LocalStoreOptions::default()).unwrap()
+    let options =
+        LocalStoreOptions { journal_checkpoint_age: Duration::from_secs(3600), ..LocalStoreOptions::default() };
+    LocalStore::open(directory, options).unwrap()
 }
 
 #[test]
@@ -345,6 +350,36 @@ fn checkpoints_when_full_keep_every_object() {
     for name in &names {
         assert_eq!(blocking.get(name, None).unwrap(), vec![name.as_bytes()[6]; 700], "{name}");
         assert_eq!(mode_of(&directory.path().join(name)), 0o644, "{name}");
+    }
+}
+
+#[test]
+fn records_are_checkpointed_once_old_enough_while_appends_go_on() {
+    let directory = tempfile::tempdir().unwrap();
+    let age = Duration::from_millis(300);
+    let store = LocalStore::open(
+        directory.path(),
+        LocalStoreOptions { journal_checkpoint_age: age, ..LocalStoreOptions::default() },
+    )
+    .unwrap();
+    let blocking = Blocking::new(&store);
+    let first = directory.path().join("log/0");
+    let started = Instant::now();
+    blocking.put_if_absent("log/0", b"first".to_vec()).unwrap();
+    assert!(marked(&first), "durable through the journal only");
+    // Appends every 10 ms: never idle, and the file is far from full.
+    let mut count = 1;
+    while marked(&first) {
+        assert!(started.elapsed() < Duration::from_secs(10), "the first record was never checkpointed");
+        blocking.put_if_absent(&format!("log/{count}"), b"more".to_vec()).unwrap();
+        count += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(started.elapsed() >= age, "checkpointed after {:?}, before it was {age:?} old", started.elapsed());
+    assert_eq!(mode_of(&first), 0o644);
+    drop(store);
+    for index in 0..count {
+        assert_eq!(mode_of(&directory.path().join(format!("log/{index}"))), 0o644);
     }
 }
 
