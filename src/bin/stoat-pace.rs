@@ -107,7 +107,7 @@ fn main() {
 }
 
 /// Sends the schedule and returns the measured tally and the longest queue
-/// of due requests waiting for a connection.
+/// of due requests waiting for a connection while measuring.
 fn run(args: &Args) -> std::io::Result<(Tally, usize)> {
     let mut poll = Poll::new()?;
     let mut connections = Vec::with_capacity(args.connections);
@@ -147,7 +147,9 @@ fn run(args: &Args) -> std::io::Result<(Tally, usize)> {
             sent += 1;
             next_due = start + interval.mul_f64(sent as f64);
         }
-        waited_max = waited_max.max(waiting.len().saturating_sub(idle.len()));
+        if now >= measure_from {
+            waited_max = waited_max.max(waiting.len().saturating_sub(idle.len()));
+        }
         while !waiting.is_empty() {
             let Some(index) = idle.pop() else { break };
             let due = waiting.pop_front().expect("not empty");

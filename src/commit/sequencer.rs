@@ -11,7 +11,11 @@
 //! - A request id commits at most once while it is remembered (duplicates
 //!   get the original version).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::hash_map::RandomState;
+use std::collections::{HashSet, VecDeque};
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 use std::sync::Arc;
 
 use super::conflict::{ConflictSet, KeyRange, Outcome, ReadRange, TransactionRef};
@@ -353,23 +357,48 @@ fn check_batch(conflicts: &mut ConflictSet, requests: &[&CommitRequest], first_v
 /// below keeps std's SipHash.
 type BatchIdHasher = foldhash::quality::RandomState;
 
-/// The request ids of recent commits, bounded; the oldest are forgotten
-/// first, and `covers_from_version` says from which version on it is complete.
-/// Each id is allocated once and shared by the map and the queue.
+/// The request ids of the newest committed transactions and their
+/// versions, at most `capacity` (the oldest are forgotten first);
+/// `covers_from_version` says from which version on it is complete. Each id
+/// is allocated once and shared by the table and the queue.
+///
+/// Ids come from clients, so they are hashed with SipHash under a key
+/// chosen per process (`RandomState`). Each entry keeps its hash: when the
+/// table grows or clears out the tombstones that removals leave, entries
+/// are moved, not hashed again. With std's `HashMap` that rehash hashed
+/// 100,000 ids at once, about 20 ms during which no commit was decided
+/// (`perf record` during a paced run, docs/benchmarks.md). The table is
+/// also sized at the start for twice `capacity`, so it never grows and,
+/// below half full, seldom needs a clean-up.
 struct RequestIndex {
     capacity: usize,
-    versions: HashMap<Arc<str>, u64>,
-    order: VecDeque<(u64, Arc<str>)>,
+    hasher: RandomState,
+    versions: HashTable<IndexEntry>,
+    /// Oldest first: (version, hash, id).
+    order: VecDeque<(u64, u64, Arc<str>)>,
     covers_from_version: u64,
+}
+
+struct IndexEntry {
+    hash: u64,
+    id: Arc<str>,
+    version: u64,
 }
 
 impl RequestIndex {
     fn new(capacity: usize, covers_from_version: u64) -> Self {
-        RequestIndex { capacity, versions: HashMap::default(), order: VecDeque::new(), covers_from_version }
+        RequestIndex {
+            capacity,
+            hasher: RandomState::new(),
+            versions: HashTable::with_capacity(capacity.saturating_mul(2)),
+            order: VecDeque::with_capacity(capacity),
+            covers_from_version,
+        }
     }
 
     fn get(&self, request_id: &str) -> Option<u64> {
-        self.versions.get(request_id).copied()
+        let hash = self.hasher.hash_one(request_id);
+        self.versions.find(hash, |entry| &*entry.id == request_id).map(|entry| entry.version)
     }
 
     fn insert(&mut self, request_id: &str, version: u64) {
@@ -378,14 +407,26 @@ impl RequestIndex {
             return;
         }
         while self.order.len() >= self.capacity {
-            if let Some((forgotten_version, forgotten_id)) = self.order.pop_front() {
-                self.versions.remove(&forgotten_id);
+            if let Some((forgotten_version, hash, forgotten_id)) = self.order.pop_front() {
+                // Only this very entry: an id given again later is a newer one.
+                if let Ok(entry) = self.versions.find_entry(hash, |entry| Arc::ptr_eq(&entry.id, &forgotten_id)) {
+                    entry.remove();
+                }
                 self.covers_from_version = forgotten_version + 1;
             }
         }
-        let request_id: Arc<str> = Arc::from(request_id);
-        self.versions.insert(Arc::clone(&request_id), version);
-        self.order.push_back((version, request_id));
+        let hash = self.hasher.hash_one(request_id);
+        let id: Arc<str> = Arc::from(request_id);
+        match self.versions.entry(hash, |entry| &*entry.id == request_id, |entry| entry.hash) {
+            hashbrown::hash_table::Entry::Occupied(mut occupied) => {
+                let entry = occupied.get_mut();
+                (entry.id, entry.version) = (Arc::clone(&id), version);
+            }
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                vacant.insert(IndexEntry { hash, id: Arc::clone(&id), version });
+            }
+        }
+        self.order.push_back((version, hash, id));
     }
 
     fn covers_from_version(&self) -> u64 {

@@ -256,3 +256,33 @@ fn recovery_restores_versions_ids_and_the_conflict_horizon() {
         ]
     );
 }
+
+#[test]
+fn the_request_index_keeps_exactly_the_newest_ids_through_long_churn() {
+    // Ten times the capacity: the table clears out its tombstones along the
+    // way, moving entries by their stored hashes.
+    let mut index = RequestIndex::new(1000, 0);
+    for version in 1..=10_000u64 {
+        index.insert(&format!("id-{version}"), version);
+    }
+    assert_eq!(index.covers_from_version(), 9_001);
+    for version in 1..=10_000u64 {
+        let expected = (version > 9_000).then_some(version);
+        assert_eq!(index.get(&format!("id-{version}")), expected, "id-{version}");
+    }
+    assert_eq!(index.versions.len(), 1000);
+}
+
+#[test]
+fn forgetting_an_id_leaves_a_newer_entry_for_the_same_id() {
+    let mut index = RequestIndex::new(2, 0);
+    index.insert("a", 1);
+    index.insert("a", 2);
+    // The queue's first "a" (version 1) goes; the entry it names was
+    // replaced by version 2, which stays.
+    index.insert("b", 3);
+    assert_eq!((index.get("a"), index.get("b")), (Some(2), Some(3)));
+    assert_eq!(index.covers_from_version(), 2);
+    index.insert("c", 4);
+    assert_eq!((index.get("a"), index.get("b"), index.get("c")), (None, Some(3), Some(4)));
+}
