@@ -122,3 +122,50 @@ fn unreachable_storage_at_start_is_retried_and_not_ready_until_it_works() {
     wait_until(|| Client::connect(stoat.addr).get("/readyz").status == 200, "readiness");
     assert_eq!(client.post("/v1/commit", "{}").status, 200);
 }
+
+/// While a batch write is in flight, later requests are held back until
+/// `persist.batch_min_alongside` of them are waiting, then written together
+/// beside it; a smaller group goes once nothing is in flight any more.
+#[test]
+fn small_batches_wait_beside_a_write_in_flight_until_enough_gather() {
+    let data = tempfile::tempdir().unwrap();
+    let config = "[persist]\nbatch_min_alongside = 3\n";
+    let stoat = Stoat::start_at_with_env(config, data.path(), &[("STOAT_TEST_PUT_DELAY_MS", "400")]);
+    let commit = |id: &str| {
+        let body = format!(r#"{{"request_id":"{id}","operations":[{{"type":"write","key":"aw==","value":"dg=="}}]}}"#);
+        format!("POST /v1/commit HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+    };
+    // The leader's first batch is written alone; after it, batches may be
+    // written beside others.
+    let mut first = stoat.connect();
+    first.send(commit("first").as_bytes());
+    assert_eq!(first.read_response().status, 200);
+
+    let mut clients: Vec<Client> = (0..5).map(|_| stoat.connect()).collect();
+    let started = Instant::now();
+    clients[0].send(commit("alone").as_bytes());
+    for (index, id) in ["c", "d", "e"].into_iter().enumerate() {
+        std::thread::sleep(Duration::from_millis(50));
+        clients[index + 1].send(commit(id).as_bytes());
+    }
+    // "f" comes once the group of three went out: it is held until every
+    // write in flight has landed, then written alone.
+    std::thread::sleep(Duration::from_millis(50));
+    clients[4].send(commit("f").as_bytes());
+    for client in &mut clients {
+        assert_eq!(client.read_response().status, 200);
+    }
+    let elapsed = started.elapsed();
+    let log = read_log(data.path());
+    let batch_of = |id: &str| {
+        log.iter().position(|batch| batch.transactions.iter().any(|(_, request_id)| request_id == id)).unwrap()
+    };
+    let (alone, c, d, e, f) = (batch_of("alone"), batch_of("c"), batch_of("d"), batch_of("e"), batch_of("f"));
+    assert_eq!((c, d), (e, e), "c, d and e share a batch: {log:?}");
+    assert!(alone < e && e < f, "{log:?}");
+    assert_eq!(log[f].transactions.len(), 1, "{log:?}");
+    // alone: 0-400 ms; c, d, e: from about 150 ms (beside it); f: after
+    // both landed, about 550-950 ms. Had f waited for more requests, it
+    // would still be waiting.
+    assert!(elapsed >= Duration::from_millis(900), "{elapsed:?}");
+}

@@ -126,8 +126,10 @@ fn a_first_batch_lost_to_the_previous_leaders_late_write_takes_over_again() {
     drop(client);
     previous.crash();
 
-    // Batch writes take 300 ms: lookups are decided while one is in flight.
-    let mut leader = Stoat::start_at_with_env("", data.path(), &[("STOAT_TEST_PUT_DELAY_MS", "300")]);
+    // Batch writes take 300 ms, and a batch of one is written beside them:
+    // lookups are decided while the first is in flight.
+    let config = "[persist]\nbatch_min_alongside = 1\n";
+    let mut leader = Stoat::start_at_with_env(config, data.path(), &[("STOAT_TEST_PUT_DELAY_MS", "300")]);
     let store = LocalStore::open(data.path().join("log"), LocalStoreOptions::default()).unwrap();
     // The previous leader's write of the batch after `prev`, landing only now.
     let land_late = |prev: u64, id: &str| {

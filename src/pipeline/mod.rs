@@ -106,6 +106,7 @@ impl Pipeline {
         let (to_history, history_requests) = crossbeam_channel::bounded(history::QUEUE_DEPTH);
         let (to_sequencer, recovered) = crossbeam_channel::bounded(1);
         let (ready_for_batch, batch_wanted) = crossbeam_channel::bounded(1);
+        let (writes_done, writes_idle) = crossbeam_channel::bounded(1);
         let (retention, retention_inbox) = crossbeam_channel::bounded(retention_worker::QUEUE_DEPTH);
         let config = SequencerConfig {
             conflict_window_ms: parts.commit.conflict_window_ms,
@@ -119,6 +120,8 @@ impl Pipeline {
             to_history,
             recovered,
             batch_wanted,
+            writes_idle,
+            min_batch_alongside: parts.persist.batch_min_alongside.max(1),
             config,
             published: parts.published.clone(),
             metrics: parts.metrics.clone(),
@@ -131,6 +134,7 @@ impl Pipeline {
             to_reply: to_reply.clone(),
             to_sequencer,
             ready_for_batch,
+            writes_done,
             history_requests,
             history_to_persist: to_persist,
             open_store: parts.open_store,

@@ -69,6 +69,8 @@ pub(super) struct PersistStage {
     pub to_sequencer: Sender<Takeover>,
     /// Tells stage 1 that the next batch can be written now.
     pub ready_for_batch: Sender<()>,
+    /// Wakes stage 1 when the last batch write in flight has landed.
+    pub writes_done: Sender<()>,
     pub history_requests: Receiver<SearchRequest>,
     pub history_to_persist: Sender<PersistMessage>,
     pub open_store: StoreOpener,
@@ -288,6 +290,8 @@ struct Driver<'s> {
     /// subscribers only once it is (a lost takeover shows them nothing).
     unfed: Vec<Arc<FeedBatch>>,
     lost_takeover: bool,
+    /// The writes in flight last published.
+    writes_published: usize,
     store: Arc<dyn ObjectStore>,
     persister: Persister,
     started: Instant,
@@ -322,6 +326,7 @@ impl<'s> Driver<'s> {
             predecessor: recovered.tail.as_ref().map(|tail| tail.leader_id.clone()),
             unfed: Vec::new(),
             lost_takeover: false,
+            writes_published: usize::MAX,
             store,
             persister,
             started: Instant::now(),
@@ -346,6 +351,7 @@ impl<'s> Driver<'s> {
             while let Some(action) = self.persister.next_action() {
                 self.act(action);
             }
+            self.publish_writes_in_flight();
             if self.lost_takeover {
                 // Told to stop meanwhile: stop, do not take over again.
                 return if self.shutting_down.is_some() { Ended::Stopped } else { Ended::LostTakeover };
@@ -393,6 +399,19 @@ impl<'s> Driver<'s> {
                 self.persister.completed(completion, now_ms);
             }
             Woken::Completion(None) | Woken::Timeout => {}
+        }
+    }
+
+    /// Publishes the batch writes in flight; when none is left, wakes stage 1
+    /// in case it holds a small batch back until then.
+    fn publish_writes_in_flight(&mut self) {
+        let writes = self.persister.in_flight();
+        if writes != self.writes_published {
+            self.writes_published = writes;
+            self.stage.published.set_writes_in_flight(writes);
+            if writes == 0 {
+                let _ = self.stage.writes_done.try_send(());
+            }
         }
     }
 

@@ -4,7 +4,7 @@
 //! Invariant: `oldest_version <= durable_version <= committed_version`, and
 //! none of them ever decreases.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 #[derive(Debug)]
 pub struct Published {
@@ -17,6 +17,8 @@ pub struct Published {
     /// False once another leader has taken over (this one was fenced) or
     /// storage failed for good: nothing more is committed here.
     leading: AtomicBool,
+    /// Batch objects stage 2 has accepted and not yet made durable.
+    writes_in_flight: AtomicUsize,
 }
 
 impl Published {
@@ -28,6 +30,7 @@ impl Published {
             oldest_version: AtomicU64::new(0),
             ready: AtomicBool::new(false),
             leading: AtomicBool::new(true),
+            writes_in_flight: AtomicUsize::new(0),
         }
     }
 
@@ -80,6 +83,15 @@ impl Published {
     /// failed for good). Never undone: a new leadership is a new process.
     pub fn stop_leading(&self) {
         self.leading.store(false, Ordering::Release);
+    }
+
+    pub fn writes_in_flight(&self) -> usize {
+        self.writes_in_flight.load(Ordering::Acquire)
+    }
+
+    /// Published by the persistence stage as batches are accepted and land.
+    pub fn set_writes_in_flight(&self, writes: usize) {
+        self.writes_in_flight.store(writes, Ordering::Release);
     }
 
     pub fn set_ready(&self, ready: bool) {

@@ -305,6 +305,7 @@ fn parse_response(buffer: &[u8]) -> Option<(Response, usize)> {
 }
 
 /// One batch object of the log, as read back from a data directory.
+#[derive(Debug)]
 pub struct LoggedBatch {
     pub name: String,
     pub prev_version: u64,
