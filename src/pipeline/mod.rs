@@ -121,7 +121,8 @@ impl Pipeline {
             recovered,
             batch_wanted,
             writes_idle,
-            min_batch_alongside: parts.persist.batch_min_alongside.max(1),
+            // Never more than a batch may hold.
+            min_batch_alongside: parts.persist.batch_min_alongside.clamp(1, parts.commit.batch_transactions_max.max(1)),
             config,
             published: parts.published.clone(),
             metrics: parts.metrics.clone(),
