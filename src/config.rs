@@ -400,6 +400,8 @@ impl Config {
             0,
             crate::log::chain::BATCH_WRITES_IN_FLIGHT_MAX as u64,
         )?;
+        // The request index is allocated for twice this at start.
+        check_range("commit.request_index_capacity", self.commit.request_index_capacity as u64, 0, 10_000_000)?;
         check_range("persist.batch_min_alongside", self.persist.batch_min_alongside as u64, 0, 1 << 20)?;
         check_range("subscribe.checkpoint_interval_ms", self.subscribe.checkpoint_interval_ms, 10, 3_600_000)?;
         check_range("subscribe.buffer_bytes", self.subscribe.buffer_bytes as u64, 0, 1 << 40)?;
@@ -521,6 +523,9 @@ mod tests {
         let config = Config::from_toml("[s3]\nattempts_max = 0\n").unwrap();
         let error = config.into_settings(Overrides::default()).unwrap_err().to_string();
         assert_eq!(error, "s3.attempts_max: 0 is out of range 1..=1000");
+        let config = Config::from_toml("[commit]\nrequest_index_capacity = 1000000000000\n").unwrap();
+        let error = config.into_settings(Overrides::default()).unwrap_err().to_string();
+        assert_eq!(error, "commit.request_index_capacity: 1000000000000 is out of range 0..=10000000");
         let overrides = Overrides { listen: Some("nowhere".into()), ..Default::default() };
         let error = Config::default().into_settings(overrides).unwrap_err().to_string();
         assert_eq!(error, "server.listen: \"nowhere\" is not an IP:PORT address");
