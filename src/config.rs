@@ -161,10 +161,12 @@ pub struct PersistConfig {
 
 /// `persist.batch_min_alongside` on local disk by default. Paced at 20,000
 /// commits/s (docs/benchmarks.md): p99 3.87 / 3.88 ms with 1, 2.95 / 2.71
-/// with 4, 2.57 / 2.71 with 8, 2.63 / 2.87 with 16; closed-loop throughput
-/// with 8 the same as with 1 within the noise (medians of six rounds
-/// 60,300 and 59,400).
-pub const LOCAL_BATCH_MIN_ALONGSIDE: usize = 8;
+/// with 4, 2.57 / 2.71 with 8, 2.63 / 2.87 with 16; at 26,500/s (half of
+/// `bench/run`'s saturated rate) median p99 3.81 ms with 8 and 2.89 with 16
+/// over four rounds. Closed-loop throughput: 8 the same as 1 within the
+/// noise (medians of six rounds 60,300 and 59,400), 16 against 8 a median
+/// per-pair ratio of 0.98 over five rounds.
+pub const LOCAL_BATCH_MIN_ALONGSIDE: usize = 16;
 
 /// Batch writes in flight on local disk by default. One batch's CPU work
 /// (encoding, the object's write and link) and the next batch's overlap

@@ -19,8 +19,9 @@ fn wait_until(condition: impl Fn() -> bool, what: &str) {
     }
 }
 
-/// Several batch writes in flight on local disk (the default there is one).
-const PIPELINED: &str = "[persist]\nbatch_writes_in_flight = 8\n";
+/// Several batch writes in flight on local disk, each written as soon as it
+/// has a request (none held back for more).
+const PIPELINED: &str = "[persist]\nbatch_writes_in_flight = 8\nbatch_min_alongside = 1\n";
 
 #[test]
 fn acknowledged_commits_survive_repeated_kill_9_under_load() {

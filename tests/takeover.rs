@@ -15,8 +15,10 @@ use common::{check_chain, read_log_and_orphans_from, start_load, take_over, On50
 use stoat::log::local::{LocalStore, LocalStoreOptions};
 
 /// Few request ids in memory, so status lookups read the log; several batch
-/// writes in flight on local disk too.
-const CONFIG: &str = "[commit]\nrequest_index_capacity = 10\n[persist]\nbatch_writes_in_flight = 8\n";
+/// writes in flight on local disk too, each written as soon as it has a
+/// request (none held back for more).
+const CONFIG: &str =
+    "[commit]\nrequest_index_capacity = 10\n[persist]\nbatch_writes_in_flight = 8\nbatch_min_alongside = 1\n";
 
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + DEADLINE;
