@@ -141,7 +141,7 @@ impl PersistStage {
             published.set_durable_version(recovered.last_version);
         }
         self.publish_history_metrics(recovered);
-        let state = sequencer_state(recovered, self.request_ids_recovered, published.committed_version());
+        let state = sequencer_state(recovered, self.request_ids_recovered);
         if self.to_sequencer.send(Takeover { recovered: state, term }).is_err() {
             return false;
         }
@@ -244,9 +244,10 @@ fn answer_unavailable(to_reply: &Sender<Replies>, mut messages: Replies, why: &s
     let _ = to_reply.send(messages);
 }
 
-/// The sequencer's starting state from the recovered log. Versions start
-/// past `published_committed` too: a lost term may have published some.
-fn sequencer_state(log: &RecoveredLog, asked: usize, published_committed: u64) -> Recovered {
+/// The sequencer's starting state from the recovered log. (Stage 1 also
+/// starts past every version published so far, which a lost term may have
+/// raised: see `SequenceStage::start`.)
+fn sequencer_state(log: &RecoveredLog, asked: usize) -> Recovered {
     let recent: Vec<(String, u64)> =
         log.recent_transactions.iter().map(|t| (t.request_id.clone(), t.version)).collect();
     // Fewer ids than asked for means every transaction of the log is there.
@@ -259,7 +260,7 @@ fn sequencer_state(log: &RecoveredLog, asked: usize, published_committed: u64) -
         recent_request_ids: recent,
         request_ids_from_version,
         last_timestamp_ms: 0,
-        first_version: chain::first_version_after(log.last_version).max(published_committed + 1),
+        first_version: chain::first_version_after(log.last_version),
     }
 }
 

@@ -140,8 +140,8 @@ impl SequenceStage {
 
     fn start(&self, takeover: Takeover) -> Sequencing {
         let Takeover { mut recovered, term } = takeover;
-        // Past everything a lost term published, including what it decided
-        // after stage 2 read the published version (this thread decides).
+        // Past every version published so far, which a lost term may have
+        // raised (this thread publishes them, so none is missed).
         recovered.first_version = recovered.first_version.max(self.published.committed_version() + 1);
         let log_version = recovered.committed_version;
         let sequencer = Sequencer::new(self.config, self.published.leader_id.clone(), recovered);
