@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Sender, TrySendError};
 
 use crate::commit::sequencer::SequencerConfig;
 use crate::config::{CommitConfig, PersistConfig, RetentionConfig};
@@ -89,11 +89,45 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// The running stages and the sending side of their input queue.
 pub struct Pipeline {
     sender: Sender<StageMessage>,
+    reactors_sender: PipelineSender,
     /// Policy requests to the retention worker.
     retention: Sender<RetentionMessage>,
     /// Disconnects when every stage thread has ended.
     stages_running: crossbeam_channel::Receiver<()>,
     threads: Vec<JoinHandle<()>>,
+}
+
+/// How a reactor hands a request to stage 1.
+#[derive(Clone)]
+pub struct PipelineSender {
+    requests: Sender<StageMessage>,
+    look_again: Sender<()>,
+    published: Arc<Published>,
+}
+
+impl PipelineSender {
+    /// Hands a request to stage 1; a full queue fails at once. The request is
+    /// counted in the pipeline first (stage 3 may give it back before this
+    /// returns). If its connection was the last client connection not yet
+    /// waiting in the pipeline, stage 1 is told to look again: a batch it
+    /// holds back for more requests will get none.
+    pub fn try_send(&self, connection: Box<Connection>) -> Result<(), TrySendError<StageMessage>> {
+        self.published.request_entered_pipeline();
+        let sent = self.requests.try_send(StageMessage::Request(connection));
+        match sent {
+            Ok(()) if self.published.every_client_waiting() => {
+                let _ = self.look_again.try_send(());
+            }
+            Ok(()) => {}
+            Err(_) => self.published.requests_left_pipeline(1),
+        }
+        sent
+    }
+
+    /// Requests queued for stage 1.
+    pub fn queued(&self) -> usize {
+        self.requests.len()
+    }
 }
 
 impl Pipeline {
@@ -106,7 +140,7 @@ impl Pipeline {
         let (to_history, history_requests) = crossbeam_channel::bounded(history::QUEUE_DEPTH);
         let (to_sequencer, recovered) = crossbeam_channel::bounded(1);
         let (ready_for_batch, batch_wanted) = crossbeam_channel::bounded(1);
-        let (writes_done, writes_idle) = crossbeam_channel::bounded(1);
+        let (look_again, looking_again) = crossbeam_channel::bounded(1);
         let (retention, retention_inbox) = crossbeam_channel::bounded(retention_worker::QUEUE_DEPTH);
         let config = SequencerConfig {
             conflict_window_ms: parts.commit.conflict_window_ms,
@@ -120,9 +154,10 @@ impl Pipeline {
             to_history,
             recovered,
             batch_wanted,
-            writes_idle,
+            look_again: looking_again,
             // Never more than a batch may hold.
             min_batch_alongside: parts.persist.batch_min_alongside.clamp(1, parts.commit.batch_transactions_max.max(1)),
+            batch_interval: Duration::from_micros(parts.persist.batch_interval_us),
             config,
             published: parts.published.clone(),
             metrics: parts.metrics.clone(),
@@ -135,7 +170,7 @@ impl Pipeline {
             to_reply: to_reply.clone(),
             to_sequencer,
             ready_for_batch,
-            writes_done,
+            look_again: look_again.clone(),
             history_requests,
             history_to_persist: to_persist,
             open_store: parts.open_store,
@@ -159,6 +194,7 @@ impl Pipeline {
             reactors,
             leader_id: parts.published.leader_id.clone(),
             metrics: parts.metrics.clone(),
+            published: parts.published.clone(),
         };
         drop(to_reply);
         let (running, stages_running) = crossbeam_channel::bounded::<()>(0);
@@ -181,12 +217,13 @@ impl Pipeline {
                 drop(running4);
             })?,
         ];
-        Ok(Pipeline { sender, retention, stages_running, threads })
+        let reactors_sender = PipelineSender { requests: sender.clone(), look_again, published: parts.published };
+        Ok(Pipeline { sender, reactors_sender, retention, stages_running, threads })
     }
 
-    /// A sender for reactors; `try_send` on a full queue fails at once.
-    pub fn sender(&self) -> Sender<StageMessage> {
-        self.sender.clone()
+    /// What reactors hand requests to stage 1 with.
+    pub fn sender(&self) -> PipelineSender {
+        self.reactors_sender.clone()
     }
 
     /// The retention worker's queue, for reactors (`try_send`; full: 429).

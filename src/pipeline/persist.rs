@@ -70,7 +70,7 @@ pub(super) struct PersistStage {
     /// Tells stage 1 that the next batch can be written now.
     pub ready_for_batch: Sender<()>,
     /// Wakes stage 1 when the last batch write in flight has landed.
-    pub writes_done: Sender<()>,
+    pub look_again: Sender<()>,
     pub history_requests: Receiver<SearchRequest>,
     pub history_to_persist: Sender<PersistMessage>,
     pub open_store: StoreOpener,
@@ -411,7 +411,7 @@ impl<'s> Driver<'s> {
             self.writes_published = writes;
             self.stage.published.set_writes_in_flight(writes);
             if writes == 0 {
-                let _ = self.stage.writes_done.try_send(());
+                let _ = self.stage.look_again.try_send(());
             }
         }
     }

@@ -16,6 +16,7 @@ pub(super) struct ReplyStage {
     pub reactors: Arc<ReactorHandles>,
     pub leader_id: String,
     pub metrics: Arc<crate::ops::metrics::Metrics>,
+    pub published: Arc<super::published::Published>,
 }
 
 impl ReplyStage {
@@ -33,6 +34,7 @@ impl ReplyStage {
                 reply_seconds.observe(now.saturating_duration_since(started).as_secs_f64());
                 started = now;
             }
+            self.published.requests_left_pipeline(answered.len());
             self.reactors.return_connections(&mut answered);
         }
     }

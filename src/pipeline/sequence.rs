@@ -34,11 +34,16 @@ pub(super) struct SequenceStage {
     pub recovered: Receiver<Takeover>,
     /// Stage 2 asks for a batch when it can write one.
     pub batch_wanted: Receiver<()>,
-    /// Stage 2 says the last batch write in flight has landed.
-    pub writes_idle: Receiver<()>,
+    /// Stage 2 says the last batch write in flight has landed, or a reactor
+    /// that every client connection now waits in the pipeline: a batch held
+    /// back looks at whether it still should be.
+    pub look_again: Receiver<()>,
     /// A batch is written while others are in flight only once it has this
     /// many requests; a smaller one waits for them to land (or to grow).
     pub min_batch_alongside: usize,
+    /// A batch smaller than `min_batch_alongside` is not written sooner than
+    /// this after the previous one.
+    pub batch_interval: Duration,
     pub config: SequencerConfig,
     pub published: Arc<Published>,
     pub metrics: Arc<Metrics>,
@@ -57,11 +62,30 @@ struct Sequencing {
     log_version: u64,
     /// The takeover this sequencer was built for (see `Takeover`).
     term: u64,
+    pacing: Pacing,
+}
+
+/// What `hold_small_batch` remembers between batches.
+#[derive(Debug, Default, Clone, Copy)]
+struct Pacing {
+    /// When the last batch went to stage 2.
+    last_batch_at: Option<Instant>,
+    /// Set when a hold for `batch_interval` gathered no request: holds are
+    /// skipped from then on (a lone client sending one request after
+    /// another would only be slowed by them) until `HOLD_PROBE` has passed
+    /// or requests queue up on their own.
+    hold_gathered_nothing_at: Option<Instant>,
 }
 
 const RECOVERING: &str = "recovering: the log is being read from storage";
 /// How often a wait for stage 2 checks that this server is still ready.
 const READY_POLL: Duration = Duration::from_millis(100);
+/// A batch held beside writes in flight looks at the queue every
+/// `batch_interval`, but never more often than this.
+const HOLD_POLL_MIN: Duration = Duration::from_micros(100);
+/// After a hold that gathered nothing, how long holds are skipped (unless
+/// requests queue up on their own) before one is tried again.
+const HOLD_PROBE: Duration = Duration::from_millis(100);
 
 impl SequenceStage {
     pub fn run(self) {
@@ -86,7 +110,7 @@ impl SequenceStage {
                 stopping |= self.take_queued(&mut connections);
             }
             if !stopping && !connections.is_empty() && connections.len() < self.min_batch_alongside {
-                stopping = self.gather_alongside(&mut connections);
+                stopping = self.hold_small_batch(&mut sequencing.pacing, &mut connections);
             }
             if !connections.is_empty() {
                 // Readiness first: stage 2 sends a new takeover before it
@@ -145,7 +169,7 @@ impl SequenceStage {
         recovered.first_version = recovered.first_version.max(self.published.committed_version() + 1);
         let log_version = recovered.committed_version;
         let sequencer = Sequencer::new(self.config, self.published.leader_id.clone(), recovered);
-        Sequencing { sequencer, batch_wanted: false, log_version, term }
+        Sequencing { sequencer, batch_wanted: false, log_version, term, pacing: Pacing::default() }
     }
 
     /// Rebuilds the sequencer if stage 2 has taken over the log again. A
@@ -155,9 +179,10 @@ impl SequenceStage {
     fn adopt_takeover(&self, sequencing: &mut Sequencing) {
         if let Ok(takeover) = self.recovered.try_recv() {
             tracing::info!(term = takeover.term, "sequencing again from the log recovered anew");
-            let batch_wanted = sequencing.batch_wanted;
+            let (batch_wanted, pacing) = (sequencing.batch_wanted, sequencing.pacing);
             *sequencing = self.start(takeover);
             sequencing.batch_wanted = batch_wanted;
+            sequencing.pacing = pacing;
         }
     }
 
@@ -208,27 +233,62 @@ impl SequenceStage {
         false
     }
 
-    /// Holds a small batch back while other batch writes are in flight, until
-    /// it has `min_batch_alongside` requests or nothing is in flight; true if
-    /// a shutdown arrived. On a core the stages share, a write of one or two
-    /// commits beside others costs nearly what a full one does, and at
-    /// moderate load batches would otherwise stay that small.
-    fn gather_alongside(&self, connections: &mut Vec<Box<Connection>>) -> bool {
-        while connections.len() < self.min_batch_alongside
-            && self.published.writes_in_flight() > 0
-            && self.published.is_ready()
-        {
+    /// Holds back a batch smaller than `min_batch_alongside`: while other
+    /// batch writes are in flight, until it has grown to that or nothing is
+    /// in flight; then until `batch_interval` has passed since the previous
+    /// batch, unless no one else could send a request meanwhile (every client
+    /// connection is waiting in the pipeline) or the last such hold gathered
+    /// nothing (`Pacing`). True if a shutdown arrived.
+    ///
+    /// On a core the stages share, every batch costs a round of thread
+    /// wake-ups and, on local disk, a file and a journal sync, nearly as much
+    /// for one commit as for sixteen; at moderate load batches would
+    /// otherwise shrink to one or two commits and that cost would fill the
+    /// core (docs/benchmarks.md). Arrivals do not wake this thread: it looks
+    /// at the queue when the last write in flight lands, when the interval
+    /// is over, and every `batch_interval` (at least `HOLD_POLL_MIN`) while
+    /// writes are in flight, so holding costs a few wake-ups per batch, not
+    /// one per request.
+    fn hold_small_batch(&self, pacing: &mut Pacing, connections: &mut Vec<Box<Connection>>) -> bool {
+        let poll = self.batch_interval.max(HOLD_POLL_MIN).min(READY_POLL);
+        // Held for the interval (with how many requests at its start).
+        let mut interval_hold: Option<usize> = None;
+        loop {
+            if self.take_queued(connections) {
+                return true;
+            }
+            if connections.len() >= self.min_batch_alongside || !self.published.is_ready() {
+                break;
+            }
+            let timeout = if self.published.writes_in_flight() > 0 {
+                poll
+            } else {
+                let now = Instant::now();
+                let Some(due) = pacing.last_batch_at.map(|at| at + self.batch_interval).filter(|&due| due > now) else {
+                    break;
+                };
+                if self.published.every_client_waiting() {
+                    break;
+                }
+                if interval_hold.is_none() {
+                    let skipping = pacing.hold_gathered_nothing_at.is_some_and(|at| now - at < HOLD_PROBE);
+                    if skipping && connections.len() < 2 {
+                        break;
+                    }
+                    interval_hold = Some(connections.len());
+                }
+                due - now
+            };
             select! {
-                recv(self.requests) -> message => match message {
-                    Ok(StageMessage::Request(connection)) => connections.push(connection),
-                    Ok(StageMessage::Shutdown) | Err(_) => return true,
-                },
                 // Woken to look at the count again (gone: stage 2 stopped).
-                recv(self.writes_idle) -> woken => if woken.is_err() {
+                recv(self.look_again) -> woken => if woken.is_err() {
                     return false;
                 },
-                default(READY_POLL) => {}
+                default(timeout) => {}
             }
+        }
+        if let Some(before) = interval_hold {
+            pacing.hold_gathered_nothing_at = (connections.len() <= before).then(Instant::now);
         }
         false
     }
@@ -315,6 +375,7 @@ impl SequenceStage {
         let batches = batches.finish();
         if !batches.is_empty() {
             sequencing.batch_wanted = false;
+            sequencing.pacing.last_batch_at = Some(Instant::now());
         }
         for (batch, waiting) in batches {
             self.metrics.batch_transactions.observe(f64::from(batch.transaction_count));

@@ -33,7 +33,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use crate::config::Settings;
 use crate::ops::metrics::Metrics;
 use crate::pipeline::published::Published;
-use crate::pipeline::{Pipeline, PipelineParts, StageMessage, StoreOpener};
+use crate::pipeline::{Pipeline, PipelineParts, StoreOpener};
 use crate::subscribe::feed::Feed;
 use crate::subscribe::history::{HistoryAnswer, HistoryRequest};
 use connection::Connection;
@@ -53,16 +53,17 @@ pub struct ServerContext {
 impl ServerContext {
     pub fn new(settings: Settings, metrics: Arc<Metrics>, published: Arc<Published>) -> Self {
         let open_connections =
-            Arc::new(ConnectionCount { open: AtomicUsize::new(0), gauge: metrics.connections_open.clone() });
+            Arc::new(ConnectionCount { published: published.clone(), gauge: metrics.connections_open.clone() });
         let stage_parse_seconds = metrics.stage_seconds("parse");
         let feed = Arc::new(Feed::new(settings.config.subscribe.buffer_bytes));
         ServerContext { settings, metrics, published, feed, open_connections, stage_parse_seconds }
     }
 }
 
-/// The number of open connections, shared by all reactors.
+/// The number of open connections, shared by all reactors (kept in
+/// `Published`, where stage 1 reads it too).
 struct ConnectionCount {
-    open: AtomicUsize,
+    published: Arc<Published>,
     gauge: Gauge,
 }
 
@@ -73,7 +74,9 @@ pub(crate) struct OpenConnections(Arc<ConnectionCount>);
 impl OpenConnections {
     /// Takes a place if fewer than `max` are open.
     fn try_open(count: &Arc<ConnectionCount>, max: usize) -> Option<OpenConnections> {
-        count.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| (open < max).then_some(open + 1)).ok()?;
+        if !count.published.try_open_connection(max) {
+            return None;
+        }
         count.gauge.inc();
         Some(OpenConnections(count.clone()))
     }
@@ -81,7 +84,7 @@ impl OpenConnections {
 
 impl Drop for OpenConnections {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.published.connection_closed();
         self.0.gauge.dec();
     }
 }
@@ -277,4 +280,4 @@ impl Server {
 }
 
 /// Used by the pipeline's queue type in reactor code.
-pub(crate) type PipelineSender = Sender<StageMessage>;
+pub(crate) use crate::pipeline::PipelineSender;

@@ -314,6 +314,7 @@ impl Reactor {
                 self.streams.remove(&key);
                 let handle = &self.reactors.0[self.index];
                 handle.streams.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                self.context.published.stream_opened(false);
                 if !subscription.is_durable() {
                     handle.eager_streams.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                 }
@@ -365,7 +366,7 @@ impl Reactor {
                     self.remove(key);
                     return;
                 }
-                Drive::HandOff => match self.pipeline.try_send(StageMessage::Request(connection)) {
+                Drive::HandOff => match self.pipeline.try_send(connection) {
                     Ok(()) => return,
                     Err(error) => {
                         let is_full = matches!(error, TrySendError::Full(_));
@@ -482,6 +483,7 @@ impl Reactor {
         self.streams.insert(connection.key);
         let handle = &self.reactors.0[self.index];
         handle.streams.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.context.published.stream_opened(true);
         if !durable {
             handle.eager_streams.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
@@ -602,7 +604,7 @@ impl Reactor {
             self.complete_request(connection);
             return Answer::Written;
         }
-        let queue_depth = self.pipeline.len();
+        let queue_depth = self.pipeline.queued();
         let answer = handlers::answer(route, connection, &self.context, queue_depth, &mut self.json);
         if let Answer::Written = answer {
             self.complete_request(connection);
