@@ -178,13 +178,13 @@ pub struct PersistConfig {
 pub const LOCAL_BATCH_MIN_ALONGSIDE: usize = 16;
 
 /// `persist.batch_interval_us` by default. Paced at 26,500 commits/s on
-/// local disk (half of `bench/run`'s saturated rate; docs/benchmarks.md),
-/// p99 was 2.96-3.64 ms without it, 1.64-1.87 with 250 µs and 1.30-1.61
-/// with 500, and the server's core 84-87%, 63-69% and 49-61% busy; at 33,000/s
-/// 500 kept p99 at 1.78-2.22 ms where 250 gave 1.93-3.58. At 5,000/s 500
-/// halved the CPU (one commit per batch before, about two after) and moved
-/// p50 from 0.16 to 0.34-0.55 ms; closed loop with 64 connections it is
-/// not slower (56,000-71,000 against 49,000-60,000 commits/s).
+/// local disk (about half of `bench/run`'s saturated rate), three alternated
+/// rounds each (docs/benchmarks.md): p99 3.22-3.54 ms without it, 2.48-2.92
+/// with 250 µs, 1.81-1.99 with 500, the server's core 90-94%, 78-86% and
+/// 57-71% busy; at 33,000/s p99 3.96-4.52, 2.69-4.18 and 1.47-1.98 ms. At
+/// 5,000/s 500 halves the CPU (0.72-0.83 to 0.38-0.39) and moves p50 from
+/// 0.19-0.35 to 0.48-0.51 ms; 250 there mostly skips its holds (they gather
+/// nothing too often). Closed loop with 64 connections, no loss seen.
 pub const BATCH_INTERVAL_US_DEFAULT: u64 = 500;
 
 /// Batch writes in flight on local disk by default. One batch's CPU work
