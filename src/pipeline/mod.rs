@@ -103,19 +103,22 @@ pub struct PipelineSender {
     requests: Sender<StageMessage>,
     look_again: Sender<()>,
     published: Arc<Published>,
+    /// Stage 1's `min_batch_alongside`.
+    min_batch_alongside: usize,
 }
 
 impl PipelineSender {
     /// Hands a request to stage 1; a full queue fails at once. The request is
     /// counted in the pipeline first (stage 3 may give it back before this
-    /// returns). If its connection was the last client connection not yet
-    /// waiting in the pipeline, stage 1 is told to look again: a batch it
-    /// holds back for more requests will get none.
+    /// returns). Stage 1 is told to look again if a batch it holds back for
+    /// more requests need not wait any longer: this request's connection was
+    /// the last client connection not yet waiting in the pipeline (no more
+    /// will come), or the queue now holds `min_batch_alongside` requests.
     pub fn try_send(&self, connection: Box<Connection>) -> Result<(), TrySendError<StageMessage>> {
         self.published.request_entered_pipeline();
         let sent = self.requests.try_send(StageMessage::Request(connection));
         match sent {
-            Ok(()) if self.published.every_client_waiting() => {
+            Ok(()) if self.requests.len() == self.min_batch_alongside || self.published.every_client_waiting() => {
                 let _ = self.look_again.try_send(());
             }
             Ok(()) => {}
@@ -141,6 +144,9 @@ impl Pipeline {
         let (to_sequencer, recovered) = crossbeam_channel::bounded(1);
         let (ready_for_batch, batch_wanted) = crossbeam_channel::bounded(1);
         let (look_again, looking_again) = crossbeam_channel::bounded(1);
+        // Never more than a batch may hold.
+        let min_batch_alongside =
+            parts.persist.batch_min_alongside.clamp(1, parts.commit.batch_transactions_max.max(1));
         let (retention, retention_inbox) = crossbeam_channel::bounded(retention_worker::QUEUE_DEPTH);
         let config = SequencerConfig {
             conflict_window_ms: parts.commit.conflict_window_ms,
@@ -155,8 +161,7 @@ impl Pipeline {
             recovered,
             batch_wanted,
             look_again: looking_again,
-            // Never more than a batch may hold.
-            min_batch_alongside: parts.persist.batch_min_alongside.clamp(1, parts.commit.batch_transactions_max.max(1)),
+            min_batch_alongside,
             batch_interval: Duration::from_micros(parts.persist.batch_interval_us),
             config,
             published: parts.published.clone(),
@@ -217,7 +222,8 @@ impl Pipeline {
                 drop(running4);
             })?,
         ];
-        let reactors_sender = PipelineSender { requests: sender.clone(), look_again, published: parts.published };
+        let reactors_sender =
+            PipelineSender { requests: sender.clone(), look_again, published: parts.published, min_batch_alongside };
         Ok(Pipeline { sender, reactors_sender, retention, stages_running, threads })
     }
 

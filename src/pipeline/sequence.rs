@@ -35,8 +35,9 @@ pub(super) struct SequenceStage {
     /// Stage 2 asks for a batch when it can write one.
     pub batch_wanted: Receiver<()>,
     /// Stage 2 says the last batch write in flight has landed, or a reactor
-    /// that every client connection now waits in the pipeline: a batch held
-    /// back looks at whether it still should be.
+    /// that every client connection now waits in the pipeline or that
+    /// `min_batch_alongside` requests are queued: a batch held back looks at
+    /// whether it still should be.
     pub look_again: Receiver<()>,
     /// A batch is written while others are in flight only once it has this
     /// many requests; a smaller one waits for them to land (or to grow).
@@ -244,11 +245,13 @@ impl SequenceStage {
     /// wake-ups and, on local disk, a file and a journal sync, nearly as much
     /// for one commit as for sixteen; at moderate load batches would
     /// otherwise shrink to one or two commits and that cost would fill the
-    /// core (docs/benchmarks.md). Arrivals do not wake this thread: it looks
-    /// at the queue when the last write in flight lands, when the interval
-    /// is over, and every `batch_interval` (at least `HOLD_POLL_MIN`) while
-    /// writes are in flight, so holding costs a few wake-ups per batch, not
-    /// one per request.
+    /// core (docs/benchmarks.md). Arrivals do not wake this thread one by
+    /// one: it looks at the queue when the last write in flight lands, when
+    /// the interval is over, when a reactor says that enough requests are
+    /// queued or that no more can come (`PipelineSender::try_send`), and
+    /// every `batch_interval` (at least `HOLD_POLL_MIN`) while writes are in
+    /// flight, so holding costs a few wake-ups per batch, not one per
+    /// request.
     fn hold_small_batch(&self, pacing: &mut Pacing, connections: &mut Vec<Box<Connection>>) -> bool {
         let poll = self.batch_interval.max(HOLD_POLL_MIN).min(READY_POLL);
         // Held for the interval (with how many requests at its start).
