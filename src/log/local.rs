@@ -10,15 +10,17 @@
 //!
 //! Invariants:
 //! - put-if-absent is exclusive across threads and processes: the bytes are
-//!   written to a fresh temporary file, then hard-linked to the final name,
+//!   written to a new unnamed file (`O_TMPFILE`; where the filesystem has
+//!   none, a fresh temporary file), then hard-linked to the final name,
 //!   which fails if the name exists. A reader never sees a partial object.
 //! - put-if-absent is durable before success is reported: the name and bytes
 //!   are appended to the store's write-ahead journal and the journal is
 //!   synced (`journal.rs`: one `fdatasync`, replayed at the next open after
 //!   a crash); an object too large for the journal, or a store opened with
 //!   `journal_bytes: 0`, has its file and then its directory synced instead.
-//!   A crash leaves at most a temporary file, never listed, or an object
-//!   never acknowledged, removed at the next open if it may be incomplete.
+//!   A crash leaves at most a temporary file, never listed (an unnamed file
+//!   leaves nothing), or an object never acknowledged, removed at the next
+//!   open if it may be incomplete.
 //! - listings are in byte order of names, even across directories (a
 //!   directory sorts as its name followed by `/`).
 //! - a name cannot be both an object and a directory of other objects (`a`
@@ -63,6 +65,9 @@ pub struct LocalStoreOptions {
     /// A journal file is checkpointed once its first record is this old,
     /// full or not (`journal::CHECKPOINT_AGE_DEFAULT`).
     pub journal_checkpoint_age: std::time::Duration,
+    /// Write new objects as unnamed files (`O_TMPFILE`) where the filesystem
+    /// has them; otherwise, or when false, under temporary names.
+    pub unnamed_files: bool,
 }
 
 /// The journal's default size: about 4,000 batches of 4 KiB between
@@ -77,6 +82,7 @@ impl Default for LocalStoreOptions {
             sync: true,
             journal_bytes: JOURNAL_BYTES_DEFAULT,
             journal_checkpoint_age: journal::CHECKPOINT_AGE_DEFAULT,
+            unnamed_files: true,
         }
     }
 }
@@ -174,7 +180,34 @@ struct Disk {
     /// Makes temporary file names unique across processes and restarts.
     temp_tag: String,
     temp_counter: AtomicU64,
+    /// New objects are written as unnamed files (`O_TMPFILE`) and linked
+    /// from there, where the filesystem can (probed at open).
+    unnamed_files: bool,
     journal: Option<journal::Journal>,
+}
+
+/// A new object's bytes, written and not yet under their name.
+enum Staged {
+    Unnamed(File),
+    Named(PathBuf),
+}
+
+impl Staged {
+    /// Links the bytes at `path`; `AlreadyExists` if the name is taken.
+    fn link(&self, path: &Path) -> io::Result<()> {
+        match self {
+            Staged::Unnamed(file) => crate::ops::sys::link_unnamed(file, path),
+            Staged::Named(temp) => fs::hard_link(temp, path),
+        }
+    }
+
+    /// Removes the temporary name, if there is one (an unnamed file goes
+    /// when it is closed).
+    fn discard(self) {
+        if let Staged::Named(temp) = self {
+            let _ = fs::remove_file(temp);
+        }
+    }
 }
 
 impl Disk {
@@ -208,7 +241,19 @@ impl Disk {
         } else {
             None
         };
-        Ok(Disk { root, temp_directory, sync: options.sync, temp_tag, temp_counter: AtomicU64::new(0), journal })
+        let unnamed_files = options.unnamed_files && unnamed_files_work(&temp_directory, &temp_tag);
+        if options.unnamed_files && !unnamed_files {
+            tracing::info!("no unnamed files (O_TMPFILE) here: objects are written under temporary names");
+        }
+        Ok(Disk {
+            root,
+            temp_directory,
+            sync: options.sync,
+            temp_tag,
+            temp_counter: AtomicU64::new(0),
+            unnamed_files,
+            journal,
+        })
     }
 
     fn run(&self, op: ObjectOp) -> Result<OpOutput, StoreError> {
@@ -227,11 +272,15 @@ impl Disk {
         validate_name(name)?;
         let path = self.root.join(name);
         let parent = path.parent().unwrap_or(&self.root).to_path_buf();
-        self.create_directories(&parent).map_err(|error| io_error(error, name))?;
         let journal = self.journal.as_ref().filter(|journal| journal.fits(name, bytes.len()));
-        let temp = self.write_temp_file(bytes, journal.is_some()).map_err(|error| io_error(error, name))?;
-        let linked = fs::hard_link(&temp, &path);
-        let _ = fs::remove_file(&temp);
+        let staged = self.stage(bytes, journal.is_some()).map_err(|error| io_error(error, name))?;
+        // The directory is made only when the link finds it missing: nearly
+        // every put goes to one that exists.
+        let mut linked = staged.link(&path);
+        if linked.as_ref().is_err_and(|error| error.kind() == io::ErrorKind::NotFound) {
+            linked = self.create_directories(&parent).and_then(|()| staged.link(&path));
+        }
+        staged.discard();
         match linked {
             Ok(()) => {}
             Err(error) if error.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {
@@ -273,32 +322,60 @@ impl Disk {
         Ok(())
     }
 
-    /// A new temporary file holding `bytes`: synced (when the store syncs),
-    /// or, for the journal, not synced and marked (`journal::MARKED_MODE`).
+    /// A new object's bytes in a file of its own, to be linked under its
+    /// name: an unnamed file where the filesystem has them (no temporary
+    /// name to create and remove, and nothing left behind by a crash),
+    /// otherwise a temporary file. Synced when the store syncs, or, for the
+    /// journal, not synced and marked (`journal::MARKED_MODE`).
+    fn stage(&self, bytes: &[u8], for_journal: bool) -> io::Result<Staged> {
+        if !self.unnamed_files {
+            return self.write_temp_file(bytes, for_journal).map(Staged::Named);
+        }
+        let mut file = crate::ops::sys::create_unnamed(&self.temp_directory, Self::mode(for_journal))?;
+        self.write_new(&mut file, bytes, for_journal)?;
+        Ok(Staged::Unnamed(file))
+    }
+
+    /// The mode of a new object. The mark is set as the file is created, so
+    /// no link can make the name durable without it (the umask never clears
+    /// the sticky bit).
+    fn mode(for_journal: bool) -> u32 {
+        if for_journal {
+            journal::MARKED_MODE
+        } else {
+            0o644
+        }
+    }
+
+    /// A new temporary file holding `bytes`, written as `stage` says.
     fn write_temp_file(&self, bytes: &[u8], for_journal: bool) -> io::Result<PathBuf> {
         use std::os::unix::fs::OpenOptionsExt;
         let counter = self.temp_counter.fetch_add(1, Ordering::Relaxed);
         let temp = self.temp_directory.join(format!("{}-{counter}", self.temp_tag));
-        // The mark is set as the file is created, so no link can make the
-        // name durable without it (the umask never clears the sticky bit).
-        let mode = if for_journal { journal::MARKED_MODE } else { 0o644 };
-        let written = File::options().write(true).create_new(true).mode(mode).open(&temp).and_then(|mut file| {
-            file.write_all(bytes)?;
-            if self.sync && !for_journal {
-                file.sync_data()?;
-            } else if self.sync {
-                // The journal's checkpoint makes it durable later; writing it
-                // out now keeps that checkpoint's sync short, and the
-                // journal syncs it would slow (docs/benchmarks.md).
-                crate::ops::sys::start_writeback(&file);
-            }
-            Ok(())
-        });
+        let written = File::options()
+            .write(true)
+            .create_new(true)
+            .mode(Self::mode(for_journal))
+            .open(&temp)
+            .and_then(|mut file| self.write_new(&mut file, bytes, for_journal));
         if let Err(error) = written {
             let _ = fs::remove_file(&temp);
             return Err(error);
         }
         Ok(temp)
+    }
+
+    fn write_new(&self, file: &mut File, bytes: &[u8], for_journal: bool) -> io::Result<()> {
+        file.write_all(bytes)?;
+        if self.sync && !for_journal {
+            file.sync_data()?;
+        } else if self.sync {
+            // The journal's checkpoint makes it durable later; writing it
+            // out now keeps that checkpoint's sync short, and the journal
+            // syncs it would slow (docs/benchmarks.md).
+            crate::ops::sys::start_writeback(file);
+        }
+        Ok(())
     }
 
     /// Creates the missing directories on the way to `directory`, syncing
@@ -472,6 +549,19 @@ fn make_durable(path: &Path, parent: &Path) -> io::Result<()> {
 
 fn sync_directory(path: &Path) -> io::Result<()> {
     File::open(path)?.sync_all()
+}
+
+/// Whether unnamed files can be made in `temp_directory`, linked from there
+/// and keep the mark (`journal::MARK`): one is made and linked under a
+/// probe name, which is removed again.
+fn unnamed_files_work(temp_directory: &Path, temp_tag: &str) -> bool {
+    let probe = temp_directory.join(format!("{temp_tag}-unnamed-probe"));
+    let works = crate::ops::sys::create_unnamed(temp_directory, journal::MARKED_MODE)
+        .and_then(|file| crate::ops::sys::link_unnamed(&file, &probe))
+        .and_then(|()| fs::metadata(&probe))
+        .is_ok_and(|metadata| is_marked(&metadata));
+    let _ = fs::remove_file(&probe);
+    works
 }
 
 /// Best effort: a temporary file this old belongs to no live put.

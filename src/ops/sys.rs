@@ -48,3 +48,47 @@ pub fn start_writeback(file: &std::fs::File) {
     #[cfg(not(target_os = "linux"))]
     let _ = file;
 }
+
+/// Creates a file with no name in `directory` (`O_TMPFILE`, Linux): it
+/// vanishes when closed, or at a crash, unless `link_unnamed` gives it one.
+/// `Unsupported` elsewhere; filesystems without it fail with an OS error.
+pub fn create_unnamed(directory: &std::path::Path, mode: u32) -> std::io::Result<std::fs::File> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::File::options().write(true).custom_flags(libc::O_TMPFILE).mode(mode).open(directory)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (directory, mode);
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+    }
+}
+
+/// Gives a file made by `create_unnamed` the name `path` (on the same
+/// filesystem), failing with `AlreadyExists` if the name is taken: `linkat`
+/// of `/proc/self/fd/N`, which needs no privilege (`AT_EMPTY_PATH` would).
+pub fn link_unnamed(file: &std::fs::File, path: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::io::AsRawFd;
+        let from = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+        let to = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+        // SAFETY: both pointers are NUL-terminated strings that outlive the
+        // call; `file` keeps the descriptor open across it.
+        let linked = unsafe {
+            libc::linkat(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::AT_SYMLINK_FOLLOW)
+        };
+        if linked == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, path);
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+    }
+}

@@ -9,33 +9,70 @@ use crate::log::store::Blocking;
 /// A store whose journal is checkpointed only when full, idle for an hour,
 /// or closed: objects stay marked for the tests that look at them.
 fn open(directory: &Path) -> LocalStore {
-    let options =
-        LocalStoreOptions { journal_checkpoint_age: Duration::from_secs(3600), ..LocalStoreOptions::default() };
+    open_with(directory, true)
+}
+
+/// Like `open`; `unnamed_files: false` writes new objects under temporary
+/// names, as on a filesystem without `O_TMPFILE`.
+fn open_with(directory: &Path, unnamed_files: bool) -> LocalStore {
+    let options = LocalStoreOptions {
+        journal_checkpoint_age: Duration::from_secs(3600),
+        unnamed_files,
+        ..LocalStoreOptions::default()
+    };
     LocalStore::open(directory, options).unwrap()
+}
+
+/// Both ways of writing a new object, each where this filesystem has it.
+fn both_ways_of_writing(directory: &Path) -> Vec<LocalStore> {
+    let with_names = open_with(directory, false);
+    assert!(!with_names.disk.unnamed_files);
+    let unnamed = open_with(directory, true);
+    if !unnamed.disk.unnamed_files {
+        eprintln!("no unnamed files on this filesystem: only temporary names are tested");
+        return vec![with_names];
+    }
+    vec![with_names, unnamed]
 }
 
 #[test]
 fn put_if_absent_then_get_and_ranges() {
-    let directory = tempfile::tempdir().unwrap();
-    let store = open(directory.path());
-    let blocking = Blocking::new(&store);
-    blocking.put_if_absent("log/a", b"0123456789".to_vec()).unwrap();
-    assert_eq!(blocking.get("log/a", None).unwrap(), b"0123456789");
-    assert_eq!(blocking.get("log/a", Some(2..5)).unwrap(), b"234");
-    assert_eq!(blocking.get("log/a", Some(8..100)).unwrap(), b"89");
-    assert_eq!(blocking.get("log/a", Some(20..30)).unwrap(), b"");
+    let root = tempfile::tempdir().unwrap();
+    for (index, store) in both_ways_of_writing(root.path()).iter().enumerate() {
+        put_if_absent_then_get_and_ranges_with(store, &format!("{index}/"));
+    }
+    let leftovers = fs::read_dir(root.path().join(TEMP_DIRECTORY)).unwrap().count();
+    assert_eq!(leftovers, 0, "temporary files are removed");
+}
+
+fn put_if_absent_then_get_and_ranges_with(store: &LocalStore, prefix: &str) {
+    let blocking = Blocking::new(store);
+    blocking.put_if_absent(&format!("{prefix}log/a"), b"0123456789".to_vec()).unwrap();
+    assert_eq!(blocking.get(&format!("{prefix}log/a"), None).unwrap(), b"0123456789");
+    assert_eq!(blocking.get(&format!("{prefix}log/a"), Some(2..5)).unwrap(), b"234");
+    assert_eq!(blocking.get(&format!("{prefix}log/a"), Some(8..100)).unwrap(), b"89");
+    assert_eq!(blocking.get(&format!("{prefix}log/a"), Some(20..30)).unwrap(), b"");
     let (start, end) = (5, 2);
-    assert_eq!(blocking.get("log/a", Some(start..end)).unwrap(), b"", "a reversed range");
-    assert!(matches!(blocking.put_if_absent("log/a", b"other".to_vec()), Err(StoreError::AlreadyExists { .. })));
-    assert_eq!(blocking.get("log/a", None).unwrap(), b"0123456789", "the loser changes nothing");
-    assert!(matches!(blocking.get("log/b", None), Err(StoreError::NotFound { .. })));
-    assert!(matches!(blocking.get("log", None), Err(StoreError::NotFound { .. })), "a directory is not an object");
+    assert_eq!(blocking.get(&format!("{prefix}log/a"), Some(start..end)).unwrap(), b"", "a reversed range");
+    assert!(matches!(
+        blocking.put_if_absent(&format!("{prefix}log/a"), b"other".to_vec()),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert_eq!(blocking.get(&format!("{prefix}log/a"), None).unwrap(), b"0123456789", "the loser changes nothing");
+    assert!(matches!(blocking.get(&format!("{prefix}log/b"), None), Err(StoreError::NotFound { .. })));
+    assert!(
+        matches!(blocking.get(&format!("{prefix}log"), None), Err(StoreError::NotFound { .. })),
+        "a directory is not an object"
+    );
     assert!(matches!(blocking.put_if_absent("../escape", vec![]), Err(StoreError::Permanent { .. })));
     assert!(
-        matches!(blocking.put_if_absent("log", vec![]), Err(StoreError::Permanent { .. })),
+        matches!(blocking.put_if_absent(&format!("{prefix}log"), vec![]), Err(StoreError::Permanent { .. })),
         "a directory of objects"
     );
-    assert!(matches!(blocking.put_if_absent("log/a/b", vec![]), Err(StoreError::Permanent { .. })), "under an object");
+    assert!(
+        matches!(blocking.put_if_absent(&format!("{prefix}log/a/b"), vec![]), Err(StoreError::Permanent { .. })),
+        "under an object"
+    );
 }
 
 #[test]
@@ -82,7 +119,9 @@ fn put_creates_or_replaces_whole_objects_and_listings_report_sizes() {
 #[test]
 fn racing_puts_of_one_name_have_one_winner_across_instances() {
     let directory = tempfile::tempdir().unwrap();
-    let stores = [Arc::new(open(directory.path())), Arc::new(open(directory.path()))];
+    // One writes under temporary names, the other unnamed files (where the
+    // filesystem has them): the link is the fence either way.
+    let stores = [Arc::new(open_with(directory.path(), false)), Arc::new(open(directory.path()))];
     for round in 0..20 {
         let name = format!("race/{round:03}");
         let threads = 8;
