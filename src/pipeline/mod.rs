@@ -103,8 +103,9 @@ pub struct PipelineSender {
     requests: Sender<StageMessage>,
     look_again: Sender<()>,
     published: Arc<Published>,
-    /// Stage 1's `min_batch_alongside`.
-    min_batch_alongside: usize,
+    /// Queued requests that end a hold of stage 1 (`min_batch_alongside`,
+    /// at most the queue's capacity).
+    enough_queued: usize,
 }
 
 impl PipelineSender {
@@ -118,7 +119,7 @@ impl PipelineSender {
         self.published.request_entered_pipeline();
         let sent = self.requests.try_send(StageMessage::Request(connection));
         match sent {
-            Ok(()) if self.requests.len() == self.min_batch_alongside || self.published.every_client_waiting() => {
+            Ok(()) if self.requests.len() >= self.enough_queued || self.published.every_client_waiting() => {
                 let _ = self.look_again.try_send(());
             }
             Ok(()) => {}
@@ -222,8 +223,9 @@ impl Pipeline {
                 drop(running4);
             })?,
         ];
+        let enough_queued = min_batch_alongside.min(sender.capacity().unwrap_or(usize::MAX)).max(1);
         let reactors_sender =
-            PipelineSender { requests: sender.clone(), look_again, published: parts.published, min_batch_alongside };
+            PipelineSender { requests: sender.clone(), look_again, published: parts.published, enough_queued };
         Ok(Pipeline { sender, reactors_sender, retention, stages_running, threads })
     }
 
@@ -249,6 +251,8 @@ impl Pipeline {
             tracing::warn!("the pipeline did not take the shutdown in time");
             return;
         }
+        // A batch stage 1 holds back sees the shutdown now.
+        let _ = self.reactors_sender.look_again.try_send(());
         match self.stages_running.recv_deadline(deadline) {
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                 for thread in self.threads {

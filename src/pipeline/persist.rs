@@ -529,6 +529,8 @@ impl<'s> Driver<'s> {
     fn lose_takeover(&mut self) {
         self.lost_takeover = true;
         self.stage.published.set_ready(false);
+        // A batch stage 1 holds back is then answered at once.
+        let _ = self.stage.look_again.try_send(());
         let waiting: Vec<ReplyMessage> = std::mem::take(&mut self.awaiting).into_values().flatten().collect();
         self.stage.answer_term_over(waiting);
     }
@@ -537,6 +539,7 @@ impl<'s> Driver<'s> {
     fn stop(&mut self) {
         self.stopped = true;
         self.stage.published.stop_leading();
+        let _ = self.stage.look_again.try_send(());
         let waiting: Vec<ReplyMessage> = std::mem::take(&mut self.awaiting).into_values().flatten().collect();
         self.answer_unavailable(waiting);
     }

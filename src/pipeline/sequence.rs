@@ -34,10 +34,11 @@ pub(super) struct SequenceStage {
     pub recovered: Receiver<Takeover>,
     /// Stage 2 asks for a batch when it can write one.
     pub batch_wanted: Receiver<()>,
-    /// Stage 2 says the last batch write in flight has landed, or a reactor
-    /// that every client connection now waits in the pipeline or that
-    /// `min_batch_alongside` requests are queued: a batch held back looks at
-    /// whether it still should be.
+    /// Stage 2 says the last batch write in flight has landed (or that it is
+    /// not ready or leading any more), a reactor that every client connection
+    /// now waits in the pipeline or that `min_batch_alongside` requests are
+    /// queued, or the pipeline that a shutdown is queued: a batch held back
+    /// looks at whether it still should be.
     pub look_again: Receiver<()>,
     /// A batch is written while others are in flight only once it has this
     /// many requests; a smaller one waits for them to land (or to grow).
@@ -253,7 +254,12 @@ impl SequenceStage {
     /// flight, so holding costs a few wake-ups per batch, not one per
     /// request.
     fn hold_small_batch(&self, pacing: &mut Pacing, connections: &mut Vec<Box<Connection>>) -> bool {
-        let poll = self.batch_interval.max(HOLD_POLL_MIN).min(READY_POLL);
+        // With no interval, the tokens alone end a hold beside writes in
+        // flight; the poll is only a safety net.
+        let poll = match self.batch_interval.is_zero() {
+            true => READY_POLL,
+            false => self.batch_interval.clamp(HOLD_POLL_MIN, READY_POLL),
+        };
         // Held for the interval (with how many requests at its start).
         let mut interval_hold: Option<usize> = None;
         loop {
@@ -282,13 +288,9 @@ impl SequenceStage {
                 }
                 due - now
             };
-            select! {
-                // Woken to look at the count again (gone: stage 2 stopped).
-                recv(self.look_again) -> woken => if woken.is_err() {
-                    return false;
-                },
-                default(timeout) => {}
-            }
+            // Woken by a token to look again (the pipeline and the reactors
+            // hold senders, so it is never disconnected while this runs).
+            let _ = self.look_again.recv_timeout(timeout);
         }
         if let Some(before) = interval_hold {
             pacing.hold_gathered_nothing_at = (connections.len() <= before).then(Instant::now);
