@@ -241,7 +241,7 @@ impl Disk {
         } else {
             None
         };
-        let unnamed_files = options.unnamed_files && unnamed_files_work(&temp_directory, &temp_tag);
+        let unnamed_files = options.unnamed_files && unnamed_files_work(&temp_directory, &temp_tag, journal.is_some());
         if options.unnamed_files && !unnamed_files {
             tracing::info!("no unnamed files (O_TMPFILE) here: objects are written under temporary names");
         }
@@ -552,14 +552,14 @@ fn sync_directory(path: &Path) -> io::Result<()> {
 }
 
 /// Whether unnamed files can be made in `temp_directory`, linked from there
-/// and keep the mark (`journal::MARK`): one is made and linked under a
-/// probe name, which is removed again.
-fn unnamed_files_work(temp_directory: &Path, temp_tag: &str) -> bool {
+/// and, for the journal, keep the mark (`journal::MARK`): one is made and
+/// linked under a probe name, which is removed again.
+fn unnamed_files_work(temp_directory: &Path, temp_tag: &str, for_journal: bool) -> bool {
     let probe = temp_directory.join(format!("{temp_tag}-unnamed-probe"));
-    let works = crate::ops::sys::create_unnamed(temp_directory, journal::MARKED_MODE)
+    let works = crate::ops::sys::create_unnamed(temp_directory, Disk::mode(for_journal))
         .and_then(|file| crate::ops::sys::link_unnamed(&file, &probe))
         .and_then(|()| fs::metadata(&probe))
-        .is_ok_and(|metadata| is_marked(&metadata));
+        .is_ok_and(|metadata| is_marked(&metadata) == for_journal);
     let _ = fs::remove_file(&probe);
     works
 }
