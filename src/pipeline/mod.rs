@@ -88,7 +88,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The running stages and the sending side of their input queue.
 pub struct Pipeline {
-    sender: Sender<StageMessage>,
+    /// The input queue (its sender), as reactors use it.
     reactors_sender: PipelineSender,
     /// Policy requests to the retention worker.
     retention: Sender<RetentionMessage>,
@@ -104,8 +104,10 @@ pub struct PipelineSender {
     look_again: Sender<()>,
     published: Arc<Published>,
     /// Queued requests that end a hold of stage 1 (`min_batch_alongside`,
-    /// at most the queue's capacity).
-    enough_queued: usize,
+    /// at most the queue's capacity); `None` when stage 1 never holds a
+    /// batch back (`min_batch_alongside` 1, the S3 default), so no token is
+    /// ever needed.
+    enough_queued: Option<usize>,
 }
 
 impl PipelineSender {
@@ -118,12 +120,12 @@ impl PipelineSender {
     pub fn try_send(&self, connection: Box<Connection>) -> Result<(), TrySendError<StageMessage>> {
         self.published.request_entered_pipeline();
         let sent = self.requests.try_send(StageMessage::Request(connection));
-        match sent {
-            Ok(()) if self.requests.len() >= self.enough_queued || self.published.every_client_waiting() => {
+        match (&sent, self.enough_queued) {
+            (Ok(()), Some(enough)) if self.requests.len() >= enough || self.published.every_client_waiting() => {
                 let _ = self.look_again.try_send(());
             }
-            Ok(()) => {}
-            Err(_) => self.published.requests_left_pipeline(1),
+            (Ok(()), _) => {}
+            (Err(_), _) => self.published.requests_left_pipeline(1),
         }
         sent
     }
@@ -223,10 +225,11 @@ impl Pipeline {
                 drop(running4);
             })?,
         ];
-        let enough_queued = min_batch_alongside.min(sender.capacity().unwrap_or(usize::MAX)).max(1);
+        let enough_queued =
+            (min_batch_alongside > 1).then(|| min_batch_alongside.min(sender.capacity().unwrap_or(usize::MAX)).max(1));
         let reactors_sender =
-            PipelineSender { requests: sender.clone(), look_again, published: parts.published, enough_queued };
-        Ok(Pipeline { sender, reactors_sender, retention, stages_running, threads })
+            PipelineSender { requests: sender, look_again, published: parts.published, enough_queued };
+        Ok(Pipeline { reactors_sender, retention, stages_running, threads })
     }
 
     /// What reactors hand requests to stage 1 with.
@@ -247,7 +250,7 @@ impl Pipeline {
         // The worker finishes the request or the delete it is doing; an
         // interrupted round leaves no hole (it deletes oldest first).
         let _ = self.retention.send_deadline(RetentionMessage::Shutdown, deadline);
-        if self.sender.send_deadline(StageMessage::Shutdown, deadline).is_err() {
+        if self.reactors_sender.requests.send_deadline(StageMessage::Shutdown, deadline).is_err() {
             tracing::warn!("the pipeline did not take the shutdown in time");
             return;
         }
