@@ -158,12 +158,13 @@ impl RequestHead {
     /// The target up to (not including) `?`.
     pub fn path(&self) -> &str {
         let target = self.target();
-        target.split_once('?').map_or(target, |(path, _)| path)
+        query_start(target).map_or(target, |at| &target[..at])
     }
 
     /// The target after `?`, if any.
     pub fn query(&self) -> Option<&str> {
-        self.target().split_once('?').map(|(_, query)| query)
+        let target = self.target();
+        query_start(target).map(|at| &target[at + 1..])
     }
 
     /// The value of the first header with this name (ASCII case-insensitive).
@@ -570,6 +571,12 @@ fn parse_content_length(value: &[u8]) -> Result<u64, HttpError> {
     }
     // At most 19 ASCII digits: always fits in a u64.
     Ok(digits.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
+}
+
+/// Where `?` is in a target: a byte search (`str::split_once` with a `char`
+/// cost a few hundred instructions per request, twice per request).
+fn query_start(target: &str) -> Option<usize> {
+    target.bytes().position(|byte| byte == b'?')
 }
 
 #[cfg(test)]

@@ -1,7 +1,5 @@
 //! Writing HTTP/1.1 responses into a caller's buffer.
 
-use std::io::Write;
-
 /// The parts of a response head; `content_length` of `None` writes no
 /// Content-Length (for streams that end with the connection).
 #[derive(Debug, Clone, Copy)]
@@ -50,8 +48,7 @@ pub fn write_continue(out: &mut Vec<u8>) {
 }
 
 fn write_decimal(out: &mut Vec<u8>, value: u64) {
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "{value}");
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
 /// The reason phrase for the status codes Stoat and fake_s3 send.

@@ -31,7 +31,10 @@ const LEADER_ID_BYTES_MAX: usize = 256;
 #[derive(Debug, Default)]
 pub struct CommitRequest {
     bytes: Vec<u8>,
-    request_id: Range<usize>,
+    /// Kept as text (its buffer reused) rather than a range of `bytes`: it
+    /// is read several times per commit, and a range would be checked to be
+    /// UTF-8 at every read.
+    request_id: String,
     /// The client gave no request_id; one was generated.
     pub request_id_generated: bool,
     leader_id: Option<Range<usize>>,
@@ -89,8 +92,7 @@ pub struct ReadSpec<'a> {
 
 impl CommitRequest {
     pub fn request_id(&self) -> &str {
-        // Validated as ASCII when parsed.
-        std::str::from_utf8(&self.bytes[self.request_id.clone()]).unwrap_or("")
+        &self.request_id
     }
 
     pub fn leader_id(&self) -> Option<&str> {
@@ -158,7 +160,7 @@ impl CommitRequest {
         }
         self.preconditions.clear();
         self.operations.clear();
-        self.request_id = 0..0;
+        self.request_id.clear();
         self.request_id_generated = false;
         self.leader_id = None;
         self.read_version = None;
@@ -310,12 +312,12 @@ impl Parser<'_, '_> {
                 if !is_valid_request_id(id) {
                     return Err("request_id: must be 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':', '-'".into());
                 }
-                self.out.request_id = self.push_bytes(id.as_bytes());
+                self.out.request_id.push_str(id);
             }
             None => {
                 let mut buffer = uuid::Uuid::encode_buffer();
                 let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
-                self.out.request_id = self.push_bytes(id.as_bytes());
+                self.out.request_id.push_str(id);
                 self.out.request_id_generated = true;
             }
         }

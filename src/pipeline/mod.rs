@@ -200,7 +200,7 @@ impl Pipeline {
         let stage3 = reply::ReplyStage {
             inbox: reply_inbox,
             reactors,
-            leader_id: parts.published.leader_id.clone(),
+            leader_id_field: reply::leader_id_field(&parts.published.leader_id),
             metrics: parts.metrics.clone(),
             published: parts.published.clone(),
         };

@@ -14,7 +14,8 @@ use crate::server::ReactorHandles;
 pub(super) struct ReplyStage {
     pub inbox: Receiver<Replies>,
     pub reactors: Arc<ReactorHandles>,
-    pub leader_id: String,
+    /// [`leader_id_field`] of this server's leader id.
+    pub leader_id_field: Vec<u8>,
     pub metrics: Arc<crate::ops::metrics::Metrics>,
     pub published: Arc<super::published::Published>,
 }
@@ -44,16 +45,18 @@ impl ReplyStage {
             Reply::Error(error) => connection.respond_error(error),
             _ => {
                 let status = if matches!(reply, Reply::NotCommitted { .. }) { 409 } else { 200 };
-                let request_id = connection.commit().request_id().to_string();
-                let status_id = connection.status_query().request_id.clone();
-                connection.respond_json_with(status, None, |body| match reply {
+                let leader_id_field = &self.leader_id_field;
+                connection.respond_json_with(status, None, |body, connection| match reply {
                     Reply::Committed { version, duplicate } => {
-                        committed_body(body, *version, *duplicate, &request_id, &self.leader_id);
+                        committed_body(body, *version, *duplicate, connection.commit().request_id(), leader_id_field);
                     }
                     Reply::NotCommitted { reason, conflicts, version } => {
-                        not_committed_body(body, reason, conflicts, *version, &request_id, &self.leader_id);
+                        let request_id = connection.commit().request_id();
+                        not_committed_body(body, reason, conflicts, *version, request_id, leader_id_field);
                     }
-                    Reply::Status { committed, version } => status_body(body, &status_id, *committed, *version),
+                    Reply::Status { committed, version } => {
+                        status_body(body, &connection.status_query().request_id, *committed, *version);
+                    }
                     Reply::Error(_) => {}
                 });
             }
@@ -61,10 +64,18 @@ impl ReplyStage {
     }
 }
 
-fn committed_body(body: &mut impl ByteSink, version: u64, duplicate: bool, request_id: &str, leader_id: &str) {
+/// `,"leader_id":"…"`, the same in every commit answer of this server:
+/// written (and escaped) once.
+pub(super) fn leader_id_field(leader_id: &str) -> Vec<u8> {
+    let mut field = b",\"leader_id\":".to_vec();
+    write_json_string(&mut field, leader_id);
+    field
+}
+
+fn committed_body(body: &mut impl ByteSink, version: u64, duplicate: bool, request_id: &str, leader_id_field: &[u8]) {
     body.put(b"{\"status\":\"committed\",\"version\":");
     write_u64(body, version);
-    write_ids(body, request_id, leader_id);
+    write_ids(body, request_id, leader_id_field);
     if duplicate {
         body.put(b",\"duplicate\":true");
     }
@@ -77,7 +88,7 @@ fn not_committed_body(
     conflicts: &[usize],
     version: u64,
     request_id: &str,
-    leader_id: &str,
+    leader_id_field: &[u8],
 ) {
     body.put(b"{\"status\":\"not_committed\",\"reason\":\"");
     body.put(reason.as_bytes());
@@ -90,16 +101,16 @@ fn not_committed_body(
     }
     body.put(b"],\"version\":");
     write_u64(body, version);
-    write_ids(body, request_id, leader_id);
+    write_ids(body, request_id, leader_id_field);
     body.put(b"}");
 }
 
-/// `,"request_id":…,"leader_id":…`, which every commit answer carries.
-fn write_ids(body: &mut impl ByteSink, request_id: &str, leader_id: &str) {
+/// `,"request_id":…,"leader_id":…`, which every commit answer carries
+/// (`leader_id_field`: from [`leader_id_field`]).
+fn write_ids(body: &mut impl ByteSink, request_id: &str, leader_id_field: &[u8]) {
     body.put(b",\"request_id\":");
     write_json_string(body, request_id);
-    body.put(b",\"leader_id\":");
-    write_json_string(body, leader_id);
+    body.put(leader_id_field);
 }
 
 fn status_body(body: &mut impl ByteSink, request_id: &str, committed: bool, version: u64) {

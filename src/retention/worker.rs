@@ -239,7 +239,7 @@ impl RetentionWorker {
         let result = match request {
             PolicyRequest::List => {
                 let oldest_version = self.published.oldest_version();
-                connection.respond_json_with(200, None, |body| list_body(body, policies, oldest_version));
+                connection.respond_json_with(200, None, |body, _| list_body(body, policies, oldest_version));
                 return;
             }
             PolicyRequest::Get { policy_id } => policies.get(&policy_id).cloned().ok_or_else(|| not_found(&policy_id)),
@@ -253,7 +253,7 @@ impl RetentionWorker {
             },
         };
         match result {
-            Ok(policy) => connection.respond_json_with(200, None, |body| policy_body(body, &policy)),
+            Ok(policy) => connection.respond_json_with(200, None, |body, _| policy_body(body, &policy)),
             Err(error) => connection.respond_error(&error),
         }
     }

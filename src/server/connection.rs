@@ -168,12 +168,13 @@ impl Connection {
     }
 
     /// Writes a JSON response whose body `build` writes into a buffer in
-    /// the request's arena (no heap allocation for the body).
+    /// the request's arena (no heap allocation for the body). `build` is
+    /// also given the connection, to read the request from without a copy.
     pub fn respond_json_with(
         &mut self,
         status: u16,
         extra_header: Option<(&str, &[u8])>,
-        build: impl FnOnce(&mut bumpalo::collections::Vec<'_, u8>),
+        build: impl FnOnce(&mut bumpalo::collections::Vec<'_, u8>, &Connection),
     ) {
         // The arena is moved out for the call so that the body can borrow it
         // while the response is written into `self`; an empty `Bump` costs
@@ -181,14 +182,14 @@ impl Connection {
         let arena = std::mem::take(&mut self.arena);
         {
             let mut body = bumpalo::collections::Vec::with_capacity_in(128, &arena);
-            build(&mut body);
+            build(&mut body, self);
             self.respond(status, "application/json", &body, extra_header);
         }
         self.arena = arena;
     }
 
     pub fn respond_error(&mut self, error: &ApiError) {
-        self.respond_json_with(error.status(), error.extra_headers(), |body| error.write_body(body));
+        self.respond_json_with(error.status(), error.extra_headers(), |body, _| error.write_body(body));
     }
 
     pub(super) fn response_status(&self) -> u16 {
@@ -200,12 +201,13 @@ impl Connection {
     }
 
     /// Sets up the per-request state once a request has been parsed.
-    pub(super) fn begin_response(&mut self, route: Route, request_id: &str, keep_alive: bool) {
+    /// `now`: the reactor's clock (read once per turn of its loop).
+    pub(super) fn begin_response(&mut self, route: Route, request_id: &str, keep_alive: bool, now: Instant) {
         self.route = route;
         self.request_id.clear();
         self.request_id.push_str(request_id);
         self.keep_alive = keep_alive;
-        self.received_at = Instant::now();
+        self.received_at = now;
     }
 
     /// Runs the parser over the unconsumed input.
@@ -221,7 +223,7 @@ impl Connection {
 
     /// Reads once from the socket into `scratch` and keeps what arrived.
     /// `Ok(0)` means the peer closed its side.
-    pub(super) fn read_some(&mut self, scratch: &mut [u8]) -> io::Result<usize> {
+    pub(super) fn read_some(&mut self, scratch: &mut [u8], now: Instant) -> io::Result<usize> {
         let read = self.stream.read(scratch)?;
         if read > 0 {
             if self.input_consumed > 0 {
@@ -229,7 +231,7 @@ impl Connection {
                 self.input_consumed = 0;
             }
             self.input.extend_from_slice(&scratch[..read]);
-            self.last_activity = Instant::now();
+            self.last_activity = now;
             self.request_started.get_or_insert(self.last_activity);
         }
         Ok(read)
@@ -263,11 +265,11 @@ impl Connection {
 
     /// Writes `bytes` straight to the socket (a stream's shared events),
     /// once the output buffer is empty.
-    pub(super) fn write_direct(&mut self, bytes: &[u8]) -> io::Result<usize> {
+    pub(super) fn write_direct(&mut self, bytes: &[u8], now: Instant) -> io::Result<usize> {
         debug_assert!(!self.has_output());
         let written = self.stream.write(bytes)?;
         if written > 0 {
-            self.last_activity = Instant::now();
+            self.last_activity = now;
         }
         Ok(written)
     }
@@ -284,13 +286,13 @@ impl Connection {
 
     /// Writes as much output as the socket takes. `Ok(true)` when all of it
     /// went out.
-    pub(super) fn flush(&mut self) -> io::Result<bool> {
+    pub(super) fn flush(&mut self, now: Instant) -> io::Result<bool> {
         while self.output_written < self.output.len() {
             match self.stream.write(&self.output[self.output_written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => {
                     self.output_written += written;
-                    self.last_activity = Instant::now();
+                    self.last_activity = now;
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
@@ -307,7 +309,7 @@ impl Connection {
     }
 
     /// Ends the current request: the arena and body are reset for the next.
-    pub(super) fn finish_request(&mut self) {
+    pub(super) fn finish_request(&mut self, now: Instant) {
         if self.arena.allocated_bytes() > RETAINED_ARENA_BYTES {
             self.arena = Bump::new();
         } else {
@@ -321,7 +323,7 @@ impl Connection {
         if self.input.is_empty() && self.input.capacity() > RETAINED_BUFFER_BYTES {
             self.input = Vec::new();
         }
-        self.request_started = if self.has_unparsed_input() { Some(Instant::now()) } else { None };
+        self.request_started = if self.has_unparsed_input() { Some(now) } else { None };
         self.route = Route::Unknown;
     }
 

@@ -81,7 +81,7 @@ pub(super) fn answer(
 /// acknowledged only after the durable version has reached it.
 fn version(connection: &mut Connection, context: &ServerContext) {
     let published = &context.published;
-    connection.respond_json_with(200, None, |body| {
+    connection.respond_json_with(200, None, |body, _| {
         body.put(b"{\"version\":");
         write_u64(body, published.durable_version());
         body.put(b",\"leader_id\":");

@@ -85,6 +85,10 @@ pub(super) struct Reactor {
     next_placement: usize,
     again: Vec<usize>,
     shutdown_deadline: Option<Instant>,
+    /// The clock, read once per turn of the loop (when the poll returns)
+    /// rather than at every read and write: the time of activity for idle
+    /// timeouts and when a request was received.
+    now: Instant,
     /// Accepting failed for lack of file descriptors; retried on each sweep.
     accept_paused: bool,
     /// simd-json's scratch space and tape, reused for every commit parsed here.
@@ -132,6 +136,7 @@ impl Reactor {
             next_placement: 0,
             again: Vec::new(),
             shutdown_deadline: None,
+            now: Instant::now(),
             accept_paused: false,
             json: crate::commit::parse::JsonScratch::default(),
             streams: std::collections::HashSet::new(),
@@ -157,6 +162,7 @@ impl Reactor {
                 tracing::error!(reactor = self.index, %error, "poll failed; reactor stops");
                 return;
             }
+            self.now = Instant::now();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
@@ -183,7 +189,7 @@ impl Reactor {
             for key in std::mem::take(&mut self.again) {
                 self.service(key);
             }
-            let now = Instant::now();
+            let now = self.now;
             if now >= next_sweep {
                 self.sweep(now);
                 next_sweep = now + SWEEP_INTERVAL;
@@ -414,7 +420,7 @@ impl Reactor {
                 return self.drive_stream(connection);
             }
             if connection.has_output() {
-                match connection.flush() {
+                match connection.flush(self.now) {
                     Err(_) => return Drive::Close,
                     Ok(false) if connection.close_after_write || connection.output_len() >= WRITE_HIGH_WATER_BYTES => {
                         return Drive::Keep;
@@ -456,7 +462,7 @@ impl Reactor {
                     if !connection.input_ready {
                         return Drive::Keep;
                     }
-                    match connection.read_some(&mut self.scratch) {
+                    match connection.read_some(&mut self.scratch, self.now) {
                         Ok(0) => connection.peer_closed = true,
                         Ok(read) => connection.input_ready = read == self.scratch.len() || connection.read_closed,
                         Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
@@ -479,7 +485,7 @@ impl Reactor {
         let subscription = Box::new(Subscription::new(serial, after, durable, prefix, Instant::now()));
         connection.begin_stream(subscription);
         self.recorder.record(connection.route().name(), 200, connection.received_at.elapsed());
-        connection.finish_request();
+        connection.finish_request(self.now);
         self.streams.insert(connection.key);
         let handle = &self.reactors.0[self.index];
         handle.streams.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
@@ -510,7 +516,7 @@ impl Reactor {
 
     fn run_stream(&mut self, connection: &mut Connection, subscription: &mut Subscription) -> Drive {
         while connection.input_ready {
-            match connection.read_some(&mut self.scratch) {
+            match connection.read_some(&mut self.scratch, self.now) {
                 Ok(0) => return Drive::Close,
                 Ok(_) => connection.discard_input(),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => connection.input_ready = false,
@@ -522,14 +528,14 @@ impl Reactor {
         let metrics = &self.context.metrics;
         loop {
             if connection.has_output() {
-                match connection.flush() {
+                match connection.flush(self.now) {
                     Err(_) => return Drive::Close,
                     Ok(false) => return Drive::Keep,
                     Ok(true) => {}
                 }
             }
             if let Some(bytes) = subscription.shared() {
-                match connection.write_direct(bytes) {
+                match connection.write_direct(bytes, self.now) {
                     Ok(0) => return Drive::Close,
                     Ok(written) => {
                         subscription.shared_written(written);
@@ -575,7 +581,7 @@ impl Reactor {
         let head = connection.head();
         if let (route, Some(error)) = route_request(head.method, head.path()) {
             let request_id = self.request_id_for_error(connection);
-            connection.begin_response(route, &request_id, false);
+            connection.begin_response(route, &request_id, false, self.now);
             connection.respond_error(&error);
             self.complete_request(connection);
             return;
@@ -598,7 +604,7 @@ impl Reactor {
             Ok(None) => (new_request_id(), None),
             Err(error) => (new_request_id(), Some(error)),
         };
-        connection.begin_response(route, &request_id, keep_alive);
+        connection.begin_response(route, &request_id, keep_alive, self.now);
         if let Some(error) = id_error.or(routing_error) {
             connection.respond_error(&error);
             self.complete_request(connection);
@@ -616,7 +622,7 @@ impl Reactor {
     /// rest of the input can no longer be trusted to be framed.
     fn refuse_request(&mut self, connection: &mut Connection, error: HttpError) {
         let request_id = self.request_id_for_error(connection);
-        connection.begin_response(Route::Unknown, &request_id, false);
+        connection.begin_response(Route::Unknown, &request_id, false, self.now);
         connection.respond_error(&ApiError::from(error));
         self.complete_request(connection);
     }
@@ -632,7 +638,7 @@ impl Reactor {
     /// Records the finished request and resets the connection for the next.
     fn complete_request(&mut self, connection: &mut Connection) {
         self.recorder.record(connection.route().name(), connection.response_status(), connection.received_at.elapsed());
-        connection.finish_request();
+        connection.finish_request(self.now);
         if self.shutdown_deadline.is_some() && !connection.request_in_progress() {
             connection.close_after_write = true;
         }

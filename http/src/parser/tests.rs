@@ -130,6 +130,15 @@ fn head_accessors_split_path_and_query_and_find_headers() {
     assert_eq!(head.query(), Some("request_id=abc"));
     assert_eq!(head.header("x-request-id"), Some(&b"r-1"[..]));
     assert_eq!(head.header("missing"), None);
+    // Only the first `?` splits; the rest belongs to the query.
+    for (target, path, query) in
+        [("/v1/version", "/v1/version", None), ("/x?", "/x", Some("")), ("/a?b?c=d", "/a", Some("b?c=d"))]
+    {
+        let mut parser = RequestParser::new(LIMITS);
+        let input = format!("GET {target} HTTP/1.1\r\n\r\n");
+        assert_eq!(parser.parse(input.as_bytes(), &mut body), Ok((input.len(), Progress::Complete)));
+        assert_eq!((parser.head().path(), parser.head().query()), (path, query), "{target}");
+    }
 }
 
 #[test]
