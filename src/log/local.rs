@@ -68,10 +68,6 @@ pub struct LocalStoreOptions {
     /// Write new objects as unnamed files (`O_TMPFILE`) where the filesystem
     /// has them; otherwise, or when false, under temporary names.
     pub unnamed_files: bool,
-    /// Write the journal's records with direct synchronous writes
-    /// (`O_DIRECT | O_DSYNC`), two at once, where the filesystem takes them;
-    /// otherwise, or when false, packed and synced with `fdatasync`.
-    pub direct_journal: bool,
 }
 
 /// The journal's default size: about 4,000 batches of 4 KiB between
@@ -87,7 +83,6 @@ impl Default for LocalStoreOptions {
             journal_bytes: JOURNAL_BYTES_DEFAULT,
             journal_checkpoint_age: journal::CHECKPOINT_AGE_DEFAULT,
             unnamed_files: true,
-            direct_journal: true,
         }
     }
 }
@@ -225,14 +220,7 @@ impl Disk {
         remove_stale_temp_files(&temp_directory);
         let temp_tag = uuid::Uuid::new_v4().simple().to_string();
         let journal = if options.sync && options.journal_bytes > 0 {
-            let opened = journal::Journal::open(
-                &root,
-                &temp_tag,
-                options.journal_bytes,
-                options.journal_checkpoint_age,
-                options.direct_journal,
-            );
-            match opened {
+            match journal::Journal::open(&root, &temp_tag, options.journal_bytes, options.journal_checkpoint_age) {
                 Ok((journal, replayed)) => {
                     if replayed != journal::Replayed::default() {
                         tracing::warn!(
@@ -241,9 +229,6 @@ impl Disk {
                             removed = replayed.removed,
                             "replayed the journals of a local store that was not closed cleanly"
                         );
-                    }
-                    if options.direct_journal && !journal.is_direct() {
-                        tracing::info!("no direct writes on this filesystem: journal records are synced with fdatasync");
                     }
                     Some(journal)
                 }

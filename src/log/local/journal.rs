@@ -9,14 +9,6 @@
 //! with `fdatasync`: once a journal file has been written through once, its
 //! blocks are allocated, and the sync only flushes data.
 //!
-//! Where the filesystem takes them, records are written with direct,
-//! synchronous writes (`O_DIRECT | O_DSYNC`) instead, each starting on a
-//! block of its own (format 2), and the two IO threads' writes proceed at
-//! once: an append returns only when its record *and every record in front
-//! of it* are durable, since a replay stops at the first record that is not
-//! whole. Elsewhere (tmpfs, say) records are packed (format 1) and made
-//! durable with `fdatasync`, which covers every earlier write of the file.
-//!
 //! An instance's journal is two files used in turn. When the active one is
 //! full, appends move to the other, and a background thread *checkpoints*
 //! the full one: it unmarks the objects it covers (below), makes them and
@@ -70,14 +62,7 @@ const EXTENSION: &str = "wal";
 /// A journal file being made, before it is renamed to `.wal`.
 const NEW_EXTENSION: &str = "new";
 const HEADER_MAGIC: &[u8; 8] = b"STOATWAL";
-/// Records one after another, made durable by `fdatasync`.
-const FORMAT_PACKED: u32 = 1;
-/// Each record starts on a `BLOCK` boundary (zeros in between), written
-/// with direct synchronous writes: a record never shares a block with an
-/// earlier one, which a torn write could otherwise damage.
-const FORMAT_ALIGNED: u32 = 2;
-/// The alignment of direct writes and of format 2's records.
-const BLOCK: u64 = 4096;
+const FORMAT_VERSION: u32 = 1;
 /// Magic, format version, generation, boot id, crc32c of the others.
 const HEADER_BYTES: u64 = 36;
 const RECORD_MAGIC: u32 = 0x5354_4a52; // "STJR"
@@ -114,15 +99,11 @@ pub(super) struct Journal {
 
 struct Shared {
     root: PathBuf,
-    /// Records are written directly (format 2); see the module docs.
-    direct: bool,
     boot_id: [u8; 16],
     files: [File; 2],
     state: Mutex<State>,
     /// Signalled when a checkpoint ends.
     checkpointed: Condvar,
-    /// Signalled when a direct record write ends.
-    written: Condvar,
     /// Set by the first error writing or syncing the journal, or making
     /// objects durable at a checkpoint: from then on every put is synced on
     /// its own, and the files are left for the replay (a failed sync may
@@ -146,8 +127,6 @@ struct Half {
     first_append: Option<Instant>,
     /// Objects recorded in this generation, unmarked at its checkpoint.
     recorded: Vec<PathBuf>,
-    /// Offsets of the records being written directly, not yet durable.
-    writing: Vec<u64>,
 }
 
 /// What opening found.
@@ -167,14 +146,7 @@ impl Journal {
     /// bytes each.
     /// Fails with `Unsupported` where files cannot carry the mark (the
     /// sticky bit).
-    /// `direct`: write records directly where the filesystem allows it.
-    pub fn open(
-        root: &Path,
-        tag: &str,
-        capacity: u64,
-        checkpoint_age: Duration,
-        direct: bool,
-    ) -> io::Result<(Journal, Replayed)> {
+    pub fn open(root: &Path, tag: &str, capacity: u64, checkpoint_age: Duration) -> io::Result<(Journal, Replayed)> {
         let directory = root.join(DIRECTORY);
         fs::create_dir_all(&directory)?;
         sync_directory(root)?;
@@ -200,35 +172,29 @@ impl Journal {
         }
         let paths = [0, 1].map(|index| directory.join(format!("{tag}-{index}.{EXTENSION}")));
         let mut files = Vec::with_capacity(2);
-        let mut direct = direct;
         for path in &paths {
             // Made whole and locked under another name, so that no replayer
             // ever sees it unlocked.
             let new = path.with_extension(NEW_EXTENSION);
-            let file = match new_file(&new, direct, &boot_id) {
-                // No direct writes on this filesystem: packed records.
-                Err(error) if direct && files.is_empty() && error.kind() == io::ErrorKind::InvalidInput => {
-                    remove_if_present(&new)?;
-                    direct = false;
-                    new_file(&new, false, &boot_id)?
-                }
-                other => other?,
-            };
+            let file = File::options().read(true).write(true).create_new(true).open(&new)?;
+            if !try_lock(&file, true)? {
+                return Err(io::Error::other("a new journal file is locked by someone else"));
+            }
+            file.write_all_at(&header(1, &boot_id), 0)?;
+            file.sync_all()?;
             fs::rename(&new, path)?;
             files.push(file);
         }
         sync_directory(&directory)?;
         let [first, second]: [File; 2] = files.try_into().map_err(|_| io::Error::other("two journal files"))?;
-        let half = || Half { generation: 1, offset: first_record_at(direct), ..Half::default() };
+        let half = || Half { generation: 1, offset: HEADER_BYTES, first_append: None, recorded: Vec::new() };
         let state = State { active: 0, halves: [half(), half()], checkpointing: [false; 2] };
         let shared = Arc::new(Shared {
             root: root.to_path_buf(),
-            direct,
             boot_id,
             files: [first, second],
             state: Mutex::new(state),
             checkpointed: Condvar::new(),
-            written: Condvar::new(),
             failed: AtomicBool::new(false),
             checkpoint_age,
         });
@@ -244,7 +210,7 @@ impl Journal {
         let journal = Journal {
             shared,
             paths,
-            capacity: capacity.clamp(2 * BLOCK, CAPACITY_MAX),
+            capacity: capacity.clamp(HEADER_BYTES + 4096, CAPACITY_MAX),
             checkpoints: Some(checkpoints),
             checkpointer: Some(checkpointer),
             _store_lock: store_lock,
@@ -256,22 +222,13 @@ impl Journal {
     /// ones are written with their own syncs).
     /// After a journal error nothing is.
     pub fn fits(&self, name: &str, bytes: usize) -> bool {
-        let room = self.capacity - first_record_at(self.shared.direct);
-        self.shared.space(record_bytes(name, bytes)) <= room && !self.shared.failed.load(Ordering::Acquire)
-    }
-
-    /// Whether records are written directly (format 2).
-    pub fn is_direct(&self) -> bool {
-        self.shared.direct
+        record_bytes(name, bytes) <= self.capacity - HEADER_BYTES && !self.shared.failed.load(Ordering::Acquire)
     }
 
     /// Records the object just linked at `path` and syncs the record: from
     /// then on the object survives a crash. Moves to the other file when the
     /// active one is full (waiting only if its checkpoint is not done).
     pub fn append(&self, name: &str, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        if self.shared.direct {
-            return self.append_direct(name, path, bytes);
-        }
         let length = record_bytes(name, bytes.len());
         let index = {
             let mut state = self.shared.lock();
@@ -296,51 +253,6 @@ impl Journal {
             active
         };
         self.shared.fail_on(self.shared.files[index].sync_data())
-    }
-
-    /// `append` with direct writes: the record's place is taken under the
-    /// lock, written outside it (alongside other appends), and the append
-    /// returns once every record in front of it is durable too. If one of
-    /// those failed, this record is not acknowledged either (a replay would
-    /// stop before it): the caller syncs the object on its own.
-    fn append_direct(&self, name: &str, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let space = self.shared.space(record_bytes(name, bytes.len()));
-        let (index, generation, offset) = {
-            let mut state = self.shared.lock();
-            self.shared.check()?;
-            while state.halves[state.active].offset + space > self.capacity {
-                let (active, other) = (state.active, 1 - state.active);
-                if state.checkpointing[other] {
-                    state = self.shared.wait(state);
-                    self.shared.check()?;
-                    continue;
-                }
-                state.active = other;
-                self.start_checkpoint(&mut state, active)?;
-            }
-            let active = state.active;
-            let half = &mut state.halves[active];
-            half.first_append.get_or_insert_with(Instant::now);
-            let offset = half.offset;
-            half.offset += space;
-            half.recorded.push(path.to_path_buf());
-            half.writing.push(offset);
-            (active, half.generation, offset)
-        };
-        #[cfg(test)]
-        tests_support::delay_if_slow(name);
-        let written = write_blocks(&self.shared.files[index], &record(generation, name, bytes), offset);
-        let mut state = self.shared.lock();
-        // Failing marks the journal failed before the record stops counting
-        // as in flight, so those behind it see the failure.
-        let written = self.shared.fail_on(written);
-        state.halves[index].writing.retain(|&other| other != offset);
-        self.shared.written.notify_all();
-        written?;
-        while state.halves[index].writing.iter().any(|&other| other < offset) {
-            state = self.shared.written.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-        self.shared.check()
     }
 
     /// Waits until every object recorded so far is durable on its own.
@@ -409,14 +321,6 @@ impl Shared {
         Ok(())
     }
 
-    /// The bytes a record of `length` takes in a file.
-    fn space(&self, length: u64) -> u64 {
-        match self.direct {
-            true => length.div_ceil(BLOCK) * BLOCK,
-            false => length,
-        }
-    }
-
     fn fail_on<T>(&self, result: io::Result<T>) -> io::Result<T> {
         if let Err(error) = &result {
             if !self.failed.swap(true, Ordering::AcqRel) {
@@ -429,22 +333,17 @@ impl Shared {
     /// Checkpoints file `index` (no appends go there meanwhile). On an
     /// error the journal fails (its records stay for the replay).
     fn checkpoint(&self, index: usize) {
-        let recorded = {
-            // Direct writes into this file end before it starts over.
-            let mut state = self.lock();
-            while !state.halves[index].writing.is_empty() {
-                state = self.written.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
-            }
-            std::mem::take(&mut state.halves[index].recorded)
-        };
+        let recorded = std::mem::take(&mut self.lock().halves[index].recorded);
         let durable = self.make_durable(&recorded);
         let mut state = self.lock();
         if self.fail_on(durable).is_ok() {
             let generation = state.halves[index].generation.wrapping_add(1).max(1);
-            let reset = write_header(&self.files[index], self.direct, generation, &self.boot_id)
+            let reset = self.files[index]
+                .write_all_at(&header(generation, &self.boot_id), 0)
                 .and_then(|()| self.files[index].sync_data());
             if self.fail_on(reset).is_ok() {
-                state.halves[index] = Half { generation, offset: first_record_at(self.direct), ..Half::default() };
+                state.halves[index] =
+                    Half { generation, offset: HEADER_BYTES, first_append: None, recorded: Vec::new() };
             }
         }
         state.checkpointing[index] = false;
@@ -499,67 +398,10 @@ fn record_bytes(name: &str, bytes: usize) -> u64 {
     (RECORD_HEADER_BYTES + name.len() + bytes) as u64
 }
 
-/// Where a file's first record goes.
-fn first_record_at(direct: bool) -> u64 {
-    match direct {
-        true => BLOCK,
-        false => HEADER_BYTES,
-    }
-}
-
-/// Creates a journal file at `path` (which must not exist), locked, with a
-/// header of generation 1, synced. `direct`: opened for direct synchronous
-/// writes, which fails with `InvalidInput` where the filesystem has none.
-fn new_file(path: &Path, direct: bool, boot_id: &[u8; 16]) -> io::Result<File> {
-    let mut options = File::options();
-    options.read(true).write(true).create_new(true);
-    if direct {
-        direct_sync_writes(&mut options)?;
-    }
-    let file = options.open(path)?;
-    if !try_lock(&file, true)? {
-        return Err(io::Error::other("a new journal file is locked by someone else"));
-    }
-    write_header(&file, direct, 1, boot_id)?;
-    file.sync_all()?;
-    Ok(file)
-}
-
-#[cfg(target_os = "linux")]
-fn direct_sync_writes(options: &mut fs::OpenOptions) -> io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    options.custom_flags(libc::O_DIRECT | libc::O_DSYNC);
-    Ok(())
-}
-
-#[cfg(not(target_os = "linux"))]
-fn direct_sync_writes(_options: &mut fs::OpenOptions) -> io::Result<()> {
-    Err(io::Error::from(io::ErrorKind::InvalidInput))
-}
-
-fn write_header(file: &File, direct: bool, generation: u32, boot_id: &[u8; 16]) -> io::Result<()> {
-    match direct {
-        true => write_blocks(file, &header(FORMAT_ALIGNED, generation, boot_id), 0),
-        false => file.write_all_at(&header(FORMAT_PACKED, generation, boot_id), 0),
-    }
-}
-
-/// Writes `bytes` at `offset` (a `BLOCK` boundary) followed by zeros to the
-/// next boundary, from a buffer aligned as direct writes require.
-fn write_blocks(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
-    let block = BLOCK as usize;
-    let length = bytes.len().div_ceil(block) * block;
-    let mut buffer = vec![0u8; length + block];
-    let start = buffer.as_ptr().align_offset(block);
-    let aligned = &mut buffer[start..start + length];
-    aligned[..bytes.len()].copy_from_slice(bytes);
-    file.write_all_at(aligned, offset)
-}
-
-fn header(format: u32, generation: u32, boot_id: &[u8; 16]) -> Vec<u8> {
+fn header(generation: u32, boot_id: &[u8; 16]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_BYTES as usize);
     out.extend_from_slice(HEADER_MAGIC);
-    out.extend_from_slice(&format.to_le_bytes());
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&generation.to_le_bytes());
     out.extend_from_slice(boot_id);
     let crc = crc32c::crc32c(&out);
@@ -606,20 +448,18 @@ pub(super) struct Contents<'a> {
 
 pub(super) fn records(file: &[u8]) -> Contents<'_> {
     let crc_at = HEADER_BYTES as usize - 4;
-    let format = u32_at(file, 8);
     let header_valid = file.len() >= HEADER_BYTES as usize
         && &file[..8] == HEADER_MAGIC
-        && matches!(format, Some(FORMAT_PACKED | FORMAT_ALIGNED))
+        && u32_at(file, 8) == Some(FORMAT_VERSION)
         && u32_at(file, crc_at) == Some(crc32c::crc32c(&file[..crc_at]));
     if !header_valid {
         return Contents { boot_id: [0; 16], records: Vec::new() };
     }
-    let aligned = format == Some(FORMAT_ALIGNED);
     let mut boot_id = [0; 16];
     boot_id.copy_from_slice(&file[16..32]);
     let generation = u32_at(file, 12).unwrap_or(0);
     let mut found = Vec::new();
-    let mut at = first_record_at(aligned) as usize;
+    let mut at = HEADER_BYTES as usize;
     loop {
         let fields = (u32_at(file, at), u32_at(file, at + 4), u32_at(file, at + 8), u32_at(file, at + 12));
         let (Some(RECORD_MAGIC), Some(record_generation), Some(name_length), Some(bytes_length)) = fields else {
@@ -637,10 +477,7 @@ pub(super) fn records(file: &[u8]) -> Contents<'_> {
         }
         let Ok(name) = std::str::from_utf8(name) else { break };
         found.push((name.to_owned(), bytes));
-        at = match aligned {
-            true => end.div_ceil(BLOCK as usize) * (BLOCK as usize),
-            false => end,
-        };
+        at = end;
     }
     Contents { boot_id, records: found }
 }
@@ -793,29 +630,10 @@ fn syncfs(root: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 pub(super) mod tests_support {
-    use std::sync::Mutex;
-    use std::time::Duration;
-
-    /// A record name whose direct write is held back this long (tests run
-    /// one per process under nextest; names are unique to their test).
-    pub static SLOW_RECORD: Mutex<Option<(&'static str, Duration)>> = Mutex::new(None);
-
-    pub fn delay_if_slow(name: &str) {
-        let slow = *SLOW_RECORD.lock().unwrap();
-        if let Some((_, delay)) = slow.filter(|(slow, _)| *slow == name) {
-            std::thread::sleep(delay);
-        }
-    }
-
-    /// A journal file of generation 1 holding `records`, then zeros;
-    /// `aligned`: in format 2, each record on a block of its own.
-    pub fn file_with(records: &[(&str, &[u8])], aligned: bool) -> Vec<u8> {
-        let format = if aligned { super::FORMAT_ALIGNED } else { super::FORMAT_PACKED };
-        let mut file = super::header(format, 1, &[7; 16]);
+    /// A journal file of generation 1 holding `records`, then zeros.
+    pub fn file_with(records: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut file = super::header(1, &[7; 16]);
         for (name, bytes) in records {
-            if aligned {
-                file.resize(file.len().div_ceil(super::BLOCK as usize) * super::BLOCK as usize, 0);
-            }
             file.extend_from_slice(&super::record(1, name, bytes));
         }
         file.extend_from_slice(&[0; 64]);
@@ -825,9 +643,8 @@ pub(super) mod tests_support {
     /// Rewrites a journal file's header as if written before a reboot.
     pub fn pretend_written_in_another_boot(path: &std::path::Path) {
         let mut bytes = std::fs::read(path).unwrap();
-        let format = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
         let generation = u32::from_le_bytes(bytes[12..16].try_into().unwrap());
-        let header = super::header(format, generation, &[9; 16]);
+        let header = super::header(generation, &[9; 16]);
         bytes[..header.len()].copy_from_slice(&header);
         std::fs::write(path, bytes).unwrap();
     }

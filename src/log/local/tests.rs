@@ -23,31 +23,6 @@ fn open_with(directory: &Path, unnamed_files: bool) -> LocalStore {
     LocalStore::open(directory, options).unwrap()
 }
 
-/// Like `open`, with the journal's records written directly (`direct`,
-/// where this filesystem takes it) or packed and synced.
-fn open_journal(directory: &Path, direct: bool, journal_bytes: u64, io_threads: usize) -> LocalStore {
-    let options = LocalStoreOptions {
-        journal_checkpoint_age: Duration::from_secs(3600),
-        direct_journal: direct,
-        journal_bytes,
-        io_threads,
-        ..LocalStoreOptions::default()
-    };
-    LocalStore::open(directory, options).unwrap()
-}
-
-/// The journal's two ways of writing records, each where this filesystem
-/// has it.
-fn journal_ways() -> Vec<bool> {
-    let probe = tempfile::tempdir().unwrap();
-    let store = open_journal(probe.path(), true, JOURNAL_BYTES_DEFAULT, 1);
-    if !store.disk.journal.as_ref().is_some_and(|journal| journal.is_direct()) {
-        eprintln!("no direct writes on this filesystem: only packed journal records are tested");
-        return vec![false];
-    }
-    vec![true, false]
-}
-
 /// Both ways of writing a new object, each where this filesystem has it.
 fn both_ways_of_writing(directory: &Path) -> Vec<LocalStore> {
     let with_names = open_with(directory, false);
@@ -305,15 +280,8 @@ fn reading_a_marked_object_makes_it_durable_on_its_own() {
 
 #[test]
 fn after_a_reboot_a_replay_restores_lost_and_torn_objects_and_removes_unacknowledged_ones() {
-    for direct in journal_ways() {
-        after_a_reboot_a_replay_restores(direct);
-    }
-}
-
-fn after_a_reboot_a_replay_restores(direct: bool) {
     let directory = tempfile::tempdir().unwrap();
     let root = directory.path();
-    let open = |root: &Path| open_journal(root, direct, JOURNAL_BYTES_DEFAULT, 2);
     let store = open(root);
     let blocking = Blocking::new(&store);
     for name in ["log/a", "log/b", "log/c"] {
@@ -396,17 +364,8 @@ fn a_deleted_object_is_not_brought_back_by_a_replay_after_a_reboot() {
 
 #[test]
 fn checkpoints_when_full_keep_every_object() {
-    for direct in journal_ways() {
-        checkpoints_when_full_keep_every_object_with(direct);
-    }
-}
-
-fn checkpoints_when_full_keep_every_object_with(direct: bool) {
     let directory = tempfile::tempdir().unwrap();
-    // Direct: a record takes a block, so a file holds four after its header
-    // (and the last three below are in the active one).
-    let journal_bytes = if direct { 5 * 4096 } else { 8192 };
-    let options = LocalStoreOptions { journal_bytes, direct_journal: direct, ..LocalStoreOptions::default() };
+    let options = LocalStoreOptions { journal_bytes: 8192, ..LocalStoreOptions::default() };
     let store = LocalStore::open(directory.path(), options.clone()).unwrap();
     let blocking = Blocking::new(&store);
     let names: Vec<String> = (0..40).map(|index| format!("log/{index:03}")).collect();
@@ -414,7 +373,7 @@ fn checkpoints_when_full_keep_every_object_with(direct: bool) {
         blocking.put_if_absent(name, vec![name.as_bytes()[6]; 700]).unwrap();
     }
     // Too large for the journal: synced on its own.
-    blocking.put_if_absent("log/large", vec![7; 20_000]).unwrap();
+    blocking.put_if_absent("log/large", vec![7; 10_000]).unwrap();
     assert_eq!(mode_of(&directory.path().join("log/large")), 0o644);
     let still_marked = names.iter().filter(|name| marked(&directory.path().join(name))).count();
     assert!((1..names.len()).contains(&still_marked), "older files were checkpointed: {still_marked} still marked");
@@ -488,14 +447,7 @@ fn a_live_instance_keeps_its_journal_and_its_marked_objects() {
 
 #[test]
 fn journal_records_stop_at_the_first_damage() {
-    for aligned in [false, true] {
-        journal_records_stop_at_the_first_damage_in(aligned);
-    }
-}
-
-fn journal_records_stop_at_the_first_damage_in(aligned: bool) {
-    let records: [(&str, &[u8]); 3] = [("log/a", b"alpha"), ("log/b", b"beta"), ("log/c", b"gamma")];
-    let mut file = journal::tests_support::file_with(&records, aligned);
+    let mut file = journal::tests_support::file_with(&[("log/a", b"alpha"), ("log/b", b"beta"), ("log/c", b"gamma")]);
     let names = |file: &[u8]| journal::records(file).records.into_iter().map(|(name, _)| name).collect::<Vec<_>>();
     assert_eq!(names(&file), ["log/a", "log/b", "log/c"]);
     assert_eq!(journal::records(&file).boot_id, [7; 16]);
@@ -507,68 +459,4 @@ fn journal_records_stop_at_the_first_damage_in(aligned: bool) {
     file[12] ^= 1;
     assert!(names(&file).is_empty(), "a damaged header holds nothing");
     assert!(journal::records(&[]).records.is_empty());
-}
-
-#[test]
-fn records_written_at_once_are_all_replayed_after_a_reboot() {
-    for direct in journal_ways() {
-        let directory = tempfile::tempdir().unwrap();
-        let root = directory.path();
-        // Four IO threads writing records at once, into files that fill and
-        // are checkpointed as they go.
-        let store = open_journal(root, direct, 64 * 4096, 4);
-        let (reply, completions) = crossbeam_channel::unbounded();
-        let names: Vec<String> = (0..400).map(|index| format!("log/{index:04}")).collect();
-        for (op_id, name) in names.iter().enumerate() {
-            let bytes = Arc::new(format!("bytes of {name}").repeat(50).into_bytes());
-            store.submit(op_id as OpId, ObjectOp::PutIfAbsent { name: name.clone(), bytes }, &reply);
-        }
-        for _ in &names {
-            assert_eq!(completions.recv().unwrap().result, Ok(OpOutput::Created));
-        }
-        store.crash();
-        // A power loss that kept none of the objects written without a sync.
-        for path in journal_files(root) {
-            journal::tests_support::pretend_written_in_another_boot(&path);
-        }
-        let mut lost = 0;
-        for name in &names {
-            if marked(&root.join(name)) {
-                fs::remove_file(root.join(name)).unwrap();
-                lost += 1;
-            }
-        }
-        assert!(lost > 0, "direct {direct}: some objects were durable through the journal only");
-        let store = open_journal(root, direct, 64 * 4096, 4);
-        let blocking = Blocking::new(&store);
-        for name in &names {
-            let expected = format!("bytes of {name}").repeat(50).into_bytes();
-            assert_eq!(blocking.get(name, None).unwrap(), expected, "direct {direct}: {name}");
-        }
-    }
-}
-
-#[test]
-fn a_direct_record_is_acknowledged_only_after_the_records_in_front_of_it() {
-    if !journal_ways().contains(&true) {
-        return;
-    }
-    let directory = tempfile::tempdir().unwrap();
-    let store = open_journal(directory.path(), true, JOURNAL_BYTES_DEFAULT, 2);
-    *journal::tests_support::SLOW_RECORD.lock().unwrap() = Some(("log/ordering-slow", Duration::from_millis(400)));
-    let (reply, completions) = crossbeam_channel::unbounded();
-    let put = |op_id: OpId, name: &str| {
-        store.submit(op_id, ObjectOp::PutIfAbsent { name: name.into(), bytes: Arc::new(b"x".to_vec()) }, &reply);
-    };
-    let started = Instant::now();
-    put(1, "log/ordering-slow");
-    // The slow record has its place in the file by now; the next one is
-    // behind it, and written long before it.
-    std::thread::sleep(Duration::from_millis(100));
-    put(2, "log/ordering-fast");
-    let first = completions.recv().unwrap();
-    let second = completions.recv().unwrap();
-    assert_eq!((first.op_id, second.op_id), (1, 2), "a replay would stop at the slow record: the fast one must wait");
-    assert!(started.elapsed() >= Duration::from_millis(400));
-    assert_eq!((first.result, second.result), (Ok(OpOutput::Created), Ok(OpOutput::Created)));
 }
