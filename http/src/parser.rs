@@ -475,16 +475,16 @@ fn parse_head_fields(head: &mut RequestHead) -> Result<(), HttpError> {
     let method = request.method.unwrap_or("");
     let target = origin_form(request.path.unwrap_or(""))?;
     let mut fields = HeadFields::default();
-    let mut ranges = Vec::with_capacity(request.headers.len());
+    // Into the head's own list, whose capacity is kept from request to request.
+    head.headers.clear();
     for header in request.headers.iter() {
         fields.absorb(header.name, header.value)?;
-        ranges.push((offset_of(header.name.as_bytes())?, offset_of(header.value)?));
+        head.headers.push((offset_of(header.name.as_bytes())?, offset_of(header.value)?));
     }
     let minor_version = request.version.unwrap_or(1);
     head.method = Method::from_token(method);
     head.target = offset_of(target.as_bytes())?;
     head.minor_version = minor_version;
-    head.headers = ranges;
     fields.apply(head, minor_version)
 }
 

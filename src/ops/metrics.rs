@@ -3,7 +3,6 @@
 //! Request counters are looked up through a per-reactor cache so that the
 //! hot path touches only atomics, never the families' locks.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -356,30 +355,42 @@ impl Default for Metrics {
 
 /// A reactor's handle on the request metrics, caching the per-label metrics
 /// so that recording a request is two atomic updates.
-/// The keys are the server's own static labels, so a fixed-seed fast hash
-/// will do.
+/// The labels are the server's own routes and statuses, a few dozen pairs
+/// at most, so the caches are lists searched from the most recent use
+/// (cheaper than hashing the route name for every request).
 pub struct RequestRecorder {
     metrics: std::sync::Arc<Metrics>,
-    counters: HashMap<(&'static str, u16), Counter, foldhash::fast::FixedState>,
-    durations: HashMap<&'static str, Histogram, foldhash::fast::FixedState>,
+    counters: Vec<((&'static str, u16), Counter)>,
+    durations: Vec<(&'static str, Histogram)>,
 }
 
 impl RequestRecorder {
     pub fn new(metrics: std::sync::Arc<Metrics>) -> Self {
-        RequestRecorder { metrics, counters: HashMap::default(), durations: HashMap::default() }
+        RequestRecorder { metrics, counters: Vec::new(), durations: Vec::new() }
     }
 
     pub fn record(&mut self, route: &'static str, status: u16, elapsed: Duration) {
         let metrics = &self.metrics;
-        self.counters
-            .entry((route, status))
-            .or_insert_with(|| metrics.requests.get_or_create(&RequestLabels { route, status }).clone())
-            .inc();
-        self.durations
-            .entry(route)
-            .or_insert_with(|| metrics.request_duration.get_or_create(&RouteLabels { route }).clone())
-            .observe(elapsed.as_secs_f64());
+        let counter = cached(&mut self.counters, (route, status), || {
+            metrics.requests.get_or_create(&RequestLabels { route, status }).clone()
+        });
+        counter.inc();
+        let duration = cached(&mut self.durations, route, || {
+            metrics.request_duration.get_or_create(&RouteLabels { route }).clone()
+        });
+        duration.observe(elapsed.as_secs_f64());
     }
+}
+
+/// The entry for `key`, made by `make` the first time; moved to the front
+/// when found further back, so the busiest labels are found first.
+fn cached<K: PartialEq, V>(entries: &mut Vec<(K, V)>, key: K, make: impl FnOnce() -> V) -> &V {
+    match entries.iter().position(|(found, _)| *found == key) {
+        Some(0) => {}
+        Some(at) => entries[..=at].rotate_right(1),
+        None => entries.insert(0, (key, make())),
+    }
+    &entries[0].1
 }
 
 #[cfg(test)]
@@ -390,11 +401,17 @@ mod tests {
     fn recorded_requests_appear_in_the_text() {
         let metrics = std::sync::Arc::new(Metrics::new());
         let mut recorder = RequestRecorder::new(metrics.clone());
-        recorder.record("version", 200, Duration::from_micros(30));
-        recorder.record("version", 200, Duration::from_micros(30));
+        for (route, status) in [("version", 200), ("commit", 200), ("version", 404), ("commit", 409), ("version", 200)]
+        {
+            recorder.record(route, status, Duration::from_micros(30));
+        }
         let text = metrics.encode();
         assert!(text.contains("stoat_http_requests_total{route=\"version\",status=\"200\"} 2"), "{text}");
-        assert!(text.contains("stoat_http_request_duration_seconds_count{route=\"version\"} 2"), "{text}");
+        assert!(text.contains("stoat_http_requests_total{route=\"version\",status=\"404\"} 1"), "{text}");
+        assert!(text.contains("stoat_http_requests_total{route=\"commit\",status=\"200\"} 1"), "{text}");
+        assert!(text.contains("stoat_http_requests_total{route=\"commit\",status=\"409\"} 1"), "{text}");
+        assert!(text.contains("stoat_http_request_duration_seconds_count{route=\"version\"} 3"), "{text}");
+        assert!(text.contains("stoat_http_request_duration_seconds_count{route=\"commit\"} 2"), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }
 }

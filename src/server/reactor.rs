@@ -599,12 +599,13 @@ impl Reactor {
         let keep_alive = head.keep_alive && self.shutdown_deadline.is_none();
         let (route, routing_error) = route_request(head.method, head.path());
         let mut id_buffer = [0u8; REQUEST_ID_BYTES_MAX];
+        let mut uuid_buffer = uuid::Uuid::encode_buffer();
         let (request_id, id_error) = match client_request_id(head.header("x-request-id"), &mut id_buffer) {
-            Ok(Some(id)) => (id.to_owned(), None),
-            Ok(None) => (new_request_id(), None),
-            Err(error) => (new_request_id(), Some(error)),
+            Ok(Some(id)) => (id, None),
+            Ok(None) => (new_request_id_in(&mut uuid_buffer), None),
+            Err(error) => (new_request_id_in(&mut uuid_buffer), Some(error)),
         };
-        connection.begin_response(route, &request_id, keep_alive, self.now);
+        connection.begin_response(route, request_id, keep_alive, self.now);
         if let Some(error) = id_error.or(routing_error) {
             connection.respond_error(&error);
             self.complete_request(connection);
@@ -792,7 +793,13 @@ fn client_request_id<'a>(
 }
 
 fn new_request_id() -> String {
-    uuid::Uuid::new_v4().hyphenated().to_string()
+    new_request_id_in(&mut uuid::Uuid::encode_buffer()).to_owned()
+}
+
+/// A new request id written into `buffer`: no allocation, and no trip
+/// through `fmt` (`to_string` cost about 275 instructions per request).
+fn new_request_id_in(buffer: &mut [u8]) -> &str {
+    uuid::Uuid::new_v4().hyphenated().encode_lower(buffer)
 }
 
 /// Answers a connection over `server.max_connections` with a 503 and closes
