@@ -16,7 +16,6 @@ use std::collections::{HashSet, VecDeque};
 use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
-use std::sync::Arc;
 
 use super::conflict::{ConflictSet, KeyRange, Outcome, ReadRange, TransactionRef};
 use super::parse::CommitRequest;
@@ -174,7 +173,8 @@ impl Sequencer {
         self.advance_conflict_window(now_ms);
         self.last_timestamp_ms = self.last_timestamp_ms.max(now_ms);
         let mut decisions: Vec<Option<Decision>> = vec![None; inputs.len()];
-        let mut pending: Vec<usize> = Vec::new();
+        // Commits waiting for the conflict check, with their ids' hashes.
+        let mut pending: Vec<(usize, u64)> = Vec::new();
         let mut pending_ids: HashSet<&str, BatchIdHasher> = HashSet::default();
         for (index, input) in inputs.iter().enumerate() {
             match *input {
@@ -185,10 +185,11 @@ impl Sequencer {
                         self.check_pending(now_ms, inputs, &mut pending, &mut decisions);
                         pending_ids.clear();
                     }
-                    match self.precheck(request) {
+                    let id_hash = self.request_ids.hash(request.request_id());
+                    match self.precheck(request, id_hash) {
                         Some(decision) => decisions[index] = Some(decision),
                         None => {
-                            pending.push(index);
+                            pending.push((index, id_hash));
                             pending_ids.insert(request.request_id());
                         }
                     }
@@ -206,8 +207,9 @@ impl Sequencer {
 
     /// Decisions that need no conflict check: duplicates, a wrong leader,
     /// versions from the future.
-    fn precheck(&self, request: &CommitRequest) -> Option<Decision> {
-        if let Some(version) = self.request_ids.get(request.request_id()) {
+    /// `id_hash`: the request id's hash in the index.
+    fn precheck(&self, request: &CommitRequest, id_hash: u64) -> Option<Decision> {
+        if let Some(version) = self.request_ids.get_hashed(id_hash, request.request_id()) {
             return Some(Decision::Duplicate { version });
         }
         if request.leader_id().is_some_and(|leader_id| leader_id != self.leader_id) {
@@ -228,7 +230,7 @@ impl Sequencer {
         &mut self,
         now_ms: u64,
         inputs: &[Input<'_>],
-        pending: &mut Vec<usize>,
+        pending: &mut Vec<(usize, u64)>,
         decisions: &mut [Option<Decision>],
     ) {
         if pending.is_empty() {
@@ -236,7 +238,7 @@ impl Sequencer {
         }
         let requests: Vec<&CommitRequest> = pending
             .iter()
-            .map(|&index| match inputs[index] {
+            .map(|&(index, _)| match inputs[index] {
                 Input::Commit(request) => request,
                 Input::Status { .. } => unreachable!("only commits are pending"),
             })
@@ -245,12 +247,13 @@ impl Sequencer {
         let outcomes = check_batch(&mut self.conflicts, &requests, first_version);
         self.last_assigned_version = first_version + requests.len() as u64 - 1;
         self.note_assigned(first_version, now_ms);
-        for (offset, ((&index, request), outcome)) in pending.iter().zip(&requests).zip(outcomes).enumerate() {
+        for (offset, ((&(index, id_hash), request), outcome)) in pending.iter().zip(&requests).zip(outcomes).enumerate()
+        {
             let version = first_version + offset as u64;
             decisions[index] = Some(match outcome {
                 Outcome::Committed => {
                     self.committed_version = version;
-                    self.request_ids.insert(request.request_id(), version);
+                    self.request_ids.insert_hashed(id_hash, request.request_id(), version);
                     Decision::Committed { version }
                 }
                 Outcome::Conflict { read_indices } => self.not_committed(NotCommittedReason::Conflict, read_indices),
@@ -258,7 +261,7 @@ impl Sequencer {
             });
         }
         // The version to retry from is the newest committed after this batch.
-        for &index in pending.iter() {
+        for &(index, _) in pending.iter() {
             if let Some(Decision::NotCommitted { version, .. }) = &mut decisions[index] {
                 *version = self.committed_version;
             }
@@ -359,12 +362,16 @@ type BatchIdHasher = foldhash::quality::RandomState;
 
 /// The request ids of the newest committed transactions and their
 /// versions, at most `capacity` (the oldest are forgotten first);
-/// `covers_from_version` says from which version on it is complete. Each id
-/// is allocated once and shared by the table and the queue.
+/// `covers_from_version` says from which version on it is complete.
 ///
 /// Ids come from clients, so they are hashed with SipHash under a key
-/// chosen per process (`RandomState`). Each entry keeps its hash: when the
-/// table grows or clears out the tombstones that removals leave, entries
+/// chosen per process (`RandomState`), once per commit: the caller hashes
+/// the id and passes the hash to both the lookup and the insertion. The
+/// ids live in `order`, oldest first, in place (up to `INLINE_ID_BYTES`,
+/// which covers UUIDs; longer ones are boxed), so that remembering one
+/// allocates nothing; the table holds each id's hash and the sequence
+/// number of its newest entry in `order`. Each table entry keeps its hash:
+/// when the table clears out the tombstones that removals leave, entries
 /// are moved, not hashed again. With std's `HashMap` that rehash hashed
 /// 100,000 ids at once, about 20 ms during which no commit was decided
 /// (`perf record` during a paced run, docs/benchmarks.md). The table is
@@ -373,16 +380,48 @@ type BatchIdHasher = foldhash::quality::RandomState;
 struct RequestIndex {
     capacity: usize,
     hasher: RandomState,
-    versions: HashTable<IndexEntry>,
-    /// Oldest first: (version, hash, id).
-    order: VecDeque<(u64, u64, Arc<str>)>,
+    /// (hash, sequence number of the id's newest entry in `order`).
+    versions: HashTable<(u64, u64)>,
+    /// Oldest first; `order[i]` has sequence number `first_sequence + i`.
+    order: VecDeque<Remembered>,
+    first_sequence: u64,
     covers_from_version: u64,
 }
 
-struct IndexEntry {
-    hash: u64,
-    id: Arc<str>,
+struct Remembered {
     version: u64,
+    hash: u64,
+    id: IdBytes,
+}
+
+/// Ids up to this many bytes are kept in place (a UUID has 36).
+const INLINE_ID_BYTES: usize = 46;
+
+/// A request id's bytes (ids are ASCII; they are only compared).
+enum IdBytes {
+    Inline { len: u8, bytes: [u8; INLINE_ID_BYTES] },
+    Boxed(Box<[u8]>),
+}
+
+impl IdBytes {
+    fn new(id: &str) -> Self {
+        let id = id.as_bytes();
+        match u8::try_from(id.len()) {
+            Ok(len) if id.len() <= INLINE_ID_BYTES => {
+                let mut bytes = [0; INLINE_ID_BYTES];
+                bytes[..id.len()].copy_from_slice(id);
+                IdBytes::Inline { len, bytes }
+            }
+            _ => IdBytes::Boxed(id.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            IdBytes::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            IdBytes::Boxed(bytes) => bytes,
+        }
+    }
 }
 
 impl RequestIndex {
@@ -392,41 +431,60 @@ impl RequestIndex {
             hasher: RandomState::new(),
             versions: HashTable::with_capacity(capacity.saturating_mul(2)),
             order: VecDeque::with_capacity(capacity),
+            first_sequence: 0,
             covers_from_version,
         }
     }
 
+    fn hash(&self, request_id: &str) -> u64 {
+        self.hasher.hash_one(request_id)
+    }
+
     fn get(&self, request_id: &str) -> Option<u64> {
-        let hash = self.hasher.hash_one(request_id);
-        self.versions.find(hash, |entry| &*entry.id == request_id).map(|entry| entry.version)
+        self.get_hashed(self.hash(request_id), request_id)
+    }
+
+    /// `get` with the id's `hash` (from [`RequestIndex::hash`]).
+    fn get_hashed(&self, hash: u64, request_id: &str) -> Option<u64> {
+        let entry = |sequence: u64| &self.order[(sequence - self.first_sequence) as usize];
+        self.versions
+            .find(hash, |&(found, sequence)| found == hash && entry(sequence).id.as_bytes() == request_id.as_bytes())
+            .map(|&(_, sequence)| entry(sequence).version)
     }
 
     fn insert(&mut self, request_id: &str, version: u64) {
+        self.insert_hashed(self.hash(request_id), request_id, version);
+    }
+
+    /// `insert` with the id's `hash` (from [`RequestIndex::hash`]).
+    fn insert_hashed(&mut self, hash: u64, request_id: &str, version: u64) {
         if self.capacity == 0 {
             self.covers_from_version = version + 1;
             return;
         }
-        while self.order.len() >= self.capacity {
-            if let Some((forgotten_version, hash, forgotten_id)) = self.order.pop_front() {
+        let RequestIndex { capacity, versions, order, first_sequence, covers_from_version, .. } = self;
+        while order.len() >= *capacity {
+            if let Some(forgotten) = order.pop_front() {
+                let sequence = *first_sequence;
+                *first_sequence += 1;
                 // Only this very entry: an id given again later is a newer one.
-                if let Ok(entry) = self.versions.find_entry(hash, |entry| Arc::ptr_eq(&entry.id, &forgotten_id)) {
+                if let Ok(entry) = versions.find_entry(forgotten.hash, |&(_, found)| found == sequence) {
                     entry.remove();
                 }
-                self.covers_from_version = forgotten_version + 1;
+                *covers_from_version = forgotten.version + 1;
             }
         }
-        let hash = self.hasher.hash_one(request_id);
-        let id: Arc<str> = Arc::from(request_id);
-        match self.versions.entry(hash, |entry| &*entry.id == request_id, |entry| entry.hash) {
-            hashbrown::hash_table::Entry::Occupied(mut occupied) => {
-                let entry = occupied.get_mut();
-                (entry.id, entry.version) = (Arc::clone(&id), version);
-            }
+        let sequence = *first_sequence + order.len() as u64;
+        let same_id = |&(found, other): &(u64, u64)| {
+            found == hash && order[(other - *first_sequence) as usize].id.as_bytes() == request_id.as_bytes()
+        };
+        match versions.entry(hash, same_id, |&(found, _)| found) {
+            hashbrown::hash_table::Entry::Occupied(mut occupied) => occupied.get_mut().1 = sequence,
             hashbrown::hash_table::Entry::Vacant(vacant) => {
-                vacant.insert(IndexEntry { hash, id: Arc::clone(&id), version });
+                vacant.insert((hash, sequence));
             }
         }
-        self.order.push_back((version, hash, id));
+        order.push_back(Remembered { version, hash, id: IdBytes::new(request_id) });
     }
 
     fn covers_from_version(&self) -> u64 {

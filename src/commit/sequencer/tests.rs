@@ -286,3 +286,30 @@ fn forgetting_an_id_leaves_a_newer_entry_for_the_same_id() {
     index.insert("c", 4);
     assert_eq!((index.get("a"), index.get("b"), index.get("c")), (None, Some(3), Some(4)));
 }
+
+#[test]
+fn the_request_index_keeps_short_and_long_ids_apart() {
+    // In place up to INLINE_ID_BYTES, boxed beyond; ids that share a prefix
+    // or differ only in length are different ids.
+    let lengths = [1, INLINE_ID_BYTES - 1, INLINE_ID_BYTES, INLINE_ID_BYTES + 1, 128];
+    let mut index = RequestIndex::new(100, 0);
+    for (version, &length) in (1..).zip(&lengths) {
+        index.insert(&"x".repeat(length), version);
+    }
+    for (version, &length) in (1..).zip(&lengths) {
+        assert_eq!(index.get(&"x".repeat(length)), Some(version), "length {length}");
+    }
+    assert_eq!(index.get(&"x".repeat(2)), None);
+    assert_eq!(index.get(&format!("{}y", "x".repeat(INLINE_ID_BYTES))), None);
+    // Given again, an id answers its newest version.
+    index.insert(&"x".repeat(128), 10);
+    assert_eq!(index.get(&"x".repeat(128)), Some(10));
+}
+
+#[test]
+fn a_remembered_id_takes_64_bytes() {
+    // What config.toml's request_index_capacity comment counts on: 64 bytes
+    // per remembered id, plus two table slots of 17 bytes (rounded up to a
+    // power of two: 100,000 ids take 6.4 MB and 262,144 slots 4.5 MB).
+    assert_eq!(std::mem::size_of::<Remembered>(), 64);
+}
