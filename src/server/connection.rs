@@ -46,6 +46,9 @@ pub struct Connection {
     output_written: usize,
     arena: Bump,
     route: Route,
+    /// The route found when the head arrived ahead of its body, so that it
+    /// is not looked up again when the body is complete.
+    pub(super) head_route: Option<Route>,
     request_id: String,
     keep_alive: bool,
     response_status: u16,
@@ -88,6 +91,7 @@ impl Connection {
             output_written: 0,
             arena: Bump::new(),
             route: Route::Unknown,
+            head_route: None,
             request_id: String::new(),
             keep_alive: true,
             response_status: 0,
@@ -325,6 +329,7 @@ impl Connection {
         }
         self.request_started = if self.has_unparsed_input() { Some(now) } else { None };
         self.route = Route::Unknown;
+        self.head_route = None;
     }
 
     /// True while part of a request has arrived but not all of it.

@@ -579,13 +579,16 @@ impl Reactor {
     /// `Expect: 100-continue` client never sends its body), else invite it.
     fn on_head(&mut self, connection: &mut Connection) {
         let head = connection.head();
-        if let (route, Some(error)) = route_request(head.method, head.path()) {
+        let (route, routing_error) = route_request(head.method, head.path());
+        if let Some(error) = routing_error {
             let request_id = self.request_id_for_error(connection);
             connection.begin_response(route, &request_id, false, self.now);
             connection.respond_error(&error);
             self.complete_request(connection);
             return;
         }
+        connection.head_route = Some(route);
+        let head = connection.head();
         if head.expect_continue {
             let mut interim = Vec::with_capacity(32);
             write_continue(&mut interim);
@@ -595,9 +598,13 @@ impl Reactor {
 
     /// Routes a complete request and answers it or hands it off.
     fn dispatch(&mut self, connection: &mut Connection) -> Answer {
+        let head_route = connection.head_route.take();
         let head = connection.head();
         let keep_alive = head.keep_alive && self.shutdown_deadline.is_none();
-        let (route, routing_error) = route_request(head.method, head.path());
+        let (route, routing_error) = match head_route {
+            Some(route) => (route, None),
+            None => route_request(head.method, head.path()),
+        };
         let mut id_buffer = [0u8; REQUEST_ID_BYTES_MAX];
         let mut uuid_buffer = uuid::Uuid::encode_buffer();
         let (request_id, id_error) = match client_request_id(head.header("x-request-id"), &mut id_buffer) {
