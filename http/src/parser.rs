@@ -330,7 +330,7 @@ impl RequestParser {
     /// scan where the previous call stopped.
     fn find_head_end(&mut self, input: &[u8]) -> Option<usize> {
         let mut index = self.head_scanned;
-        while let Some(offset) = input.get(index..)?.iter().position(|&b| b == b'\n') {
+        while let Some(offset) = memchr::memchr(b'\n', input.get(index..)?) {
             let newline = index + offset;
             match (input.get(newline + 1), input.get(newline + 2)) {
                 (Some(b'\n'), _) => return Some(newline + 2),
