@@ -22,7 +22,7 @@
 //! - `chunk.max_version` is exactly the largest version in the chunk (so a chunk lying wholly
 //!   inside a read range is decided without scanning it);
 //! - no chunk holds more than `CAP - 2` boundaries between operations, so a write fits; unused
-//!   slots hold `EMPTY_SLOT`, a zero length and an empty tail.
+//!   slots hold `EMPTY_SLOT`, a zero length, a zero tail word and an empty tail.
 
 use std::cmp::Ordering;
 
@@ -64,13 +64,14 @@ impl Slot {
     }
 }
 
-/// Bytes of a key beyond its head, per slot of a chunk.
+/// Bytes of a key beyond its first 24, per slot of a chunk.
 type Tails<const CAP: usize> = [Box<[u8]>; CAP];
 
 /// A run of consecutive boundaries in one allocation: slots (head and version), then key
-/// lengths, which comparisons read only when 16-byte heads tie. Key bytes beyond the head live
-/// in `tails`, allocated only once the chunk holds a key longer than 16 bytes, so that with
-/// short keys a write moves nothing but slots and lengths.
+/// lengths and tail words (bytes 16 to 24), which comparisons read only when 16-byte heads tie.
+/// Key bytes beyond the 24th live in `tails`, allocated only once the chunk holds a key longer
+/// than 24 bytes, so that with shorter keys (16-byte keys and their point ends `k\x00` among
+/// them) a write moves nothing but slots, lengths and tail words, and allocates nothing.
 #[derive(Debug)]
 #[repr(C)] // Header first, then slots: a read's prefetch covers one contiguous span.
 struct Chunk<const CAP: usize> {
@@ -78,6 +79,7 @@ struct Chunk<const CAP: usize> {
     max_version: u64,
     slots: [Slot; CAP],
     key_lens: [u32; CAP],
+    tail_words: [u64; CAP],
     tails: Option<Box<Tails<CAP>>>,
 }
 
@@ -125,6 +127,8 @@ fn first_greater(mut low: usize, mut high: usize, cmp_at: impl Fn(usize) -> Orde
     low
 }
 
+use super::key::cmp_past_inline;
+
 /// A key length as stored: request bodies are far below 4 GiB, so this cannot fail on input.
 fn stored_len(probe: &Probe<'_>) -> u32 {
     u32::try_from(probe.len).expect("keys are shorter than 4 GiB")
@@ -132,7 +136,14 @@ fn stored_len(probe: &Probe<'_>) -> u32 {
 
 impl<const CAP: usize> Chunk<CAP> {
     fn new_boxed() -> Box<Self> {
-        Box::new(Chunk { len: 0, max_version: 0, slots: [EMPTY_SLOT; CAP], key_lens: [0; CAP], tails: None })
+        Box::new(Chunk {
+            len: 0,
+            max_version: 0,
+            slots: [EMPTY_SLOT; CAP],
+            key_lens: [0; CAP],
+            tail_words: [0; CAP],
+            tails: None,
+        })
     }
 
     fn len(&self) -> usize {
@@ -158,7 +169,9 @@ impl<const CAP: usize> Chunk<CAP> {
     #[inline]
     fn cmp_at(&self, index: usize, probe: &Probe<'_>) -> Ordering {
         self.head(index).cmp(&probe.head).then_with(|| {
-            (self.tail(index).cmp(probe.rest)).then_with(|| (self.key_lens[index] as usize).cmp(&probe.len))
+            (self.tail_words[index].cmp(&probe.tail_word)).then_with(|| {
+                cmp_past_inline(self.key_lens[index] as usize, || self.tail(index).cmp(probe.rest), probe.len)
+            })
         })
     }
 
@@ -190,6 +203,7 @@ impl<const CAP: usize> Chunk<CAP> {
     /// Stores the key of `probe` at `index` (slot and version are set by the caller).
     fn set_key(&mut self, index: usize, probe: &Probe<'_>) {
         self.key_lens[index] = stored_len(probe);
+        self.tail_words[index] = probe.tail_word;
         if !probe.rest.is_empty() {
             self.tails_mut()[index] = probe.rest.into();
         } else if let Some(tails) = &mut self.tails {
@@ -202,6 +216,7 @@ impl<const CAP: usize> Chunk<CAP> {
         let target = self.len;
         self.slots[target] = source.slots[index];
         self.key_lens[target] = source.key_lens[index];
+        self.tail_words[target] = source.tail_words[index];
         if let Some(tails) = &mut source.tails {
             let tail = std::mem::take(&mut tails[index]);
             if !tail.is_empty() {
@@ -224,6 +239,7 @@ impl<const CAP: usize> Chunk<CAP> {
         }
         self.slots[len..self.len].fill(EMPTY_SLOT);
         self.key_lens[len..self.len].fill(0);
+        self.tail_words[len..self.len].fill(0);
         self.len = len;
     }
 
@@ -238,6 +254,7 @@ impl<const CAP: usize> Chunk<CAP> {
         assert!(new_len <= CAP, "chunk overflow");
         self.slots.copy_within(stop..old_len, start + added);
         self.key_lens.copy_within(stop..old_len, start + added);
+        self.tail_words.copy_within(stop..old_len, start + added);
         if let Some(tails) = &mut self.tails {
             tails[start..stop].fill_with(Box::default);
             // The emptied tails rotate to where the shifted tail used to end, or in front of it.
@@ -250,6 +267,7 @@ impl<const CAP: usize> Chunk<CAP> {
         if new_len < old_len {
             self.slots[new_len..old_len].fill(EMPTY_SLOT);
             self.key_lens[new_len..old_len].fill(0);
+            self.tail_words[new_len..old_len].fill(0);
         }
         for (offset, boundary) in inserted.iter().enumerate() {
             self.slots[start + offset] = Slot::new(boundary.probe.head, boundary.version);
@@ -290,6 +308,7 @@ impl<const CAP: usize> Chunk<CAP> {
             // Copied even when `kept == index`: cheaper than the branch.
             self.slots[kept] = Slot { version, ..self.slots[index] };
             self.key_lens[kept] = self.key_lens[index];
+            self.tail_words[kept] = self.tail_words[index];
             if let Some(tails) = &mut self.tails {
                 tails.swap(kept, index);
             }
@@ -304,8 +323,9 @@ impl<const CAP: usize> Chunk<CAP> {
     #[cfg(test)]
     fn key(&self, index: usize) -> Vec<u8> {
         let len = self.key_lens[index] as usize;
-        let head_len = len.min(super::key::HEAD_BYTES);
-        let mut key = self.head(index).to_be_bytes()[..head_len].to_vec();
+        let mut inline = self.head(index).to_be_bytes().to_vec();
+        inline.extend_from_slice(&self.tail_words[index].to_be_bytes());
+        let mut key = inline[..len.min(super::key::INLINE_BYTES)].to_vec();
         key.extend_from_slice(self.tail(index));
         key
     }
@@ -390,7 +410,7 @@ impl<const CAP: usize> BoundaryMap<CAP> {
     }
 
     /// Starts loading the chunk where `key` would be found; returns that chunk. A read needs
-    /// only the header and the slots; a write also moves key lengths. `stride_hint`: what
+    /// only the header and the slots; a write also moves key lengths and tail words. `stride_hint`: what
     /// `prefetch_top_level` returned for `key` (any value if unknown; the chunks may have
     /// changed since, so a wrong hint only makes the prefetch useless).
     pub(super) fn prefetch_chunk(&self, key: &[u8], for_write: bool, stride_hint: usize) -> usize {
@@ -708,6 +728,7 @@ impl<const CAP: usize> BoundaryMap<CAP> {
             assert!(chunk.len() > 0 && chunk.len() <= Self::SPLIT_ABOVE);
             assert!(chunk.slots[chunk.len..].iter().all(|slot| *slot == EMPTY_SLOT));
             assert!(chunk.key_lens[chunk.len..].iter().all(|&len| len == 0));
+            assert!(chunk.tail_words[chunk.len..].iter().all(|&word| word == 0));
             if let Some(tails) = &chunk.tails {
                 assert!(tails[chunk.len..].iter().all(|tail| tail.is_empty()));
             }
@@ -716,6 +737,8 @@ impl<const CAP: usize> BoundaryMap<CAP> {
             for index in 0..chunk.len() {
                 let key = chunk.key(index);
                 assert_eq!(super::key::head_of(&key), chunk.head(index));
+                assert_eq!(super::key::tail_word_of(&key), chunk.tail_words[index]);
+                assert_eq!(key.len() > super::key::INLINE_BYTES, !chunk.tail(index).is_empty());
                 assert_eq!(key.len(), chunk.key_lens[index] as usize);
             }
         }

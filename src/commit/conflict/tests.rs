@@ -14,7 +14,8 @@ use super::{ConflictSet, KeyRange, Outcome, ReadOutcome, ReadRange, TransactionR
 enum KeyShape {
     /// 0 to 3 bytes from {0x00, 0x01, 'a', 0xff}: collisions, prefixes, empty keys.
     Short,
-    /// 14 to 16 bytes of 'p' then 0 to 3 bytes: keys whose 16-byte heads tie.
+    /// 14 to 16, or 22 to 24, bytes of 'p' then 0 to 3 bytes: keys whose 16-byte heads tie, and
+    /// keys whose first 24 bytes (head and tail word) tie.
     LongSharedPrefix,
     /// Both, plus occasional 40-byte keys and keys starting with sixteen 0xff bytes.
     Mixed,
@@ -48,7 +49,8 @@ impl Workload {
         };
         match shape {
             KeyShape::LongSharedPrefix => {
-                let mut key = vec![b'p'; 14 + self.random.below(3) as usize];
+                const PREFIX_LENS: [usize; 6] = [14, 15, 16, 22, 23, 24];
+                let mut key = vec![b'p'; PREFIX_LENS[self.random.below(6) as usize]];
                 key.extend(self.short_key(3));
                 key
             }
@@ -362,8 +364,16 @@ enum Op {
     Oldest(u64),
 }
 
+/// Short keys, or short keys after a shared prefix of 15, 16, 23 or 24 bytes (where the head and
+/// the tail word end).
 fn key_strategy() -> impl Strategy<Value = Vec<u8>> {
-    prop::collection::vec(prop::sample::select(vec![0u8, 1, b'a', 0xff]), 0..4)
+    let prefix = prop::sample::select(vec![0usize, 0, 15, 16, 23, 24]);
+    let short = prop::collection::vec(prop::sample::select(vec![0u8, 1, b'a', 0xff]), 0..4);
+    (prefix, short).prop_map(|(prefix_len, short)| {
+        let mut key = vec![b'p'; prefix_len];
+        key.extend(short);
+        key
+    })
 }
 
 fn range_strategy() -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
