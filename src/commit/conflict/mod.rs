@@ -331,8 +331,8 @@ impl<const CHUNK_CAPACITY: usize> ConflictSet<CHUNK_CAPACITY> {
         self.boundaries.prefetch_chunk_at(self.gc_cursor_chunk);
     }
 
-    /// Number of range boundaries stored (a slot is 28 bytes; chunks run 50-100% full, and keys
-    /// longer than 16 bytes add their tail).
+    /// Number of range boundaries stored (36 bytes each: head, version, length and tail word;
+    /// chunks run 50-100% full, and keys longer than 24 bytes add the rest out of line).
     pub fn boundary_count(&self) -> usize {
         self.boundaries.boundary_count()
     }
