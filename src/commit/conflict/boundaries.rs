@@ -26,7 +26,7 @@
 
 use std::cmp::Ordering;
 
-use super::key::Probe;
+use super::key::{cmp_past_inline, Probe};
 use super::samples::Samples;
 
 /// First heads per sample of the top level.
@@ -126,8 +126,6 @@ fn first_greater(mut low: usize, mut high: usize, cmp_at: impl Fn(usize) -> Orde
     }
     low
 }
-
-use super::key::cmp_past_inline;
 
 /// A key length as stored: request bodies are far below 4 GiB, so this cannot fail on input.
 fn stored_len(probe: &Probe<'_>) -> u32 {
@@ -410,9 +408,9 @@ impl<const CAP: usize> BoundaryMap<CAP> {
     }
 
     /// Starts loading the chunk where `key` would be found; returns that chunk. A read needs
-    /// only the header and the slots; a write also moves key lengths and tail words. `stride_hint`: what
-    /// `prefetch_top_level` returned for `key` (any value if unknown; the chunks may have
-    /// changed since, so a wrong hint only makes the prefetch useless).
+    /// only the header and the slots; a write also moves key lengths and tail words.
+    /// `stride_hint`: what `prefetch_top_level` returned for `key` (any value if unknown; the
+    /// chunks may have changed since, so a wrong hint only makes the prefetch useless).
     pub(super) fn prefetch_chunk(&self, key: &[u8], for_write: bool, stride_hint: usize) -> usize {
         let probe = Probe::new(key);
         let chunk = match stride_hint < self.chunks.len() {
