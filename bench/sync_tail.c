@@ -1,10 +1,13 @@
 /* The tail of a journal sync on this disk: `pwrite` of a 4 KiB block into a
- * file already written through, then `fdatasync`, 20,000 times; with a
- * second argument, each is preceded by what the local store does for an
- * object (create a file, write 4 KiB, hard-link it, remove the temporary
- * name). Prints p50, p99, p99.9, max and how many took over 10 ms.
+ * file already written through, then `fdatasync`, 20,000 times; with
+ * `objects`, each is preceded by what the local store does for an object
+ * (create a file, write 4 KiB, hard-link it, remove the temporary name).
+ * With a number, the thread sleeps that many microseconds after each sync
+ * (5,000 syncs then), so that the disk is idle before the next one, as it is
+ * between a server's batches. Prints p50, p90, p99, p99.9, max, the mean,
+ * how many took over 10 ms, and the idle time actually left between syncs.
  *
- *   gcc -O2 bench/sync_tail.c -o /tmp/sync_tail && /tmp/sync_tail DIR [objects]
+ *   gcc -O2 bench/sync_tail.c -o /tmp/sync_tail && /tmp/sync_tail DIR [objects] [GAP_US]
  *
  * DIR must be on the disk to measure (not tmpfs). The journal file is
  * removed at the end; the objects are left under DIR (delete them). */
@@ -15,8 +18,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-enum { N = 20000, OBJECT = 4096, JOURNAL = 16 << 20 };
-static double samples[N];
+enum { N_MAX = 20000, N_GAP = 5000, OBJECT = 4096, JOURNAL = 16 << 20 };
+static double samples[N_MAX];
 static double now_ms(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
@@ -27,8 +30,16 @@ static int by_value(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 int main(int argc, char **argv) {
-  if (argc < 2) { fprintf(stderr, "usage: %s DIR [objects]\n", argv[0]); return 2; }
-  int objects = argc > 2;
+  if (argc < 2) { fprintf(stderr, "usage: %s DIR [objects] [GAP_US]\n", argv[0]); return 2; }
+  int objects = 0;
+  long gap_us = 0;
+  for (int a = 2; a < argc; a++) {
+    if (strcmp(argv[a], "objects") == 0) objects = 1;
+    else if ((gap_us = atol(argv[a])) <= 0) { fprintf(stderr, "bad argument: %s\n", argv[a]); return 2; }
+  }
+  int n = gap_us ? N_GAP : N_MAX;
+  struct timespec gap = { gap_us / 1000000, (gap_us % 1000000) * 1000 };
+  double idle = 0;
   char path[4096];
   snprintf(path, sizeof path, "%s/sync-tail-%d", argv[1], (int)getpid());
   int journal = open(path, O_CREAT | O_RDWR, 0644);
@@ -38,7 +49,12 @@ int main(int argc, char **argv) {
   memset(block, 'x', sizeof block);
   double started = now_ms();
   int slow = 0;
-  for (int i = 0; i < N; i++) {
+  for (int i = 0; i < n; i++) {
+    if (gap_us) {
+      double slept = now_ms();
+      nanosleep(&gap, NULL);
+      idle += now_ms() - slept;
+    }
     double at = now_ms();
     if (objects) {
       char temp[4200], name[4200];
@@ -57,11 +73,13 @@ int main(int argc, char **argv) {
     samples[i] = now_ms() - at;
     if (samples[i] > 10) slow++;
   }
-  double total = now_ms() - started;
-  qsort(samples, N, sizeof(double), by_value);
-  printf("%d syncs%s in %.1f s: p50 %.3f p99 %.3f p99.9 %.3f max %.1f ms; %d over 10 ms\n", N,
-         objects ? " (each after an object)" : "", total / 1000, samples[N / 2], samples[N * 99 / 100],
-         samples[N * 999 / 1000], samples[N - 1], slow);
+  double total = now_ms() - started, sum = 0;
+  for (int i = 0; i < n; i++) sum += samples[i];
+  qsort(samples, n, sizeof(double), by_value);
+  printf("%d syncs%s in %.1f s: p50 %.3f p90 %.3f p99 %.3f p99.9 %.3f max %.1f mean %.3f ms; %d over 10 ms; "
+         "idle before each %.3f ms\n",
+         n, objects ? " (each after an object)" : "", total / 1000, samples[n / 2], samples[n * 9 / 10],
+         samples[n * 99 / 100], samples[n * 999 / 1000], samples[n - 1], sum / n, slow, idle / n);
   unlink(path);
   return 0;
 }
