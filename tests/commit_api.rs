@@ -88,6 +88,34 @@ fn a_wrong_leader_id_is_409_leader_changed() {
 }
 
 #[test]
+fn the_pipeline_is_measured_by_outcome_batch_size_and_stage() {
+    let stoat = Stoat::start("");
+    let mut client = stoat.connect();
+    let first = json!({"request_id": "measured", "operations": [write(KEY)]});
+    assert_eq!(commit(&mut client, first.clone()).status, 200);
+    assert_eq!(commit(&mut client, first).json()["duplicate"], true);
+    let stale = json!({"read_version": 0, "preconditions": [{"type": "point_read", "key": KEY}]});
+    assert_eq!(commit(&mut client, stale).json()["reason"], "conflict");
+    let metrics = client.get("/metrics").text();
+    let value = |series: &str| -> f64 {
+        let line = metrics.lines().find(|line| line.strip_prefix(series).is_some_and(|rest| rest.starts_with(' ')));
+        line.unwrap_or_else(|| panic!("no {series} in {metrics}")).rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(value(r#"stoat_commits_total{outcome="committed"}"#), 1.0);
+    assert_eq!(value(r#"stoat_commits_total{outcome="duplicate"}"#), 1.0);
+    assert_eq!(value(r#"stoat_commits_total{outcome="conflict"}"#), 1.0);
+    // One batch written, holding the one transaction committed.
+    assert_eq!(value("stoat_batch_transactions_count"), 1.0);
+    assert_eq!(value("stoat_batch_transactions_sum"), 1.0);
+    // Each request (sent one after the other) passes every per-request
+    // stage and is decided alone; only the batch written waits for storage.
+    for stage in ["parse", "queue", "batch_wait", "decide", "reply"] {
+        assert_eq!(value(&format!(r#"stoat_pipeline_stage_seconds_count{{stage="{stage}"}}"#)), 3.0, "{stage}");
+    }
+    assert_eq!(value(r#"stoat_pipeline_stage_seconds_count{stage="durable_wait"}"#), 1.0);
+}
+
+#[test]
 fn a_precondition_older_than_the_conflict_window_is_409_too_old() {
     let stoat = Stoat::start("[commit]\nconflict_window_ms = 0\nconflict_window_versions = 1\n");
     let mut client = stoat.connect();

@@ -151,8 +151,9 @@ impl SequenceStage {
             select! {
                 recv(self.recovered) -> takeover => return Some((self.start(takeover.ok()?), None)),
                 recv(self.requests) -> message => match message {
-                    Ok(StageMessage::Request(connection)) => {
+                    Ok(StageMessage::Request(mut connection)) => {
                         if let Ok(takeover) = self.recovered.try_recv() {
+                            connection.set_taken_at(Instant::now());
                             return Some((self.start(takeover), Some(connection)));
                         }
                         let error = ApiError::Unavailable(RECOVERING.into());
@@ -193,19 +194,21 @@ impl SequenceStage {
     /// shutdown was received.
     fn collect_batch(&self) -> (Vec<Box<Connection>>, bool) {
         let mut connections = Vec::new();
-        match self.requests.recv() {
-            Ok(StageMessage::Request(connection)) => connections.push(connection),
+        let mut taken_at = match self.requests.recv() {
+            Ok(StageMessage::Request(connection)) => take(&mut connections, connection, Instant::now()),
             Ok(StageMessage::Shutdown) | Err(_) => return (connections, true),
-        }
-        let deadline = Instant::now() + self.batch_timeout;
+        };
+        let deadline = taken_at + self.batch_timeout;
         while connections.len() < self.batch_max {
             let message = if self.batch_timeout.is_zero() {
                 self.requests.try_recv().ok()
             } else {
-                self.requests.recv_deadline(deadline).ok()
+                let message = self.requests.recv_deadline(deadline).ok();
+                taken_at = Instant::now();
+                message
             };
             match message {
-                Some(StageMessage::Request(connection)) => connections.push(connection),
+                Some(StageMessage::Request(connection)) => _ = take(&mut connections, connection, taken_at),
                 Some(StageMessage::Shutdown) => return (connections, true),
                 None => break,
             }
@@ -301,9 +304,10 @@ impl SequenceStage {
     /// Adds what is queued (up to the batch limit) without waiting; true if
     /// a shutdown was among it.
     fn take_queued(&self, connections: &mut Vec<Box<Connection>>) -> bool {
+        let taken_at = Instant::now();
         while connections.len() < self.batch_max {
             match self.requests.try_recv() {
-                Ok(StageMessage::Request(connection)) => connections.push(connection),
+                Ok(StageMessage::Request(connection)) => _ = take(connections, connection, taken_at),
                 Ok(StageMessage::Shutdown) => return true,
                 Err(_) => break,
             }
@@ -314,8 +318,11 @@ impl SequenceStage {
     fn decide(&self, sequencing: &mut Sequencing, connections: Vec<Box<Connection>>) {
         let started = Instant::now();
         let queue_seconds = self.metrics.stage_seconds("queue");
+        let batch_wait_seconds = self.metrics.stage_seconds("batch_wait");
         for connection in &connections {
-            queue_seconds.observe(started.saturating_duration_since(connection.received_at()).as_secs_f64());
+            let taken_at = connection.taken_at();
+            queue_seconds.observe(taken_at.saturating_duration_since(connection.received_at()).as_secs_f64());
+            batch_wait_seconds.observe(started.saturating_duration_since(taken_at).as_secs_f64());
         }
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let decisions = {
@@ -491,4 +498,12 @@ fn input_of(connection: &Connection) -> Input<'_> {
         }
         _ => Input::Commit(connection.commit()),
     }
+}
+
+/// Adds a request taken off the queue at `taken_at` to the batch being
+/// formed; returns `taken_at`.
+fn take(connections: &mut Vec<Box<Connection>>, mut connection: Box<Connection>, taken_at: Instant) -> Instant {
+    connection.set_taken_at(taken_at);
+    connections.push(connection);
+    taken_at
 }

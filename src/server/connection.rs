@@ -54,6 +54,9 @@ pub struct Connection {
     response_status: u16,
     /// When the current request had fully arrived (for latency metrics).
     pub(super) received_at: Instant,
+    /// When the sequencer took the current request off its queue (until
+    /// then, when it arrived): splits its wait into queue and batch wait.
+    taken_at: Instant,
     /// When the first byte of the current request arrived, if one is in progress.
     pub(super) request_started: Option<Instant>,
     pub(super) last_activity: Instant,
@@ -96,6 +99,7 @@ impl Connection {
             keep_alive: true,
             response_status: 0,
             received_at: now,
+            taken_at: now,
             request_started: None,
             last_activity: now,
             close_after_write: false,
@@ -122,6 +126,16 @@ impl Connection {
     /// When the current request had fully arrived.
     pub fn received_at(&self) -> Instant {
         self.received_at
+    }
+
+    /// When the sequencer took the current request off its queue.
+    pub fn taken_at(&self) -> Instant {
+        self.taken_at
+    }
+
+    /// Stage 1: the current request is taken off its queue at `at`.
+    pub fn set_taken_at(&mut self, at: Instant) {
+        self.taken_at = at;
     }
 
     pub fn route(&self) -> Route {
@@ -212,6 +226,7 @@ impl Connection {
         self.request_id.push_str(request_id);
         self.keep_alive = keep_alive;
         self.received_at = now;
+        self.taken_at = now;
     }
 
     /// Runs the parser over the unconsumed input.
