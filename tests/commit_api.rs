@@ -107,8 +107,8 @@ fn the_pipeline_is_measured_by_outcome_batch_size_and_stage() {
     // One batch written, holding the one transaction committed.
     assert_eq!(value("stoat_batch_transactions_count"), 1.0);
     assert_eq!(value("stoat_batch_transactions_sum"), 1.0);
-    // Each request (sent one after the other) passes every per-request
-    // stage and is decided alone; only the batch written waits for storage.
+    // Each request (sent one after the other) is a batch of its own; only
+    // the batch written waits for storage.
     for stage in ["parse", "queue", "batch_wait", "decide", "reply"] {
         assert_eq!(value(&format!(r#"stoat_pipeline_stage_seconds_count{{stage="{stage}"}}"#)), 3.0, "{stage}");
     }

@@ -228,8 +228,8 @@ impl Metrics {
         registry.register(
             "pipeline_stage_seconds",
             "Pipeline latency by stage: parse (a commit body, on a reactor), queue (until the sequencer takes \
-             it), batch_wait (taken, until its batch is decided), decide (a batch), durable_wait (a batch, until \
-             durable), reply (one response)",
+             it), batch_wait (a batch, from its first request taken until decided), decide (a batch), \
+             durable_wait (a batch, until durable), reply (one response)",
             stage_seconds.clone(),
         );
         let subscribers = Family::<StateLabels, Gauge>::default();
