@@ -194,10 +194,12 @@ impl SequenceStage {
     /// shutdown was received.
     fn collect_batch(&self) -> (Vec<Box<Connection>>, bool) {
         let mut connections = Vec::new();
-        let mut taken_at = match self.requests.recv() {
-            Ok(StageMessage::Request(connection)) => take(&mut connections, connection, Instant::now()),
+        let first = self.requests.recv();
+        let mut taken_at = Instant::now();
+        match first {
+            Ok(StageMessage::Request(connection)) => take(&mut connections, connection, taken_at),
             Ok(StageMessage::Shutdown) | Err(_) => return (connections, true),
-        };
+        }
         let deadline = taken_at + self.batch_timeout;
         while connections.len() < self.batch_max {
             let message = if self.batch_timeout.is_zero() {
@@ -208,7 +210,7 @@ impl SequenceStage {
                 message
             };
             match message {
-                Some(StageMessage::Request(connection)) => _ = take(&mut connections, connection, taken_at),
+                Some(StageMessage::Request(connection)) => take(&mut connections, connection, taken_at),
                 Some(StageMessage::Shutdown) => return (connections, true),
                 None => break,
             }
@@ -307,7 +309,7 @@ impl SequenceStage {
         let taken_at = Instant::now();
         while connections.len() < self.batch_max {
             match self.requests.try_recv() {
-                Ok(StageMessage::Request(connection)) => _ = take(connections, connection, taken_at),
+                Ok(StageMessage::Request(connection)) => take(connections, connection, taken_at),
                 Ok(StageMessage::Shutdown) => return true,
                 Err(_) => break,
             }
@@ -505,9 +507,8 @@ fn input_of(connection: &Connection) -> Input<'_> {
 }
 
 /// Adds a request taken off the queue at `taken_at` to the batch being
-/// formed; returns `taken_at`.
-fn take(connections: &mut Vec<Box<Connection>>, mut connection: Box<Connection>, taken_at: Instant) -> Instant {
+/// formed.
+fn take(connections: &mut Vec<Box<Connection>>, mut connection: Box<Connection>, taken_at: Instant) {
     connection.set_taken_at(taken_at);
     connections.push(connection);
-    taken_at
 }
